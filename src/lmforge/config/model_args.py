@@ -1,0 +1,45 @@
+"""Which model and tokenizer to load, and how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ATTN_FROM_FLASH_ATTN = {"auto": "sdpa", "sdpa": "sdpa", "fa2": "flash_attention_2", "disabled": "eager"}
+"""LLaMA-Factory's `flash_attn` values mapped to transformers' `attn_implementation`."""
+
+
+@dataclass(frozen=True)
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Local directory of a Hugging Face causal LM (config, tokenizer, weights)."}
+    )
+    adapter_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Local directory (or comma-separated list) of LoRA adapters to load; the last keeps training."},
+    )
+    torch_dtype: str = field(
+        default="auto",
+        metadata={"help": "Weight dtype: auto (bf16 where supported, else fp32), bf16, fp16 or fp32."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "transformers attention backend: sdpa (default), eager, flash_attention_2, flex_attention."},
+    )
+    flash_attn: str = field(
+        default="auto",
+        metadata={"help": "LLaMA-Factory spelling of the attention backend: auto, sdpa, fa2, disabled."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run Python code shipped with the model directory. Off unless you trust it."}
+    )
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use the tokenizers-backed (fast) tokenizer."})
+    low_cpu_mem_usage: bool = field(default=True, metadata={"help": "Load weights without a second full copy in RAM."})
+    disable_gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "LLaMA-Factory key; lmforge enables checkpointing only with gradient_checkpointing."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Accepted for compatibility; lmforge loads local files only."})
+
+    @property
+    def attention(self) -> str:
+        """The attn_implementation to pass to transformers."""
+        return self.attn_implementation or ATTN_FROM_FLASH_ATTN.get(self.flash_attn, "sdpa")

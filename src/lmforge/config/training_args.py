@@ -1,0 +1,43 @@
+"""Trainer settings: transformers' Seq2SeqTrainingArguments plus the LLaMA-Factory keys it dropped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Seq2SeqTrainingArguments
+
+
+@dataclass
+class TrainingArguments(Seq2SeqTrainingArguments):
+    """transformers' arguments with lmforge's defaults and compatibility keys.
+
+    transformers 5 removed `warmup_ratio`, `overwrite_output_dir` and `group_by_length`, which every
+    LLaMA-Factory YAML still uses; they are accepted here and translated once, in `__post_init__`.
+    """
+
+    do_train: bool = field(default=True, metadata={"help": "Run training (set false with do_eval for eval only)."})
+    report_to: str | list[str] | None = field(
+        default="none", metadata={"help": "Experiment trackers to log to (none by default: nothing leaves the machine)."}
+    )
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "Linear warm-up over this fraction of the steps (LLaMA-Factory key)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow training into an output_dir that already holds a finished run."}
+    )
+    group_by_length: bool = field(
+        default=False, metadata={"help": "Batch samples of similar length together to cut padding."}
+    )
+
+    def __post_init__(self):
+        if self.warmup_ratio and not self.warmup_steps:
+            # transformers 5 reads a float warmup_steps in [0, 1) as a ratio of the total steps.
+            self.warmup_steps = self.warmup_ratio
+        if self.group_by_length:
+            self.train_sampling_strategy = "group_by_length"
+        if (self.bf16 or self.fp16) and not torch.cuda.is_available():
+            # transformers refuses mixed precision without a GPU unless told it runs on CPU; bf16 autocast
+            # on CPU is a real fast path (AMX / AVX512-BF16), so lmforge says so for the user.
+            self.use_cpu = True
+        super().__post_init__()

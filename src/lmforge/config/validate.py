@@ -1,0 +1,112 @@
+"""Every cross-field rule of a run config, each a named function whose message cites the keys.
+
+Rules that need the model or tokenizer (a `lora_target` the model lacks, a template the tokenizer cannot
+serve) run where those are loaded, still before training starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lmforge.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from lmforge.config.loader import RunConfig
+
+STAGES = ("pt", "sft")
+PACKING_STAGES = ("pt", "sft")
+FINETUNING_TYPES = ("full", "freeze", "lora")
+MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over")
+DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
+LORA_ONLY_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "additional_target", "use_dora", "use_rslora")
+
+
+def validate_keys(raw: dict[str, Any], known: dict[str, str], ignored: dict[str, str], source: str) -> None:
+    for key in raw:
+        if key not in known and key not in ignored:
+            where = f"{source}: " if source else ""
+            raise ConfigError(f"{where}unknown key '{key}'{did_you_mean(key, list(known))}")
+
+
+def check_choices(cfg: RunConfig) -> None:
+    for key, value, choices in (
+        ("stage", cfg.finetuning.stage, STAGES),
+        ("finetuning_type", cfg.finetuning.finetuning_type, FINETUNING_TYPES),
+        ("mix_strategy", cfg.data.mix_strategy, MIX_STRATEGIES),
+        ("torch_dtype", cfg.model.torch_dtype, DTYPES),
+    ):
+        if value not in choices:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
+
+
+def check_model_given(cfg: RunConfig) -> None:
+    if not cfg.model.model_name_or_path:
+        raise ConfigError("set 'model_name_or_path' to a local model directory (lmforge create-model makes one)")
+
+
+def check_datasets_given(cfg: RunConfig) -> None:
+    if cfg.training.do_train and not cfg.data.dataset_names:
+        raise ConfigError("set 'dataset' (a dataset_info.json entry or a data file) to train on")
+
+
+def check_packing_stage(cfg: RunConfig) -> None:
+    packs = cfg.data.packing or cfg.data.neat_packing
+    if packs and cfg.finetuning.stage not in PACKING_STAGES:
+        raise ConfigError(
+            f"'packing'/'neat_packing' cannot be used with stage '{cfg.finetuning.stage}': "
+            f"only {', '.join(PACKING_STAGES)} pack samples"
+        )
+    if cfg.data.neat_packing and cfg.finetuning.stage == "pt":
+        raise ConfigError("'neat_packing' is for stage sft; stage pt packs documents as one stream ('packing')")
+
+
+def check_eval_source(cfg: RunConfig) -> None:
+    if cfg.data.val_size and cfg.data.eval_dataset_names:
+        raise ConfigError("set either 'val_size' or 'eval_dataset', not both")
+    strategy = str(getattr(cfg.training.eval_strategy, "value", cfg.training.eval_strategy))
+    if strategy != "no" and not (cfg.data.val_size or cfg.data.eval_dataset_names):
+        raise ConfigError(f"'eval_strategy: {strategy}' needs eval data: set 'val_size' or 'eval_dataset'")
+    if cfg.data.val_size < 0:
+        raise ConfigError(f"'val_size' must be >= 0, got {cfg.data.val_size}")
+
+
+def check_adapter_keys(cfg: RunConfig) -> None:
+    ft = cfg.finetuning
+    if cfg.model.adapter_name_or_path and ft.finetuning_type != "lora":
+        raise ConfigError(
+            f"'adapter_name_or_path' loads a LoRA adapter but 'finetuning_type' is '{ft.finetuning_type}': "
+            "set finetuning_type: lora (or export a merged model first)"
+        )
+    if ft.use_dora and ft.use_rslora:
+        raise ConfigError("'use_dora' and 'use_rslora' cannot both be true")
+    if ft.lora_rank < 1:
+        raise ConfigError(f"'lora_rank' must be >= 1, got {ft.lora_rank}")
+
+
+def check_cutoff(cfg: RunConfig) -> None:
+    if cfg.data.cutoff_len < 2:
+        raise ConfigError(f"'cutoff_len' must be >= 2, got {cfg.data.cutoff_len}")
+
+
+def check_streaming(cfg: RunConfig) -> None:
+    if cfg.data.streaming:
+        raise ConfigError("'streaming' is not supported; tokenize large corpora once into memmap shards instead")
+
+
+RULES: tuple[Callable[[RunConfig], None], ...] = (
+    check_choices,
+    check_model_given,
+    check_datasets_given,
+    check_packing_stage,
+    check_eval_source,
+    check_adapter_keys,
+    check_cutoff,
+    check_streaming,
+)
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """Run every rule; the first broken one raises a ConfigError naming its keys."""
+    for rule in RULES:
+        rule(cfg)
