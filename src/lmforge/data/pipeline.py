@@ -1,0 +1,189 @@
+"""From a data config to tokenized train/eval datasets, through the cache.
+
+    data = build_datasets(cfg.data, stage="sft", tokenizer=tok, template=template, seed=42)
+    data.train[0]["input_ids"], data.train[0]["labels"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+
+from lmforge.config.data_args import DataArguments
+from lmforge.data.cache import cache_key, default_cache_root, load_cached, save_atomically, tokenizer_fingerprint
+from lmforge.data.dataset_info import resolve_datasets
+from lmforge.data.loading import load_conversations
+from lmforge.data.processors.pretrain import pack_documents, tokenize_documents, truncate_documents
+from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
+from lmforge.data.sources import file_fingerprint
+from lmforge.data.splits import split_train_eval
+from lmforge.errors import DataError
+from lmforge.logging import get_logger
+from lmforge.types import IGNORE_INDEX, Conversation
+
+logger = get_logger(__name__)
+
+# Arguments that never change the tokens, left out of the cache key.
+_NOT_IN_KEY = {"overwrite_cache", "preprocessing_num_workers", "preprocessing_batch_size", "tokenized_path", "data_cache_dir"}
+
+
+@dataclass
+class TokenizedData:
+    train: Dataset | None
+    eval: Dataset | None
+    from_cache: bool = False
+
+
+def build_datasets(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> TokenizedData:
+    """Tokenized train and eval datasets for `stage`, loaded from the cache when nothing changed."""
+    if data_args.tokenized_path and Path(data_args.tokenized_path).exists() and not data_args.overwrite_cache:
+        cached = load_cached(Path(data_args.tokenized_path))
+        if cached is None:
+            raise DataError(f"tokenized_path {data_args.tokenized_path} exists but holds no saved dataset")
+        logger.info("loaded tokenized dataset from tokenized_path %s (skipped preprocessing)", data_args.tokenized_path)
+        return TokenizedData(cached.get("train"), cached.get("eval"), from_cache=True)
+
+    key = _fingerprint(data_args, stage, tokenizer, template, seed)
+    cache_dir = Path(data_args.data_cache_dir) if data_args.data_cache_dir else default_cache_root()
+    entry = cache_dir / key
+    cached = None if data_args.overwrite_cache else load_cached(entry)
+    if cached is not None:
+        logger.info("loaded tokenized dataset from cache %s (skipped preprocessing)", entry)
+        data = TokenizedData(cached.get("train"), cached.get("eval"), from_cache=True)
+    else:
+        data = _tokenize_all(data_args, stage, tokenizer, template, seed)
+        save_atomically(_as_dict(data), entry)
+        logger.info("tokenized dataset cached at %s", entry)
+    if data_args.tokenized_path:
+        save_atomically(_as_dict(data), Path(data_args.tokenized_path))
+        logger.info("tokenized dataset saved to tokenized_path %s", data_args.tokenized_path)
+    _log_stats("train", data.train)
+    _log_stats("eval", data.eval)
+    return data
+
+
+def _fingerprint(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> str:
+    names = data_args.dataset_names + data_args.eval_dataset_names
+    specs = resolve_datasets(names, data_args.dataset_dir)
+    args = {k: v for k, v in asdict(data_args).items() if k not in _NOT_IN_KEY}
+    return cache_key(
+        {
+            "files": [file_fingerprint(spec.paths) for spec in specs],
+            "specs": [repr(spec) for spec in specs],
+            "tokenizer": tokenizer_fingerprint(tokenizer),
+            "template": getattr(template, "name", None),
+            "stage": stage,
+            "seed": seed,
+            "args": args,
+        }
+    )
+
+
+def _tokenize_all(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> TokenizedData:
+    def load(names: list[str]) -> Dataset:
+        dataset, _drops = load_conversations(
+            names,
+            data_args.dataset_dir,
+            stage=stage,
+            max_samples=data_args.max_samples,
+            mix_strategy=data_args.mix_strategy,
+            interleave_probs=data_args.interleave_probabilities,
+            seed=seed,
+            placeholders=data_args.placeholders,
+        )
+        return dataset
+
+    train_convs = load(data_args.dataset_names) if data_args.dataset_names else None
+    eval_convs = load(data_args.eval_dataset_names) if data_args.eval_dataset_names else None
+    if train_convs is not None and data_args.val_size:
+        val_size = data_args.val_size if data_args.val_size < 1 else int(data_args.val_size)
+        train_convs, eval_convs = split_train_eval(train_convs, val_size, seed)
+
+    tokenize = _tokenize_pretrain if stage == "pt" else _tokenize_supervised
+    return TokenizedData(
+        train=tokenize(train_convs, data_args, tokenizer, template, "train") if train_convs is not None else None,
+        eval=tokenize(eval_convs, data_args, tokenizer, template, "eval") if eval_convs is not None else None,
+    )
+
+
+def _tokenize_supervised(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:
+    options = SupervisedOptions(data_args.cutoff_len, data_args.train_on_prompt, data_args.mask_history)
+    default_system = data_args.default_system
+
+    def encode_batch(batch):
+        out = {"input_ids": [], "attention_mask": [], "labels": []}
+        for row in _rows(batch):
+            conv = Conversation.from_dict(row)
+            if not conv.system and default_system:
+                conv.system = default_system
+            example = encode_supervised(conv, template, tokenizer, options)
+            for name in out:
+                out[name].append(example[name])
+        return out
+
+    tokenized = convs.map(
+        encode_batch,
+        batched=True,
+        batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers,
+        remove_columns=convs.column_names,
+        desc=f"tokenizing {split}",
+    )
+    kept = tokenized.filter(
+        lambda labels: any(label != IGNORE_INDEX for label in labels[1:]),
+        input_columns="labels",
+        num_proc=data_args.preprocessing_num_workers,
+    )
+    dropped = len(tokenized) - len(kept)
+    if dropped:
+        logger.warning(
+            "%s: dropped %d of %d samples with no response token left after truncation to cutoff_len=%d",
+            split, dropped, len(tokenized), data_args.cutoff_len,
+        )
+    if len(kept) == 0:
+        raise DataError(
+            f"{split}: every sample lost its response to truncation; raise 'cutoff_len' (now {data_args.cutoff_len})"
+        )
+    return kept
+
+
+def _tokenize_pretrain(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:
+    add_bos = tokenizer.bos_token_id is not None and tokenizer.bos_token_id != tokenizer.eos_token_id
+
+    def encode_batch(batch):
+        texts = [messages[0]["content"] for messages in batch["messages"]]
+        return {"ids": tokenize_documents(texts, tokenizer, add_bos)}
+
+    docs = convs.map(
+        encode_batch,
+        batched=True,
+        batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers,
+        remove_columns=convs.column_names,
+        desc=f"tokenizing {split}",
+    )
+    packing = data_args.packing is not False  # pretraining packs unless told not to
+    # Packing runs over the whole token stream in one pass so no tail is cut at map-batch boundaries.
+    blocks = (pack_documents if packing else truncate_documents)(docs["ids"], data_args.cutoff_len)
+    return Dataset.from_list(list(blocks))
+
+
+def _rows(batch: dict[str, list]) -> list[dict]:
+    return [dict(zip(batch, values)) for values in zip(*batch.values())]
+
+
+def _as_dict(data: TokenizedData) -> DatasetDict:
+    return DatasetDict({name: ds for name, ds in (("train", data.train), ("eval", data.eval)) if ds is not None})
+
+
+def _log_stats(split: str, dataset: Dataset | None) -> None:
+    if dataset is None:
+        return
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    supervised = sum(sum(1 for label in labels[1:] if label != IGNORE_INDEX) for labels in dataset["labels"])
+    logger.info(
+        "%s: %d samples, %d tokens (mean %.1f, max %d), %d supervised tokens",
+        split, len(lengths), sum(lengths), sum(lengths) / max(len(lengths), 1), max(lengths, default=0), supervised,
+    )
