@@ -1,0 +1,83 @@
+"""The `lmforge` command.
+
+    lmforge create-model tiny-qwen2 models/tiny
+    lmforge train examples/sft_lora.yaml learning_rate=1e-4
+    lmforge demo --output-dir runs/demo
+
+Subcommands are imported lazily so `lmforge --help` stays instant. A UserError prints one clear message
+and exits non-zero without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+USAGE = """usage: lmforge COMMAND [ARGS]
+
+commands:
+  train CONFIG [key=value ...]     train (stage pt or sft) from a YAML/JSON config
+  create-model PRESET OUTPUT_DIR   write a new random model + tokenizer (presets: tiny-qwen2, tiny-llama, small-qwen2)
+  demo [--output-dir DIR]          pretrain a tiny model, fine-tune it on a task, report accuracy before/after
+  version                          print the version
+"""
+
+
+def _train(argv: list[str]) -> int:
+    from lmforge.train.run import train_main
+
+    return train_main(argv)
+
+
+def _create_model(argv: list[str]) -> int:
+    from lmforge.model.from_config import create_model_main
+
+    return create_model_main(argv)
+
+
+def _demo(argv: list[str]) -> int:
+    from lmforge.demo import demo_main
+
+    return demo_main(argv)
+
+
+def _version(argv: list[str]) -> int:
+    from lmforge import __version__
+
+    print(__version__)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": _train,
+    "create-model": _create_model,
+    "demo": _demo,
+    "version": _version,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        from lmforge.errors import did_you_mean
+
+        print(f"lmforge: unknown command '{command}'{did_you_mean(command, COMMANDS)}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    from lmforge.errors import UserError
+
+    try:
+        return COMMANDS[command](rest)
+    except UserError as exc:
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""`lmforge demo`: the whole pipeline on a task a tiny model can learn on a laptop CPU in about a minute.
+
+    lmforge demo --output-dir runs/demo
+
+1. create a fresh tiny model and tokenizer (`create-model tiny-qwen2`);
+2. write a corpus of letter sequences and their reversals, and an alpaca-format SFT set asking
+   "Reverse the letters: k t p" -> "p t k", with a held-out set of sequences never seen in training;
+3. pretrain (`stage: pt`) on the corpus, then fine-tune (`stage: sft`) on the instructions, each from a
+   YAML written into the output dir and run exactly as `lmforge train` would;
+4. print held-out greedy exact-match accuracy after pretraining (before SFT) and after SFT, and the
+   eval losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lmforge.logging import get_logger
+
+logger = get_logger(__name__)
+
+LETTERS = string.ascii_lowercase
+
+
+@dataclass
+class DemoResult:
+    accuracy_before: float
+    accuracy_after: float
+    sft_eval_loss_first: float
+    sft_eval_loss_last: float
+    pt_dir: Path
+    sft_dir: Path
+
+
+def _sequences(rng: random.Random, count: int, exclude: set[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < count:
+        seq = " ".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 5)))
+        if seq not in exclude and seq not in seen:
+            seen.add(seq)
+            out.append(seq)
+    return out
+
+
+def _reverse(seq: str) -> str:
+    return " ".join(reversed(seq.split()))
+
+
+def write_demo_data(data_dir: Path, seed: int, n_train: int = 3000, n_heldout: int = 100) -> list[dict]:
+    """Write corpus, SFT data and dataset_info.json; return the held-out records."""
+    rng = random.Random(seed)
+    heldout = _sequences(rng, n_heldout, exclude=set())
+    train = _sequences(rng, n_train, exclude=set(heldout))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for seq in train:
+            f.write(json.dumps({"text": f"{seq} reversed is {_reverse(seq)}."}) + "\n")
+    sft = [{"instruction": f"Reverse the letters: {seq}", "input": "", "output": _reverse(seq)} for seq in train]
+    (data_dir / "reverse_sft.json").write_text(json.dumps(sft, indent=0), encoding="utf-8")
+    held = [{"instruction": f"Reverse the letters: {seq}", "input": "", "output": _reverse(seq)} for seq in heldout]
+    (data_dir / "reverse_heldout.json").write_text(json.dumps(held, indent=0), encoding="utf-8")
+    info = {
+        "demo_corpus": {"file_name": "corpus.jsonl", "columns": {"prompt": "text"}},
+        "reverse_sft": {"file_name": "reverse_sft.json"},
+        "reverse_heldout": {"file_name": "reverse_heldout.json"},
+    }
+    (data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return held
+
+
+def demo_configs(root: Path, base_dir: Path, data_dir: Path, seed: int) -> tuple[dict, dict]:
+    common = {
+        "dataset_dir": str(data_dir),
+        "finetuning_type": "full",
+        "cutoff_len": 64,
+        "seed": seed,
+        "logging_steps": 20,
+        "save_strategy": "no",
+        "plot_loss": True,
+        "overwrite_output_dir": True,
+        "disable_tqdm": True,
+        "data_cache_dir": str(root / "cache"),
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.05,
+        "weight_decay": 0.0,
+        "dataloader_num_workers": 0,
+    }
+    pt = {
+        **common,
+        "stage": "pt",
+        "model_name_or_path": str(base_dir),
+        "dataset": "demo_corpus",
+        "cutoff_len": 128,
+        "output_dir": str(root / "pt"),
+        "per_device_train_batch_size": 16,
+        "learning_rate": 3.0e-3,
+        "num_train_epochs": 3,
+    }
+    sft = {
+        **common,
+        "stage": "sft",
+        "model_name_or_path": str(root / "pt"),
+        "dataset": "reverse_sft",
+        "template": "qwen",
+        "default_system": "You reverse letters.",
+        "val_size": 200,
+        "eval_strategy": "steps",
+        "eval_steps": 50,
+        "per_device_eval_batch_size": 64,
+        "output_dir": str(root / "sft"),
+        "per_device_train_batch_size": 32,
+        "learning_rate": 2.0e-3,
+        "num_train_epochs": 3,
+    }
+    return pt, sft
+
+
+def heldout_accuracy(model_dir: Path, template_name: str, heldout: list[dict], system: str) -> float:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.data.templates import get_template
+    from lmforge.eval.greedy import exact_match_accuracy, greedy_replies
+    from lmforge.types import Conversation, Message, Role
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
+    template = get_template(template_name, tokenizer)
+    prompts = [Conversation([Message(Role.USER, r["instruction"])], system=system) for r in heldout]
+    replies = greedy_replies(model, tokenizer, template, prompts, max_new_tokens=16)
+    return exact_match_accuracy(replies, [r["output"] for r in heldout])
+
+
+def _eval_losses(output_dir: Path) -> list[float]:
+    log = output_dir / "trainer_log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [row["eval_loss"] for row in rows if "eval_loss" in row]
+
+
+def run_demo(root: Path, seed: int = 0) -> DemoResult:
+    from lmforge.config import load_config
+    from lmforge.model.from_config import create_model
+    from lmforge.train.stages import get_stage
+
+    root.mkdir(parents=True, exist_ok=True)
+    base_dir = root / "base"
+    if not (base_dir / "config.json").is_file():
+        create_model("tiny-qwen2", base_dir, seed=seed)
+    heldout = write_demo_data(root / "data", seed)
+    pt_cfg, sft_cfg = demo_configs(root, base_dir, root / "data", seed)
+    for name, cfg in (("pt", pt_cfg), ("sft", sft_cfg)):
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+        if name == "sft":
+            before = heldout_accuracy(root / "pt", sft_cfg["template"], heldout, sft_cfg["default_system"])
+        logger.info("demo: lmforge train %s", path)
+        config = load_config(path)
+        get_stage(config.finetuning.stage)(config)
+    after = heldout_accuracy(root / "sft", sft_cfg["template"], heldout, sft_cfg["default_system"])
+    losses = _eval_losses(root / "sft")
+    return DemoResult(before, after, losses[0], losses[-1], root / "pt", root / "sft")
+
+
+def demo_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lmforge demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", default="runs/demo", type=Path)
+    parser.add_argument("--seed", default=0, type=int)
+    args = parser.parse_args(argv)
+    result = run_demo(args.output_dir, args.seed)
+    print()
+    print("lmforge demo: reverse the letters (held-out sequences never seen in training)")
+    print(f"  held-out exact-match accuracy  after pretraining: {result.accuracy_before:6.1%}")
+    print(f"  held-out exact-match accuracy  after SFT:         {result.accuracy_after:6.1%}")
+    print(f"  SFT eval loss  first eval: {result.sft_eval_loss_first:.3f}  last eval: {result.sft_eval_loss_last:.3f}")
+    print(f"  models: {result.pt_dir} (pretrained), {result.sft_dir} (fine-tuned); plots: training_loss.png in each")
+    return 0

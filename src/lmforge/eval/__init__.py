@@ -1,0 +1,1 @@
+"""Evaluation: greedy-generation accuracy (more metrics arrive with predict)."""

@@ -1,0 +1,18 @@
+"""`lmforge train CONFIG [key=value ...]`: load the config, run its stage."""
+
+from __future__ import annotations
+
+import argparse
+
+from lmforge.config import load_config
+from lmforge.train.stages import get_stage
+
+
+def train_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lmforge train", description="Train from a YAML/JSON config.")
+    parser.add_argument("config", help="YAML or JSON file of LLaMA-Factory-style keys")
+    parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    get_stage(cfg.finetuning.stage)(cfg)
+    return 0

@@ -1,0 +1,16 @@
+"""Training stages, looked up by the `stage` key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lmforge.registry import Registry
+
+STAGES: Registry[Callable] = Registry("stage")
+
+
+def get_stage(name: str) -> Callable:
+    # Imported here so each stage's dependencies load only when that stage runs.
+    from lmforge.train.stages import pt, sft  # noqa: F401
+
+    return STAGES.get(name)

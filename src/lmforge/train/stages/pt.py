@@ -1,0 +1,29 @@
+"""(Continued) pretraining: next-token prediction on every token of raw documents.
+
+    lmforge train examples/pt_full.yaml
+"""
+
+from __future__ import annotations
+
+from lmforge.config import RunConfig
+from lmforge.data.collators import PaddingCollator
+from lmforge.data.pipeline import build_datasets
+from lmforge.model.loader import load_model
+from lmforge.model.tokenizer import load_tokenizer
+from lmforge.train.stages import STAGES
+from lmforge.train.workflow import TrainResult, build_trainer, train_and_save
+
+
+@STAGES.register("pt")
+def run_pt(cfg: RunConfig) -> TrainResult:
+    tokenizer = load_tokenizer(cfg.model)
+    data = build_datasets(cfg.data, "pt", tokenizer, template=None, seed=cfg.training.seed)
+    model = load_model(
+        cfg.model,
+        cfg.finetuning,
+        is_trainable=cfg.training.do_train,
+        gradient_checkpointing=cfg.training.gradient_checkpointing,
+    )
+    collator = PaddingCollator(tokenizer.pad_token_id)
+    trainer = build_trainer(cfg, model, tokenizer, data, collator)
+    return train_and_save(trainer, cfg, tokenizer, template_name=cfg.data.template)

@@ -1,0 +1,111 @@
+"""The parts every stage shares: pick the template, assemble the trainer, train, save.
+
+A stage's `run_<stage>` reads as a list of these calls; this module holds no stage-specific logic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers.trainer_utils import get_last_checkpoint
+
+from lmforge.config import RunConfig
+from lmforge.data.pipeline import TokenizedData
+from lmforge.errors import ConfigError
+from lmforge.logging import get_logger
+from lmforge.train.callbacks import LogWriterCallback, LossPlotCallback, ThroughputCallback
+from lmforge.train.trainer import BaseTrainer
+
+logger = get_logger(__name__)
+
+RUN_INFO_FILE = "lmforge_run.json"
+"""Written next to the saved model: what chat/serve/export need to use it without repeating the config."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_template(name: str | None, tokenizer):
+    """The template named by the config; by default the tokenizer's own chat_template, else `empty`."""
+    from lmforge.data.templates import get_template
+
+    if name is None:
+        name = "auto" if getattr(tokenizer, "chat_template", None) else "empty"
+        logger.info("template not set: using '%s'", name)
+    return get_template(name, tokenizer)
+
+
+def resume_checkpoint(cfg: RunConfig) -> str | None:
+    """The checkpoint to resume from (`resume_from_checkpoint: true` = the latest in output_dir)."""
+    value = cfg.training.resume_from_checkpoint
+    output_dir = Path(cfg.training.output_dir)
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if value is None or str(value).lower() in ("false", "none", ""):
+        if last and not cfg.training.overwrite_output_dir:
+            raise ConfigError(
+                f"output_dir {output_dir} already holds checkpoints ({Path(last).name}); set "
+                "'resume_from_checkpoint: true' to continue, or 'overwrite_output_dir: true' to start over"
+            )
+        return None
+    if str(value).lower() == "true":
+        if last is None:
+            raise ConfigError(f"'resume_from_checkpoint: true' but output_dir {output_dir} has no checkpoint yet")
+        return last
+    if not Path(str(value)).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: {value} is not a checkpoint directory")
+    return str(value)
+
+
+def build_trainer(cfg: RunConfig, model, tokenizer, data: TokenizedData, collator) -> BaseTrainer:
+    throughput = ThroughputCallback()
+    callbacks = [throughput, LogWriterCallback(cfg.training.output_dir)]
+    if cfg.finetuning.plot_loss:
+        callbacks.append(LossPlotCallback(cfg.training.output_dir))
+    return BaseTrainer(
+        model=model,
+        args=cfg.training,
+        data_collator=collator,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        batch_observers=[throughput.observe_batch],
+    )
+
+
+def train_and_save(trainer: BaseTrainer, cfg: RunConfig, tokenizer, template_name: str | None) -> TrainResult:
+    metrics: dict[str, float] = {}
+    if cfg.training.do_train:
+        resume = resume_checkpoint(cfg)
+        result = trainer.train(resume_from_checkpoint=resume)
+        metrics.update(result.metrics)
+        trainer.save_model()
+        trainer.save_state()
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(cfg.training.output_dir)
+            save_run_info(cfg, template_name)
+    if cfg.training.do_eval and trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    trainer.log_metrics("all", metrics)
+    trainer.save_metrics("all", metrics)
+    return TrainResult(cfg.training.output_dir, metrics)
+
+
+def save_run_info(cfg: RunConfig, template_name: str | None) -> None:
+    info = {
+        "stage": cfg.finetuning.stage,
+        "template": template_name,
+        "base_model": cfg.model.model_name_or_path,
+        "finetuning_type": cfg.finetuning.finetuning_type,
+        "cutoff_len": cfg.data.cutoff_len,
+        "default_system": cfg.data.default_system,
+        "data": {k: v for k, v in asdict(cfg.data).items() if v is not None},
+        "finetuning": asdict(cfg.finetuning),
+    }
+    path = Path(cfg.training.output_dir) / RUN_INFO_FILE
+    path.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
