@@ -6,6 +6,7 @@ import argparse
 
 from lmforge.config import load_config
 from lmforge.train.stages import get_stage
+from lmforge.train.workflow import resume_checkpoint
 
 
 def train_main(argv: list[str]) -> int:
@@ -14,5 +15,7 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    if cfg.training.do_train:
+        resume_checkpoint(cfg)  # fail on a used output_dir now, not after minutes of tokenizing
     get_stage(cfg.finetuning.stage)(cfg)
     return 0
