@@ -1,0 +1,343 @@
+"""Chat templates against oracles: hand-written copies of each model's chat template (tests/assets/chat_templates)
+rendered by `apply_chat_template` on a tokenizer trained on the spot.
+
+What is checked, in numbers: the turn pairs concatenate to exactly the oracle's token ids; each response span
+decodes to exactly the assistant text plus its end-of-turn tokens; `auto` splits the tokenizer's own template
+into the same spans as the named row; unknown names and unusable tokenizers fail with ConfigError.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
+from lmforge.data.templates import TEMPLATES, HfChatTemplate, Template, get_template
+from lmforge.data.templates.template import tokenize_segments
+from lmforge.errors import ConfigError, DataError
+from lmforge.model.new_tokenizer import ALL_CHAT_TOKENS, CHATML_TOKENS, build_tokenizer
+from lmforge.types import IGNORE_INDEX, Conversation, Message, Role
+
+ORACLES = Path(__file__).parents[1] / "assets" / "chat_templates"
+
+CONV = Conversation(
+    [
+        Message(Role.USER, "What is the capital of France?"),
+        Message(Role.ASSISTANT, "The capital of France is Paris."),
+        Message(Role.USER, "And of Italy?\nAnswer in one word."),
+        Message(Role.ASSISTANT, "Rome"),
+    ],
+    system="You are a terse geography tutor.",
+)
+
+# name -> (bos, eos) like the real model's tokenizer, and the text around an answer in a response span.
+# EOS stands for the tokenizer's eos token.
+EOS = "\0eos"
+CASES = {
+    "qwen": (None, "<|endoftext|>", "", "<|im_end|>\n"),
+    "qwen3_nothink": (None, "<|im_end|>", "", "<|im_end|>\n"),
+    "chatml": (None, "<|endoftext|>", "", "<|im_end|>\n"),
+    "llama3": ("<|begin_of_text|>", "<|eot_id|>", "", "<|eot_id|>"),
+    "llama2": ("<s>", "</s>", " ", " " + EOS),
+    "mistral": ("<s>", "</s>", " ", EOS),
+    "gemma": ("<bos>", "<eos>", "", "<end_of_turn>\n"),
+    "phi": (None, "<|endoftext|>", "", "<|end|>\n"),
+    "default": (None, "<|endoftext|>", "", EOS + "\n"),
+}
+
+
+def make_tokenizer(name: str, chat_template: str | None = None):
+    bos, eos = CASES[name][:2]
+    return build_tokenizer(special_tokens=ALL_CHAT_TOKENS, bos_token=bos, eos_token=eos, chat_template=chat_template)
+
+
+def oracle(name: str) -> str:
+    return (ORACLES / f"{name}.jinja").read_text()
+
+
+def hf_messages(conv: Conversation) -> list[dict]:
+    messages = [{"role": "system", "content": conv.system}] if conv.system else []
+    return messages + [{"role": str(m.role), "content": m.content} for m in conv.messages]
+
+
+def oracle_ids(tokenizer, template_text: str, messages: list[dict], add_generation_prompt=False, **kwargs):
+    return tokenizer.apply_chat_template(
+        messages, chat_template=template_text, tokenize=True, add_generation_prompt=add_generation_prompt, **kwargs
+    )["input_ids"]
+
+
+def flat(pairs):
+    return [tok for prompt, response in pairs for tok in prompt + response]
+
+
+# ---- (a) every named row against its model's chat template ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("with_system", [True, False], ids=["system", "no-system"])
+def test_named_template_matches_reference_token_by_token(name, with_system):
+    tokenizer = make_tokenizer(name)
+    conv = CONV if with_system else Conversation(CONV.messages)
+    template = get_template(name, tokenizer)
+    pairs = template.encode_turns(tokenizer, conv)
+
+    expected = oracle_ids(tokenizer, oracle(name), hf_messages(conv))
+    assert len(pairs) == 2
+    assert flat(pairs) == expected  # token by token, not just the text
+
+    lead, tail = CASES[name][2], CASES[name][3].replace(EOS, tokenizer.eos_token)
+    answers = [m.content for m in conv.messages if m.role == Role.ASSISTANT]
+    for (prompt_ids, response_ids), answer in zip(pairs, answers):
+        assert tokenizer.decode(response_ids) == lead + answer + tail
+        assert answer not in tokenizer.decode(prompt_ids)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_encode_prompt_is_the_reference_generation_prompt(name):
+    tokenizer = make_tokenizer(name)
+    template = get_template(name, tokenizer)
+    prompt_conv = Conversation(CONV.messages[:3], system=CONV.system)
+    prompt = template.encode_prompt(tokenizer, prompt_conv)
+
+    assert prompt == oracle_ids(tokenizer, oracle(name), hf_messages(prompt_conv), add_generation_prompt=True)
+    # ... and is exactly what training puts before the last answer.
+    first, second = template.encode_turns(tokenizer, CONV)
+    assert prompt == first[0] + first[1] + second[0]
+
+
+def test_qwen_fills_in_its_default_system_prompt():
+    tokenizer = make_tokenizer("qwen")
+    pairs = get_template("qwen", tokenizer).encode_turns(tokenizer, Conversation(CONV.messages))
+    assert tokenizer.decode(pairs[0][0]).startswith(
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n"
+    )
+    assert TEMPLATES.get("qwen3_nothink").default_system == ""
+
+
+def test_qwen_tools_function_call_and_observation_match_reference():
+    tokenizer = make_tokenizer("qwen")
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two integers.",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+        },
+    }
+    call = {"name": "add", "arguments": {"a": 2, "b": 3}}
+    conv = Conversation(
+        [
+            Message(Role.USER, "What is 2+3?"),
+            Message(Role.FUNCTION, json.dumps(call)),
+            Message(Role.OBSERVATION, "5"),
+            Message(Role.ASSISTANT, "It is 5."),
+        ],
+        tools=json.dumps([tool]),
+    )
+    pairs = get_template("qwen", tokenizer).encode_turns(tokenizer, conv)
+    messages = [
+        {"role": "user", "content": "What is 2+3?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]},
+        {"role": "tool", "content": "5"},
+        {"role": "assistant", "content": "It is 5."},
+    ]
+    assert flat(pairs) == oracle_ids(tokenizer, oracle("qwen"), messages, tools=[tool])
+    assert (
+        tokenizer.decode(pairs[0][1])
+        == '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call><|im_end|>\n'
+    )
+    assert tokenizer.decode(pairs[1][0]) == (
+        "<|im_start|>user\n<tool_response>\n5\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_default_tool_format_appends_tools_to_system_and_writes_react_calls():
+    tokenizer = make_tokenizer("llama3")
+    tool = {"name": "add", "description": "Add.", "parameters": {"properties": {"a": {"type": "integer"}}}}
+    conv = Conversation(
+        [Message(Role.USER, "2+3?"), Message(Role.FUNCTION, '{"name": "add", "arguments": {"a": 2}}')],
+        system="Sys.",
+        tools=json.dumps([tool]),
+    )
+    ((prompt, response),) = get_template("llama3", tokenizer).encode_turns(tokenizer, conv)
+    assert tokenizer.decode(prompt).startswith(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSys.You have access to the following tools:\n"
+        "> Tool Name: add\nTool Description: Add.\nTool Args:\n  - a (integer): \n\n"
+    )
+    assert tokenizer.decode(response) == 'Action: add\nAction Input: {"a": 2}<|eot_id|>'
+
+
+def test_stop_token_ids():
+    tokenizer = make_tokenizer("qwen")
+    ids = get_template("qwen", tokenizer).stop_token_ids(tokenizer)
+    assert tokenizer.convert_ids_to_tokens(ids) == ["<|endoftext|>", "<|im_end|>"]
+    # llama3 also stops on <|eom_id|>, but only where the tokenizer has it as one token.
+    tokenizer = make_tokenizer("llama3")
+    assert tokenizer.convert_ids_to_tokens(get_template("llama3", tokenizer).stop_token_ids(tokenizer)) == [
+        "<|eot_id|>"
+    ]
+
+
+# ---- (b) template: auto -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["chatml", "qwen", "llama3", "llama2", "mistral", "gemma"])
+def test_auto_splits_like_the_named_template(name):
+    tokenizer = make_tokenizer(name, chat_template=oracle(name))
+    auto = get_template("auto", tokenizer)
+    named = get_template(name, tokenizer)
+    assert isinstance(auto, HfChatTemplate) and auto.name == "auto" and not auto.efficient_eos
+    for conv in (CONV, Conversation(CONV.messages)):
+        assert auto.encode_turns(tokenizer, conv) == named.encode_turns(tokenizer, conv)
+    prompt_conv = Conversation(CONV.messages[:3], system=CONV.system)
+    assert auto.encode_prompt(tokenizer, prompt_conv) == named.encode_prompt(tokenizer, prompt_conv)
+
+
+def test_auto_finds_the_end_of_turn_stop_token():
+    tokenizer = make_tokenizer("chatml", chat_template=oracle("chatml"))
+    auto = get_template("auto", tokenizer)
+    assert auto.end_of_turn == "<|im_end|>"
+    assert tokenizer.convert_ids_to_tokens(auto.stop_token_ids(tokenizer)) == ["<|endoftext|>", "<|im_end|>"]
+
+
+def test_auto_refuses_a_template_that_is_not_prefix_stable():
+    # Like Qwen3's thinking template: only the last answer gets a <think> block, so earlier turns change.
+    thinking = (
+        "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\\n' -}}"
+        "{%- if m['role'] == 'assistant' and loop.last -%}{{- '<think>\\n\\n</think>\\n\\n' -}}{%- endif -%}"
+        "{{- m['content'] + '<|im_end|>\\n' -}}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    )
+    with pytest.raises(ConfigError, match="template 'auto'.*not prefix-stable"):
+        get_template("auto", make_tokenizer("chatml", chat_template=thinking))
+
+
+def test_auto_needs_a_chat_template():
+    with pytest.raises(ConfigError, match="template 'auto'.*has none"):
+        get_template("auto", make_tokenizer("chatml"))
+
+
+def test_auto_wraps_template_exceptions_as_config_error():
+    tokenizer = make_tokenizer("gemma", chat_template=oracle("gemma"))
+    auto = get_template("auto", tokenizer)
+    bad = Conversation([Message(Role.OBSERVATION, "x"), Message(Role.ASSISTANT, "y")])  # tool first: gemma refuses
+    with pytest.raises(ConfigError, match="chat_template refused"):
+        auto.encode_turns(tokenizer, bad)
+
+
+# ---- (c) errors written for users -------------------------------------------------------------------------
+
+
+def test_unknown_template_name_suggests_the_closest():
+    tokenizer = make_tokenizer("qwen")
+    with pytest.raises(ConfigError, match=r"unknown template 'qwen2' \(did you mean 'qwen'\?\)"):
+        get_template("qwen2", tokenizer)
+    with pytest.raises(ConfigError, match=r"did you mean 'llama3'"):
+        get_template("lama3", tokenizer)
+
+
+def test_template_refuses_a_tokenizer_without_its_tokens():
+    chatml_only = build_tokenizer(special_tokens=CHATML_TOKENS, bos_token="<|begin_of_text|>")
+    with pytest.raises(ConfigError) as err:
+        get_template("llama3", chatml_only)
+    message = str(err.value)
+    assert "template 'llama3'" in message and "'template'" in message
+    assert "'<|start_header_id|>'" in message and "'<|eot_id|>'" in message
+    get_template("chatml", chatml_only)  # the tokens it does have are enough for ChatML
+
+
+def test_template_refuses_a_tokenizer_without_bos():
+    with pytest.raises(ConfigError, match="template 'gemma' needs a bos_token"):
+        get_template("gemma", build_tokenizer(special_tokens=ALL_CHAT_TOKENS))
+
+
+def test_malformed_conversations_raise_data_error():
+    tokenizer = make_tokenizer("qwen")
+    template = get_template("qwen", tokenizer)
+    with pytest.raises(DataError, match="alternate"):
+        template.encode_turns(tokenizer, Conversation(CONV.messages[:3]))  # ends with a prompt
+    with pytest.raises(DataError, match="alternate"):
+        template.encode_prompt(tokenizer, CONV)  # ends with a response
+    with pytest.raises(DataError, match="not valid JSON"):
+        template.encode_turns(tokenizer, Conversation([Message(Role.USER, "q"), Message(Role.FUNCTION, "add(1)")]))
+
+
+# ---- (d) efficient_eos --------------------------------------------------------------------------------------
+
+EFFICIENT = Template(
+    name="efficient", user="<|user|>\n{{content}}<|assistant|>\n", assistant="{{content}}", efficient_eos=True
+)
+
+
+def test_efficient_eos_responses_carry_no_eos_and_the_processor_labels_it_at_the_next_prompt():
+    tokenizer = make_tokenizer("phi")
+    eos = tokenizer.eos_token_id
+    pairs = EFFICIENT.encode_turns(tokenizer, Conversation(CONV.messages))
+    assert [tokenizer.decode(r) for _, r in pairs] == ["The capital of France is Paris.", "Rome"]
+    assert all(eos not in prompt + response for prompt, response in pairs)
+
+    example = encode_supervised(Conversation(CONV.messages), EFFICIENT, tokenizer, SupervisedOptions(cutoff_len=512))
+    (p1, r1), (p2, r2) = pairs
+    assert example["input_ids"] == p1 + r1 + p2 + r2 + [eos]
+    assert example["labels"] == ([IGNORE_INDEX] * len(p1) + r1 + [eos] + [IGNORE_INDEX] * (len(p2) - 1) + r2 + [eos])
+
+
+def test_efficient_eos_rows_may_not_end_responses_with_eos():
+    with pytest.raises(ValueError, match="efficient_eos"):
+        Template(name="bad", user="{{content}}", assistant="{{content}}{{eos}}", efficient_eos=True)
+    assert not any(TEMPLATES.get(name).efficient_eos for name in TEMPLATES.names())  # as in LLaMA-Factory
+
+
+def test_pairs_give_the_processor_end_of_turn_labels():
+    tokenizer = make_tokenizer("qwen")
+    template = get_template("qwen", tokenizer)
+    example = encode_supervised(CONV, template, tokenizer, SupervisedOptions(cutoff_len=512))
+    labelled = [tok for tok in example["labels"] if tok != IGNORE_INDEX]
+    assert tokenizer.decode(labelled) == "The capital of France is Paris.<|im_end|>\nRome<|im_end|>\n"
+
+
+# ---- exact tokenization at turn boundaries --------------------------------------------------------------------
+
+
+def test_segments_always_concatenate_to_the_whole_text_tokenization():
+    """Cut a text at every character: ids must equal the whole-text ids even where a merge spans the cut."""
+    tokenizer = make_tokenizer("qwen")
+    text = "Hello world,  the harbor\n\nwas full.<|im_end|>\n"
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    spanned = 0
+    for cut in range(1, len(text)):
+        segments = [text[:cut], text[cut:]]
+        head, tail = tokenize_segments(tokenizer, segments)
+        assert head + tail == whole
+        alone = tokenizer(segments, add_special_tokens=False)["input_ids"]
+        spanned += alone[0] + alone[1] != whole
+        # A token spanning the cut goes to the later segment: the head never holds text past the cut.
+        assert text[:cut].startswith(tokenizer.decode(head))
+    assert spanned >= 5  # the fallback path really ran
+
+
+def test_template_rows_are_picklable_for_dataset_map_workers():
+    import pickle
+
+    tokenizer = make_tokenizer("chatml", chat_template=oracle("chatml"))
+    for template in (get_template("chatml", tokenizer), get_template("auto", tokenizer)):
+        clone = pickle.loads(pickle.dumps(template))
+        assert clone.encode_turns(tokenizer, CONV) == template.encode_turns(tokenizer, CONV)
+
+
+def test_content_is_never_read_as_markers():
+    tokenizer = make_tokenizer("default")
+    conv = Conversation([Message(Role.USER, "say {{eos}} and {{content}}"), Message(Role.ASSISTANT, "ok")])
+    ((prompt, _),) = get_template("default", tokenizer).encode_turns(tokenizer, conv)
+    assert tokenizer.decode(prompt) == "Human: say {{eos}} and {{content}}<|endoftext|>\nAssistant:"
+
+
+def test_deepcopied_tokenizer_with_template_set_later_is_used_by_auto():
+    tokenizer = copy.deepcopy(make_tokenizer("phi"))
+    tokenizer.chat_template = oracle("phi")
+    pairs = get_template("auto", tokenizer).encode_turns(tokenizer, CONV)
+    assert flat(pairs) == oracle_ids(tokenizer, oracle("phi"), hf_messages(CONV))
