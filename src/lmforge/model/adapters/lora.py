@@ -1,0 +1,126 @@
+"""LoRA (and DoRA / rsLoRA) through PEFT: small trainable low-rank updates on frozen linear layers.
+
+    finetuning_type: lora
+    lora_rank: 8
+    lora_alpha: 16                   # default 2 * lora_rank
+    lora_target: all                 # every linear layer but the output head; or q_proj,v_proj
+    additional_target: embed_tokens  # trained in full beside the adapters (PEFT modules_to_save)
+    adapter_name_or_path: a,b        # merge a into the base, then keep training b
+
+Existing adapters follow LLaMA-Factory: when training, every adapter but the last is merged into the base
+and the last one keeps training (its own saved rank and targets apply); with `create_new_adapter` or when
+not training, all of them are merged (and a fresh adapter starts, when training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from torch import nn
+
+from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.errors import ModelError
+from lmforge.logging import get_logger
+from lmforge.model.adapters.targets import (
+    check_lora_targets,
+    check_module_names,
+    find_linear_module_names,
+    split_names,
+)
+
+logger = get_logger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def apply_lora(
+    model: nn.Module,
+    finetuning_args: FinetuningArguments,
+    *,
+    is_trainable: bool,
+    adapter_paths: Sequence[str] = (),
+) -> nn.Module:
+    """Merge / load existing adapters, then (when training) add a new LoRA adapter unless one is resumed.
+
+    Args:
+        model: the base model.
+        finetuning_args: the lora_* keys and `create_new_adapter`.
+        is_trainable: whether the adapter will be trained (else adapters are merged for inference).
+        adapter_paths: local adapter directories from `adapter_name_or_path`, in order.
+
+    Returns:
+        A `PeftModel` when an adapter trains; the (merged) base model otherwise.
+
+    Raises:
+        ModelError: an adapter directory is missing or holds no safetensors weights.
+        ConfigError: a `lora_target` / `additional_target` name the model lacks.
+    """
+    paths = [check_adapter_dir(path) for path in adapter_paths]
+    resume = paths[-1] if paths and is_trainable and not finetuning_args.create_new_adapter else None
+    to_merge = paths[:-1] if resume else paths
+    for path in to_merge:
+        # merge_and_unload folds B @ A into the base weights and returns the plain model, so the next
+        # adapter is applied on top of the previous ones exactly as it was trained.
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    if to_merge:
+        logger.info("merged %d adapter(s) into the base model: %s", len(to_merge), ", ".join(to_merge))
+    if resume is not None:
+        logger.info("continuing LoRA adapter %s (its saved rank and targets apply; lora_* keys are ignored)", resume)
+        return PeftModel.from_pretrained(model, resume, is_trainable=True)
+    if not is_trainable:
+        return model
+    config = build_lora_config(model, finetuning_args)
+    logger.info(
+        "fine-tuning method: %s; rank %d, alpha %d on %s",
+        "DoRA" if config.use_dora else "LoRA",
+        config.r,
+        config.lora_alpha,
+        ",".join(sorted(config.target_modules)),
+    )
+    return get_peft_model(model, config)
+
+
+def build_lora_config(model: nn.Module, finetuning_args: FinetuningArguments) -> LoraConfig:
+    """The PEFT LoraConfig for the lora_* keys, with target names checked against the model."""
+    targets = split_names(finetuning_args.lora_target)
+    if not targets or targets == ["all"]:
+        targets = find_linear_module_names(model)
+    else:
+        check_lora_targets(model, targets, key="lora_target")
+    extra = split_names(finetuning_args.additional_target)
+    check_module_names(model, extra, key="additional_target")
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=finetuning_args.lora_rank,
+        lora_alpha=finetuning_args.lora_alpha_value,
+        lora_dropout=finetuning_args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=extra or None,
+        # With tied embeddings, training a copy of embed_tokens would leave lm_head on the old weight
+        # (and a merged export would then differ from what trained); keep the head tied to the copy.
+        ensure_weight_tying=bool(extra) and bool(getattr(model.config, "tie_word_embeddings", False)),
+        use_rslora=finetuning_args.use_rslora,
+        use_dora=finetuning_args.use_dora,
+    )
+
+
+def check_adapter_dir(path: str) -> str:
+    """Return `path` if it is a local PEFT adapter directory with safetensors weights.
+
+    `.bin` adapters are refused like `.bin` models: unpickling can run code (see loader.py).
+    """
+    directory = Path(path)
+    if not (directory / ADAPTER_CONFIG).is_file():
+        raise ModelError(
+            f"adapter_name_or_path: {path} is not a LoRA adapter directory (no {ADAPTER_CONFIG}); "
+            "point it at a directory saved by a lora run (its output_dir or a checkpoint-N inside it)"
+        )
+    if not (directory / ADAPTER_WEIGHTS).is_file():
+        raise ModelError(
+            f"adapter_name_or_path: {path} has no {ADAPTER_WEIGHTS}; lmforge loads safetensors only "
+            "(re-save the adapter with save_pretrained(..., safe_serialization=True))"
+        )
+    return path

@@ -1,0 +1,250 @@
+"""Load a local causal LM and set which of its parameters train.
+
+    model = load_model(cfg.model, cfg.finetuning, is_trainable=True, gradient_checkpointing=True)
+    trainable, total = count_parameters(model)
+
+Steps, in order: check the directory (local, safetensors) -> pick the dtype -> `from_pretrained` ->
+activation checkpointing -> the `finetuning_type` adapter from ADAPTERS -> trainable weights to fp32 ->
+log `trainable params: N || all params: M || trainable%: x`.
+
+Dtype policy (`torch_dtype`):
+    * `auto` keeps the checkpoint's precision where the device runs it: a bf16 checkpoint loads in bf16
+      on CPU and on bf16-capable GPUs, an fp16 checkpoint in fp16 on GPUs; everything else in fp32. Half
+      formats are never converted into each other (bf16 -> fp16 can overflow).
+    * `bf16` / `fp16` / `fp32` are honoured, with one exception: training on CPU always loads fp32.
+      Mixed precision on CPU comes from the Trainer's `bf16: true` (autocast) instead; half-precision
+      frozen weights save little there, and a half frozen layer feeding an fp32 trainable one (freeze
+      tuning) fails without autocast.
+    * Whatever trains is kept in fp32 afterwards (LLaMA-Factory does the same): optimizer updates below
+      bf16's resolution would otherwise vanish. Frozen weights stay in the loaded dtype, so on a GPU LoRA
+      keeps a bf16 base; training then relies on the Trainer's `bf16`/`fp16` autocast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.model_args import ModelArguments
+from lmforge.errors import ConfigError, ModelError
+from lmforge.logging import get_logger
+from lmforge.model.adapters import ADAPTERS
+from lmforge.model.adapters.targets import split_names
+
+logger = get_logger(__name__)
+
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+"""`torch_dtype` spellings (LLaMA-Factory's and torch's) -> torch dtypes."""
+
+HALF = (torch.bfloat16, torch.float16)
+
+
+def load_model(
+    model_args: ModelArguments,
+    finetuning_args: FinetuningArguments,
+    *,
+    is_trainable: bool,
+    gradient_checkpointing: bool = False,
+) -> nn.Module:
+    """Load `model_name_or_path` and apply the `finetuning_type` adapter.
+
+    Args:
+        model_args: where the model is and how to load it (dtype, attention, adapters, remote code).
+        finetuning_args: full | freeze | lora and their keys.
+        is_trainable: True to prepare for training; False gives a frozen model in eval mode, with any
+            `adapter_name_or_path` adapters merged into it.
+        gradient_checkpointing: recompute activations in the backward pass (non-reentrant), training only.
+
+    Returns:
+        A `PreTrainedModel`, or a `peft.PeftModel` wrapping one when a LoRA adapter trains.
+
+    Raises:
+        ModelError: the directory is missing, not local, or holds only pickled (`.bin`) weights.
+        ConfigError: adapter keys that do not fit this model (unknown module names, layer counts).
+    """
+    directory = local_model_dir(model_args.model_name_or_path)
+    require_safetensors(directory)
+    config = AutoConfig.from_pretrained(
+        directory, trust_remote_code=model_args.trust_remote_code, local_files_only=True
+    )
+    dtype = resolve_dtype(
+        model_args.torch_dtype, config_dtype(config), device=default_device(), is_trainable=is_trainable
+    )
+    dtype_name = str(dtype).removeprefix("torch.")
+    logger.info("loading %s (dtype %s, attention %s)", directory, dtype_name, model_args.attention)
+    # low_cpu_mem_usage is not passed: transformers 5 always loads without a second copy and ignores it.
+    model = AutoModelForCausalLM.from_pretrained(
+        directory,
+        config=config,
+        dtype=dtype,
+        attn_implementation=model_args.attention,
+        trust_remote_code=model_args.trust_remote_code,
+        use_safetensors=True,
+        local_files_only=True,
+    )
+    if is_trainable and gradient_checkpointing:
+        enable_checkpointing(model)
+
+    apply = ADAPTERS.get(finetuning_args.finetuning_type)
+    model = apply(
+        model,
+        finetuning_args,
+        is_trainable=is_trainable,
+        adapter_paths=split_names(model_args.adapter_name_or_path),
+    )
+
+    if is_trainable:
+        upcast_trainable(model)
+        trainable, _ = count_parameters(model)
+        if trainable == 0:
+            raise ConfigError(
+                f"finetuning_type '{finetuning_args.finetuning_type}' left no parameter trainable; check its keys"
+            )
+    else:
+        model.requires_grad_(False)
+        model.eval()
+    log_parameter_counts(model)
+    return model
+
+
+def local_model_dir(model_name_or_path: str | None) -> Path:
+    """`model_name_or_path` as a local model directory, or a ModelError that says how to get one.
+
+    lmforge never downloads: a hub id such as `Qwen/Qwen2-0.5B` must be downloaded first.
+    """
+    if not model_name_or_path:
+        raise ModelError("set 'model_name_or_path' to a local model directory (lmforge create-model makes one)")
+    directory = Path(model_name_or_path).expanduser()
+    if not directory.is_dir():
+        looks_like_hub_id = model_name_or_path.count("/") == 1 and not model_name_or_path.startswith((".", "/", "~"))
+        hint = (
+            f" (it looks like a Hugging Face hub id: lmforge loads local files only; download it first, e.g. "
+            f"`huggingface-cli download {model_name_or_path} --local-dir models/{directory.name}`)"
+            if looks_like_hub_id
+            else ""
+        )
+        raise ModelError(
+            f"model_name_or_path: '{model_name_or_path}' is not a local directory{hint}; "
+            "for a small random model run `lmforge create-model tiny-qwen2 models/tiny`"
+        )
+    if not (directory / "config.json").is_file():
+        raise ModelError(
+            f"model_name_or_path: '{model_name_or_path}' has no config.json, so it is not a Hugging Face model "
+            "directory (lmforge create-model makes one)"
+        )
+    return directory
+
+
+def require_safetensors(directory: Path) -> None:
+    """Refuse directories whose weights exist only as pickles: loading a `.bin` can run arbitrary code."""
+    if any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json")):
+        return
+    pickles = sorted(p.name for p in directory.glob("*.bin") if p.name != "training_args.bin")
+    if pickles:
+        raise ModelError(
+            f"model_name_or_path: {directory} holds only pickled weights ({', '.join(pickles)}), which can run "
+            "code when loaded; convert them once to safetensors (model.save_pretrained(dir, "
+            "safe_serialization=True) in a trusted environment)"
+        )
+    raise ModelError(f"model_name_or_path: {directory} has no model weights (*.safetensors)")
+
+
+def config_dtype(config) -> torch.dtype | None:
+    """The dtype the checkpoint was saved in, from `dtype` (transformers 5) or `torch_dtype` (older)."""
+    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(value, str):
+        return getattr(torch, value, None) if value != "auto" else None
+    return value if isinstance(value, torch.dtype) else None
+
+
+def default_device() -> str:
+    """Where training will run: 'cuda' when a GPU is visible, else 'cpu'."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def supports_bf16(device: str) -> bool:
+    return device == "cpu" or (device == "cuda" and torch.cuda.is_bf16_supported())
+
+
+def resolve_dtype(torch_dtype: str, saved: torch.dtype | None, *, device: str, is_trainable: bool) -> torch.dtype:
+    """The dtype to load weights in (policy in the module docstring).
+
+    Args:
+        torch_dtype: the `torch_dtype` key: auto, bf16, fp16, fp32 (or bfloat16, float16, float32).
+        saved: the checkpoint's dtype from its config (None when unknown).
+        device: 'cuda' or 'cpu'.
+        is_trainable: whether the model will be trained.
+    """
+    if torch_dtype == "auto":
+        if saved == torch.bfloat16 and supports_bf16(device):
+            dtype = torch.bfloat16
+        elif saved == torch.float16 and device == "cuda":
+            dtype = torch.float16
+        else:
+            dtype = torch.float32
+    elif torch_dtype in DTYPES:
+        dtype = DTYPES[torch_dtype]
+    else:
+        raise ConfigError(f"torch_dtype: '{torch_dtype}' is not one of auto, {', '.join(DTYPES)}")
+    if is_trainable and device == "cpu" and dtype in HALF:
+        logger.info("training on CPU: loading fp32 weights; set bf16: true for bf16 autocast")
+        return torch.float32
+    return dtype
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Non-reentrant activation checkpointing; the KV cache is off since nothing reuses it in training.
+
+    Non-reentrant checkpointing computes gradients for frozen-input segments correctly, and transformers
+    additionally makes the input embeddings' output require grad (`enable_input_require_grads`) so LoRA /
+    freeze tuning with frozen embeddings still backpropagates through every checkpointed layer.
+    """
+    if not model.supports_gradient_checkpointing:
+        raise ConfigError(f"gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if not getattr(model, "_require_grads_hooks", None):  # transformers 5 registers it itself; never twice
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+    logger.info("activation checkpointing on (non-reentrant)")
+
+
+def upcast_trainable(model: nn.Module) -> None:
+    """Cast every trainable parameter to fp32 in place (tied weights stay tied: the Parameter is shared)."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in HALF:
+            param.data = param.data.float()
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; a tied weight counts once.
+
+    Under PEFT the total includes the adapters and, for `modules_to_save`, both the frozen original and
+    its trainable copy — what PEFT's own `print_trainable_parameters` reports.
+    """
+    trainable = total = 0
+    for param in model.parameters():
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return trainable, total
+
+
+def log_parameter_counts(model: nn.Module) -> None:
+    trainable, total = count_parameters(model)
+    logger.info(
+        "trainable params: %s || all params: %s || trainable%%: %.4f",
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / max(total, 1),
+    )
