@@ -1,0 +1,28 @@
+"""Every example YAML runs as shipped (a few steps), from the repository root, with our own data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lmforge.cli import main
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yaml")))
+def test_example_runs(name, tmp_path, monkeypatch, tiny_model_dir):
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").symlink_to(tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", f"examples/{name}.yaml", "max_steps=3", "logging_steps=1", "eval_steps=2",
+                 "disable_tqdm=true", f"data_cache_dir={tmp_path / 'cache'}"])
+    assert code == 0
+    out = next(Path("saves").glob("*/*/*"))
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert (out / "lmforge_run.json").is_file()
