@@ -1,0 +1,1 @@
+"""Models and tokenizers: loading, adapters, and new tiny models for tests and demos."""
