@@ -17,7 +17,9 @@ Dtype policy (`torch_dtype`):
       tuning) fails without autocast.
     * Whatever trains is kept in fp32 afterwards (LLaMA-Factory does the same): optimizer updates below
       bf16's resolution would otherwise vanish. Frozen weights stay in the loaded dtype, so on a GPU LoRA
-      keeps a bf16 base; training then relies on the Trainer's `bf16`/`fp16` autocast.
+      keeps a bf16 base; training then relies on the Trainer's `bf16`/`fp16` autocast. LoRA runs without
+      it too (PEFT casts at the adapter), but freeze tuning does not: an fp32 trainable layer fed by a
+      half frozen one is a dtype mismatch outside autocast (checked on an H100).
 """
 
 from __future__ import annotations
@@ -212,7 +214,11 @@ def enable_checkpointing(model: PreTrainedModel) -> None:
     """
     if not model.supports_gradient_checkpointing:
         raise ConfigError(f"gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the name in recent transformers 5 releases
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if not getattr(model, "_require_grads_hooks", None):  # transformers 5 registers it itself; never twice
         model.enable_input_require_grads()
     model.config.use_cache = False

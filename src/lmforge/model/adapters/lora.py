@@ -34,6 +34,8 @@ logger = get_logger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+LORA_FIELDS = frozenset(getattr(LoraConfig, "__dataclass_fields__", {}))
+"""LoraConfig's options in the installed PEFT (older releases lack ensure_weight_tying)."""
 
 
 def apply_lora(
@@ -92,6 +94,11 @@ def build_lora_config(model: nn.Module, finetuning_args: FinetuningArguments) ->
         check_lora_targets(model, targets, key="lora_target")
     extra = split_names(finetuning_args.additional_target)
     check_module_names(model, extra, key="additional_target")
+    options = {}
+    if extra and getattr(model.config, "tie_word_embeddings", False) and "ensure_weight_tying" in LORA_FIELDS:
+        # With tied embeddings, training a copy of embed_tokens would leave lm_head on the old weight
+        # (and a merged export would then differ from what trained); keep the head tied to the copy.
+        options["ensure_weight_tying"] = True
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=finetuning_args.lora_rank,
@@ -99,11 +106,9 @@ def build_lora_config(model: nn.Module, finetuning_args: FinetuningArguments) ->
         lora_dropout=finetuning_args.lora_dropout,
         target_modules=targets,
         modules_to_save=extra or None,
-        # With tied embeddings, training a copy of embed_tokens would leave lm_head on the old weight
-        # (and a merged export would then differ from what trained); keep the head tied to the copy.
-        ensure_weight_tying=bool(extra) and bool(getattr(model.config, "tie_word_embeddings", False)),
         use_rslora=finetuning_args.use_rslora,
         use_dora=finetuning_args.use_dora,
+        **options,
     )
 
 
