@@ -36,6 +36,10 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             self.warmup_steps = self.warmup_ratio
         if self.group_by_length:
             self.train_sampling_strategy = "group_by_length"
+        if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
+            # Reentrant checkpointing drops gradients of frozen-base models (LoRA, freeze) unless inputs
+            # require grad; the non-reentrant variant has no such trap and is what torch recommends.
+            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
         if (self.bf16 or self.fp16) and not torch.cuda.is_available():
             # transformers refuses mixed precision without a GPU unless told it runs on CPU; bf16 autocast
             # on CPU is a real fast path (AMX / AVX512-BF16), so lmforge says so for the user.

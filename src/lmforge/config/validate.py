@@ -84,6 +84,15 @@ def check_adapter_keys(cfg: RunConfig) -> None:
         raise ConfigError(f"'lora_rank' must be >= 1, got {ft.lora_rank}")
 
 
+def check_half_precision_freeze(cfg: RunConfig) -> None:
+    half = cfg.model.torch_dtype in ("bf16", "bfloat16", "fp16", "float16")
+    if cfg.finetuning.finetuning_type == "freeze" and half and not (cfg.training.bf16 or cfg.training.fp16):
+        raise ConfigError(
+            f"'finetuning_type: freeze' with 'torch_dtype: {cfg.model.torch_dtype}' needs mixed precision: "
+            "set 'bf16: true' (or 'fp16: true') so the frozen half-precision layers run under autocast"
+        )
+
+
 def check_cutoff(cfg: RunConfig) -> None:
     if cfg.data.cutoff_len < 2:
         raise ConfigError(f"'cutoff_len' must be >= 2, got {cfg.data.cutoff_len}")
@@ -101,6 +110,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_packing_stage,
     check_eval_source,
     check_adapter_keys,
+    check_half_precision_freeze,
     check_cutoff,
     check_streaming,
 )
