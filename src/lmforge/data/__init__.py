@@ -1,0 +1,1 @@
+"""Data: dataset files -> conversations -> tokenized examples (see the modules for each step)."""
