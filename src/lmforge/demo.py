@@ -4,7 +4,7 @@
 
 1. create a fresh tiny model and tokenizer (`create-model tiny-qwen2`);
 2. write a corpus of letter sequences and their reversals, and an alpaca-format SFT set asking
-   "Reverse the letters: k t p" -> "p t k", with a held-out set of sequences never seen in training;
+   "Shift each letter by one: k t p" -> "p t k", with a held-out set of sequences never seen in training;
 3. pretrain (`stage: pt`) on the corpus, then fine-tune (`stage: sft`) on the instructions, each from a
    YAML written into the output dir and run exactly as `lmforge train` would;
 4. print held-out greedy exact-match accuracy after pretraining (before SFT) and after SFT, and the
@@ -27,6 +27,7 @@ from lmforge.logging import get_logger
 logger = get_logger(__name__)
 
 LETTERS = string.ascii_lowercase
+SEQUENCE_LENGTH = 4  # 26**4 = 456,976 sequences: the held-out ones are unseen, not memorised
 
 
 @dataclass
@@ -43,15 +44,16 @@ def _sequences(rng: random.Random, count: int, exclude: set[str]) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     while len(out) < count:
-        seq = " ".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 5)))
+        seq = " ".join(rng.choice(LETTERS) for _ in range(SEQUENCE_LENGTH))
         if seq not in exclude and seq not in seen:
             seen.add(seq)
             out.append(seq)
     return out
 
 
-def _reverse(seq: str) -> str:
-    return " ".join(reversed(seq.split()))
+def _shift(seq: str) -> str:
+    # "Shifted:" puts a space before every answer letter, so letters are the same kind of token as in the prompt.
+    return "Shifted: " + " ".join(LETTERS[(LETTERS.index(c) + 1) % 26] for c in seq.split())
 
 
 def write_demo_data(data_dir: Path, seed: int, n_train: int = 3000, n_heldout: int = 100) -> list[dict]:
@@ -62,15 +64,15 @@ def write_demo_data(data_dir: Path, seed: int, n_train: int = 3000, n_heldout: i
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / "corpus.jsonl", "w", encoding="utf-8") as f:
         for seq in train:
-            f.write(json.dumps({"text": f"{seq} reversed is {_reverse(seq)}."}) + "\n")
-    sft = [{"instruction": f"Reverse the letters: {seq}", "input": "", "output": _reverse(seq)} for seq in train]
-    (data_dir / "reverse_sft.json").write_text(json.dumps(sft, indent=0), encoding="utf-8")
-    held = [{"instruction": f"Reverse the letters: {seq}", "input": "", "output": _reverse(seq)} for seq in heldout]
-    (data_dir / "reverse_heldout.json").write_text(json.dumps(held, indent=0), encoding="utf-8")
+            f.write(json.dumps({"text": f"Letters: {seq}. {_shift(seq)}."}) + "\n")
+    sft = [{"instruction": f"Shift each letter by one: {seq}", "input": "", "output": _shift(seq)} for seq in train]
+    (data_dir / "shift_sft.json").write_text(json.dumps(sft, indent=0), encoding="utf-8")
+    held = [{"instruction": f"Shift each letter by one: {seq}", "input": "", "output": _shift(seq)} for seq in heldout]
+    (data_dir / "shift_heldout.json").write_text(json.dumps(held, indent=0), encoding="utf-8")
     info = {
         "demo_corpus": {"file_name": "corpus.jsonl", "columns": {"prompt": "text"}},
-        "reverse_sft": {"file_name": "reverse_sft.json"},
-        "reverse_heldout": {"file_name": "reverse_heldout.json"},
+        "shift_sft": {"file_name": "shift_sft.json"},
+        "shift_heldout": {"file_name": "shift_heldout.json"},
     }
     (data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return held
@@ -108,7 +110,7 @@ def demo_configs(root: Path, base_dir: Path, data_dir: Path, seed: int) -> tuple
         **common,
         "stage": "sft",
         "model_name_or_path": str(root / "pt"),
-        "dataset": "reverse_sft",
+        "dataset": "shift_sft",
         "template": "qwen",
         "default_system": "You reverse letters.",
         "val_size": 200,
@@ -175,7 +177,7 @@ def demo_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     result = run_demo(args.output_dir, args.seed)
     print()
-    print("lmforge demo: reverse the letters (held-out sequences never seen in training)")
+    print("lmforge demo: shift each letter by one (held-out sequences never seen in training)")
     print(f"  held-out exact-match accuracy  after pretraining: {result.accuracy_before:6.1%}")
     print(f"  held-out exact-match accuracy  after SFT:         {result.accuracy_after:6.1%}")
     print(f"  SFT eval loss  first eval: {result.sft_eval_loss_first:.3f}  last eval: {result.sft_eval_loss_last:.3f}")

@@ -47,7 +47,7 @@ class Conversation:
     `messages` alternate prompt-side (user/observation) and response-side (assistant/function) turns,
     starting with a prompt turn. For sft it ends with a response turn; for generation it ends with a prompt
     turn. The system prompt and tool definitions are kept apart from the turns, as every template places
-    them specially. For pretraining, `messages` holds a single assistant message with the document text.
+    them specially. For pretraining, the document text is the content of `messages[0]`.
     """
 
     messages: list[Message]
