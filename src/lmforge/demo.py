@@ -2,9 +2,10 @@
 
     lmforge demo --output-dir runs/demo
 
-1. create a fresh tiny model and tokenizer (`create-model tiny-qwen2`);
-2. write a corpus of letter sequences and their reversals, and an alpaca-format SFT set asking
-   "Shift each letter by one: k t p" -> "p t k", with a held-out set of sequences never seen in training;
+1. create a fresh tiny model and tokenizer (`create-model tiny-qwen2`, hidden size 128);
+2. write a corpus of 4-letter sequences and their shifts (each letter moved one on: a->b, z->a), and an
+   alpaca-format SFT set asking "Shift each letter by one: k t p a" -> "Shifted: l u q b", with a held-out
+   set of sequences never seen in training;
 3. pretrain (`stage: pt`) on the corpus, then fine-tune (`stage: sft`) on the instructions, each from a
    YAML written into the output dir and run exactly as `lmforge train` would;
 4. print held-out greedy exact-match accuracy after pretraining (before SFT) and after SFT, and the
@@ -27,6 +28,7 @@ from lmforge.logging import get_logger
 logger = get_logger(__name__)
 
 LETTERS = string.ascii_lowercase
+DEMO_MODEL_OVERRIDES = {"hidden_size": 128, "intermediate_size": 384}  # hidden 64 learns the format, not the map
 SEQUENCE_LENGTH = 4  # 26**4 = 456,976 sequences: the held-out ones are unseen, not memorised
 
 
@@ -103,8 +105,8 @@ def demo_configs(root: Path, base_dir: Path, data_dir: Path, seed: int) -> tuple
         "cutoff_len": 128,
         "output_dir": str(root / "pt"),
         "per_device_train_batch_size": 16,
-        "learning_rate": 3.0e-3,
-        "num_train_epochs": 3,
+        "learning_rate": 2.0e-3,
+        "num_train_epochs": 6,
     }
     sft = {
         **common,
@@ -112,15 +114,15 @@ def demo_configs(root: Path, base_dir: Path, data_dir: Path, seed: int) -> tuple
         "model_name_or_path": str(root / "pt"),
         "dataset": "shift_sft",
         "template": "qwen",
-        "default_system": "You reverse letters.",
+        "default_system": "You shift letters.",
         "val_size": 200,
         "eval_strategy": "steps",
         "eval_steps": 50,
         "per_device_eval_batch_size": 64,
         "output_dir": str(root / "sft"),
         "per_device_train_batch_size": 32,
-        "learning_rate": 2.0e-3,
-        "num_train_epochs": 3,
+        "learning_rate": 1.0e-3,
+        "num_train_epochs": 6,
     }
     return pt, sft
 
@@ -154,7 +156,7 @@ def run_demo(root: Path, seed: int = 0) -> DemoResult:
     root.mkdir(parents=True, exist_ok=True)
     base_dir = root / "base"
     if not (base_dir / "config.json").is_file():
-        create_model("tiny-qwen2", base_dir, seed=seed)
+        create_model("tiny-qwen2", base_dir, seed=seed, overrides=DEMO_MODEL_OVERRIDES)
     heldout = write_demo_data(root / "data", seed)
     pt_cfg, sft_cfg = demo_configs(root, base_dir, root / "data", seed)
     for name, cfg in (("pt", pt_cfg), ("sft", sft_cfg)):

@@ -1,0 +1,31 @@
+"""The README demo end to end: pretrain, SFT, held-out accuracy. About a minute on 2 CPU cores.
+
+Thresholds (measured 84% accuracy, eval loss 1.10 -> 0.31 on a 2-core CPU, seed 0): accuracy after SFT
+>= 60%, after pretraining alone <= 5%; the last SFT eval loss at most half the first.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lmforge.cli import main
+from lmforge.demo import run_demo
+
+
+@pytest.mark.slow
+def test_demo_learns_the_task(tmp_path):
+    result = run_demo(tmp_path / "demo", seed=0)
+    assert result.accuracy_before <= 0.05
+    assert result.accuracy_after >= 0.60
+    assert result.sft_eval_loss_last <= 0.5 * result.sft_eval_loss_first
+    assert (result.sft_dir / "training_loss.png").is_file()
+    assert (result.sft_dir / "eval_loss.png").is_file()
+    # The demo's YAMLs are real configs: the same file trains again through the CLI.
+    assert (tmp_path / "demo" / "sft.yaml").is_file()
+
+
+def test_demo_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    assert "--output-dir" in capsys.readouterr().out
