@@ -122,3 +122,20 @@ def test_resume_from_latest_checkpoint(tmp_path, tiny_model_dir, data_dir):
     assert state["global_step"] == 4
     steps = [r["step"] for r in log_rows(tmp_path / "out") if "loss" in r]
     assert steps == sorted(set(steps))  # no duplicated lines after resuming
+
+
+def test_parallel_tokenization_and_tokenized_path_give_the_same_tokens(tmp_path, tiny_model_dir, data_dir, caplog):
+    from datasets import load_from_disk
+
+    keys = base_keys(tmp_path, tiny_model_dir, data_dir, stage="sft", dataset="numbers,chats", template="qwen",
+                     max_steps=1, overwrite_output_dir=True)
+    serial = tmp_path / "serial"
+    parallel = tmp_path / "parallel"
+    cfg = write_cfg(tmp_path, **keys)
+    assert main(["train", cfg, f"tokenized_path={serial}"]) == 0
+    assert main(["train", cfg, f"tokenized_path={parallel}", "preprocessing_num_workers=2", "overwrite_cache=true"]) == 0
+    a, b = load_from_disk(str(serial))["train"], load_from_disk(str(parallel))["train"]
+    assert len(a) == 60 and a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+    with caplog.at_level("INFO", logger="lmforge"):
+        assert main(["train", cfg, f"tokenized_path={serial}", "dataset_dir=/nonexistent"]) == 0
+    assert "loaded tokenized dataset from tokenized_path" in caplog.text
