@@ -2,7 +2,7 @@
 
 import pytest
 
-from lmforge.data.collators import PaddingCollator
+from lmforge.data.collators import Collator
 from lmforge.data.processors.pretrain import pack_documents, truncate_documents
 from lmforge.data.processors.truncation import share_budget
 from lmforge.types import IGNORE_INDEX
@@ -48,7 +48,7 @@ def test_truncate_documents():
 
 
 def test_padding_collator():
-    batch = PaddingCollator(pad_token_id=0, pad_to_multiple_of=4)(
+    batch = Collator(pad_token_id=0, pad_to_multiple_of=4)(
         [
             {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [IGNORE_INDEX, 6, 7]},
             {"input_ids": [8], "attention_mask": [1], "labels": [8]},

@@ -26,8 +26,15 @@ class DataArguments:
         default=None,
         metadata={"help": "Concatenate samples into cutoff_len rows (default: on for pt, off otherwise)."},
     )
-    neat_packing: bool = field(
-        default=False, metadata={"help": "Pack without attention across samples (implies packing)."}
+    neat_packing: bool | None = field(
+        default=None,
+        metadata={"help": "Keep packed samples apart: positions restart and no token attends across samples "
+                  "(implies packing; default on whenever sft packs, set false for plain concatenation)."},
+    )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={"help": "Form training batches by a token budget (samples x longest <= this) from length-sorted "
+                  "windows, instead of a fixed per_device_train_batch_size; cuts padding of unpacked sft."},
     )
     mix_strategy: str = field(
         default="concat", metadata={"help": "How several datasets merge: concat, interleave_under, interleave_over."}
@@ -57,6 +64,15 @@ class DataArguments:
         metadata={"help": "Values for {{key}} placeholders in the data, e.g. {name: Forge, author: lmforge}."},
     )
     streaming: bool = field(default=False, metadata={"help": "Not supported yet: use memmap shards for large corpora."})
+
+    @property
+    def packs(self) -> bool | None:
+        """`packing`, with `neat_packing: true` implying it; None = the stage's default."""
+        return True if self.neat_packing else self.packing
+
+    @property
+    def isolates_packed_samples(self) -> bool:
+        return self.neat_packing is not False
 
     @property
     def dataset_names(self) -> list[str]:

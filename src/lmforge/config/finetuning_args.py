@@ -34,6 +34,16 @@ class FinetuningArguments:
     create_new_adapter: bool = field(
         default=False, metadata={"help": "lora: start a new adapter on top of adapter_name_or_path instead of continuing it."}
     )
+    loss_weighting: str = field(
+        default="token",
+        metadata={"help": "token: mean over all supervised tokens of the optimizer step (long samples weigh more); "
+                  "sample: every sample's mean token loss weighs the same."},
+    )
+    loss_chunk_size: int = field(
+        default=1024,
+        metadata={"help": "Tokens per chunk of the vocabulary projection in the loss; full logits are never "
+                  "materialised (0 = let the model compute its own loss)."},
+    )
     plot_loss: bool = field(default=False, metadata={"help": "Write training_loss.png / eval_loss.png to output_dir."})
 
     @property

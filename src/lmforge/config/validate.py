@@ -51,7 +51,7 @@ def check_datasets_given(cfg: RunConfig) -> None:
 
 
 def check_packing_stage(cfg: RunConfig) -> None:
-    packs = cfg.data.packing or cfg.data.neat_packing
+    packs = cfg.data.packs
     if packs and cfg.finetuning.stage not in PACKING_STAGES:
         raise ConfigError(
             f"'packing'/'neat_packing' cannot be used with stage '{cfg.finetuning.stage}': "
@@ -93,6 +93,30 @@ def check_half_precision_freeze(cfg: RunConfig) -> None:
         )
 
 
+def check_batching(cfg: RunConfig) -> None:
+    budget = cfg.data.max_tokens_per_batch
+    if budget is None:
+        return
+    if cfg.data.packs:
+        raise ConfigError("'max_tokens_per_batch' batches unpacked samples; with 'packing' rows are already full")
+    if budget < cfg.data.cutoff_len:
+        raise ConfigError(
+            f"'max_tokens_per_batch' ({budget}) must be at least 'cutoff_len' ({cfg.data.cutoff_len}) so the "
+            "longest sample fits in a batch"
+        )
+    if cfg.training.group_by_length:
+        raise ConfigError("'max_tokens_per_batch' already groups by length; drop 'group_by_length'")
+
+
+def check_loss_options(cfg: RunConfig) -> None:
+    if cfg.finetuning.loss_weighting not in ("token", "sample"):
+        raise ConfigError(f"'loss_weighting' must be token or sample, got '{cfg.finetuning.loss_weighting}'")
+    if cfg.finetuning.loss_chunk_size < 0:
+        raise ConfigError("'loss_chunk_size' must be >= 0")
+    if cfg.finetuning.loss_weighting == "sample" and cfg.finetuning.loss_chunk_size == 0:
+        raise ConfigError("'loss_weighting: sample' needs lmforge's loss: set 'loss_chunk_size' > 0")
+
+
 def check_cutoff(cfg: RunConfig) -> None:
     if cfg.data.cutoff_len < 2:
         raise ConfigError(f"'cutoff_len' must be >= 2, got {cfg.data.cutoff_len}")
@@ -111,6 +135,8 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_eval_source,
     check_adapter_keys,
     check_half_precision_freeze,
+    check_batching,
+    check_loss_options,
     check_cutoff,
     check_streaming,
 )

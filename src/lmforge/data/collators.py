@@ -1,7 +1,19 @@
-"""Examples -> padded Batch tensors.
+"""Examples -> Batch tensors, for padded and for packed rows.
 
-Padding goes on the right with the tokenizer's pad id; padded positions get attention_mask 0 and label
-IGNORE_INDEX, so they neither attend nor count in the loss.
+Padded rows (one sample each): right padding with the pad id; padded positions get attention_mask 0 and
+label IGNORE_INDEX, so they neither attend nor count in the loss.
+
+Packed rows (several samples each, from `packing.py`): with isolation (`neat_packing`, the sft default) the
+batch carries position_ids that restart at 0 for every sample and NO attention_mask. transformers reads that
+as packed sequences (masking_utils.find_packed_sequence_indices) and keeps attention inside each sample:
+  - flash_attention_2 / 3: varlen kernels with cu_seqlens derived from position_ids, no mask at all;
+  - flex_attention: a block-sparse BlockMask built from the sample ids;
+  - sdpa / eager: a boolean (sdpa) or additive (eager) block-diagonal causal mask of shape (B, 1, T, T).
+Padding at the end of a row forms its own segment with label IGNORE_INDEX, so it affects no real token.
+Without isolation (`neat_packing: false`) rows attend across samples like one document.
+
+`_token_mask` marks real (non-padding) tokens for the throughput counters; the trainer drops keys starting
+with "_" before the forward pass.
 """
 
 from __future__ import annotations
@@ -12,24 +24,39 @@ import torch
 
 from lmforge.types import IGNORE_INDEX
 
-
 @dataclass(frozen=True)
-class PaddingCollator:
+class Collator:
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    isolate_packed: bool = True
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         longest = max(len(f["input_ids"]) for f in features)
         if self.pad_to_multiple_of:
             longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch = {
-            "input_ids": torch.full((len(features), longest), self.pad_token_id, dtype=torch.long),
-            "attention_mask": torch.zeros((len(features), longest), dtype=torch.long),
-            "labels": torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long),
-        }
+        shape = (len(features), longest)
+        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
+        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        real = torch.zeros(shape, dtype=torch.bool)
         for row, feature in enumerate(features):
             n = len(feature["input_ids"])
-            batch["input_ids"][row, :n] = torch.as_tensor(feature["input_ids"])
-            batch["attention_mask"][row, :n] = torch.as_tensor(feature["attention_mask"])
-            batch["labels"][row, :n] = torch.as_tensor(feature["labels"])
+            input_ids[row, :n] = torch.as_tensor(feature["input_ids"])
+            labels[row, :n] = torch.as_tensor(feature["labels"])
+            real[row, :n] = True
+        batch = {"input_ids": input_ids, "labels": labels}
+        if "sequence_lengths" in features[0] and self.isolate_packed:
+            batch["position_ids"] = _restarting_positions([f["sequence_lengths"] for f in features], longest)
+            batch["_token_mask"] = real
+        else:
+            batch["attention_mask"] = real.long()
         return batch
+
+def _restarting_positions(lengths_per_row: list[list[int]], width: int) -> torch.Tensor:
+    rows = []
+    for lengths in lengths_per_row:
+        pad = width - sum(lengths)
+        segments = [torch.arange(n) for n in lengths] + ([torch.arange(pad)] if pad else [])
+        rows.append(torch.cat(segments))
+    return torch.stack(rows)
+
+PaddingCollator = Collator  # the unpacked case is just a batch without sequence_lengths

@@ -15,6 +15,7 @@ from lmforge.config.data_args import DataArguments
 from lmforge.data.cache import cache_key, default_cache_root, load_cached, save_atomically, tokenizer_fingerprint
 from lmforge.data.dataset_info import resolve_datasets
 from lmforge.data.loading import load_conversations
+from lmforge.data.packing import pack_examples
 from lmforge.data.processors.pretrain import pack_documents, tokenize_documents, truncate_documents
 from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
 from lmforge.data.sources import file_fingerprint
@@ -146,6 +147,15 @@ def _tokenize_supervised(convs: Dataset, data_args: DataArguments, tokenizer, te
         raise DataError(
             f"{split}: every sample lost its response to truncation; raise 'cutoff_len' (now {data_args.cutoff_len})"
         )
+    if data_args.packs and split == "train":
+        # Eval stays one sample per row, so eval losses are per-sample exact whatever the packing.
+        packed, efficiency = pack_examples(kept, data_args.cutoff_len)
+        logger.info(
+            "packed %d samples into %d rows of %d tokens: packing efficiency %.1f%% (%s)",
+            len(kept), len(packed), data_args.cutoff_len, 100 * efficiency,
+            "samples isolated" if data_args.isolates_packed_samples else "attention crosses samples",
+        )
+        return packed
     return kept
 
 
@@ -164,7 +174,7 @@ def _tokenize_pretrain(convs: Dataset, data_args: DataArguments, tokenizer, temp
         remove_columns=convs.column_names,
         desc=f"tokenizing {split}",
     )
-    packing = data_args.packing is not False  # pretraining packs unless told not to
+    packing = data_args.packs is not False  # pretraining packs unless told not to
     # Packing runs over the whole token stream in one pass so no tail is cut at map-batch boundaries.
     blocks = (pack_documents if packing else truncate_documents)(docs["ids"], data_args.cutoff_len)
     return Dataset.from_list(list(blocks))

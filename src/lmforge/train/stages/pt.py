@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from lmforge.config import RunConfig
-from lmforge.data.collators import PaddingCollator
+from lmforge.data.collators import Collator
 from lmforge.data.pipeline import build_datasets
 from lmforge.model.loader import load_model
 from lmforge.model.tokenizer import load_tokenizer
@@ -24,6 +24,6 @@ def run_pt(cfg: RunConfig) -> TrainResult:
         is_trainable=cfg.training.do_train,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
     )
-    collator = PaddingCollator(tokenizer.pad_token_id)
+    collator = Collator(tokenizer.pad_token_id)
     trainer = build_trainer(cfg, model, tokenizer, data, collator)
     return train_and_save(trainer, cfg, tokenizer, template_name=cfg.data.template)
