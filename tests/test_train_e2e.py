@@ -139,3 +139,16 @@ def test_parallel_tokenization_and_tokenized_path_give_the_same_tokens(tmp_path,
     with caplog.at_level("INFO", logger="lmforge"):
         assert main(["train", cfg, f"tokenized_path={serial}", "dataset_dir=/nonexistent"]) == 0
     assert "loaded tokenized dataset from tokenized_path" in caplog.text
+
+
+def test_sft_packing_trains_on_isolated_rows(tmp_path, tiny_model_dir, data_dir, caplog):
+    cfg = write_cfg(
+        tmp_path,
+        **base_keys(tmp_path, tiny_model_dir, data_dir, stage="sft", dataset="numbers,chats", template="qwen",
+                    packing=True, cutoff_len=128, max_steps=3, logging_steps=1),
+    )
+    with caplog.at_level("INFO", logger="lmforge"):
+        assert main(["train", cfg]) == 0
+    assert "packing efficiency" in caplog.text and "samples isolated" in caplog.text
+    rows = [r for r in log_rows(tmp_path / "out") if "loss" in r]
+    assert len(rows) == 3 and all(r["throughput/padding_fraction"] < 0.2 for r in rows[1:])

@@ -20,6 +20,11 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     report_to: str | list[str] | None = field(
         default="none", metadata={"help": "Experiment trackers to log to (none by default: nothing leaves the machine)."}
     )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Drop dataset columns the model's forward does not name. Off: lmforge's datasets hold only "
+                  "what the collator needs (e.g. sequence_lengths of packed rows)."},
+    )
     warmup_ratio: float = field(
         default=0.0, metadata={"help": "Linear warm-up over this fraction of the steps (LLaMA-Factory key)."}
     )
@@ -28,6 +33,22 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     )
     group_by_length: bool = field(
         default=False, metadata={"help": "Batch samples of similar length together to cut padding."}
+    )
+    peak_tflops: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak dense TFLOP/s of one device in the training dtype, the denominator of throughput/mfu "
+            "(e.g. 989 for an H100 SXM in bf16). Unset: looked up by GPU name in lmforge.train.flops.PEAK_TFLOPS, "
+            "else measured at train start (mfu_calibration)."
+        },
+    )
+    mfu_calibration: bool = field(
+        default=True,
+        metadata={
+            "help": "When peak_tflops is unset and the device has no datasheet entry (CPUs, unlisted GPUs), time a "
+            "~0.5 s square matmul in the training dtype at train start and use the achieved FLOP/s as the peak. "
+            "false: no throughput/mfu on such devices (throughput/tflops_per_device is still logged)."
+        },
     )
 
     def __post_init__(self):

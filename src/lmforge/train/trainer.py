@@ -1,25 +1,161 @@
-"""BaseTrainer: transformers.Trainer plus the hooks lmforge's metrics need.
+"""BaseTrainer: transformers.Trainer with lmforge's loss, batching and metric hooks.
 
-Loss normalisation is left to transformers: with a model that accepts `num_items_in_batch` (every HF
-causal LM does), the Trainer sums the token losses and divides by the supervised tokens of the whole
-optimizer step, across gradient-accumulation micro-batches and ranks — the rule of DESIGN.md §7.
+The loss (DESIGN.md §7): token losses are summed and divided by the supervised tokens of the whole
+optimizer step, across gradient-accumulation micro-batches and ranks — transformers' `num_items_in_batch`
+— so bs 1 x accumulation 4 gives the gradient of bs 4. With `loss_weighting: sample` every sample's mean
+token loss counts once instead, divided by the number of samples in the step.
+
+The vocabulary projection runs inside the loss, chunk by chunk (`losses.token_cross_entropy`), so full
+fp32 logits of the batch never exist: a forward pre-hook hands the lm_head an empty slice and keeps its
+input, the final hidden states. The model still runs through its (possibly DDP-wrapped) forward, so
+gradient synchronisation is untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
 from transformers import Trainer
+
+from lmforge.data.samplers import TokenBudgetBatchSampler
+from lmforge.train.losses import shift_labels, token_cross_entropy
+from lmforge.types import IGNORE_INDEX
 
 
 class BaseTrainer(Trainer):
-    """A Trainer that shows each training batch to observers (throughput counting) before the step."""
-
-    def __init__(self, *args, batch_observers: list[Callable[[dict], None]] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        batch_observers: list[Callable[[dict], None]] | None = None,
+        loss_chunk_size: int = 1024,
+        loss_weighting: str = "token",
+        max_tokens_per_batch: int | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.batch_observers = list(batch_observers or [])
+        self.loss_chunk_size = loss_chunk_size
+        self.loss_weighting = loss_weighting
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    # -- batches ---------------------------------------------------------------------------------------
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         for observe in self.batch_observers:
             observe(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def _prepare_inputs(self, inputs):
+        # Keys starting with "_" are for observers (e.g. `_token_mask`), never for the model.
+        return super()._prepare_inputs({k: v for k, v in inputs.items() if not k.startswith("_")})
+
+    def get_train_dataloader(self) -> DataLoader:
+        if not self.max_tokens_per_batch:
+            return super().get_train_dataloader()
+        dataset = self._remove_unused_columns(self.train_dataset, description="training")
+        sampler = TokenBudgetBatchSampler(
+            [len(ids) for ids in dataset["input_ids"]], self.max_tokens_per_batch, seed=self.args.seed
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        if self.loss_weighting != "sample" or not self._uses_chunked_loss():
+            return super()._get_num_items_in_batch(batch_samples, device)
+        count = sum(_count_supervised_samples(b) for b in batch_samples)
+        count = torch.tensor(count, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    # -- loss ------------------------------------------------------------------------------------------
+
+    def _uses_chunked_loss(self) -> bool:
+        head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
+        # Only a plain Linear head is projected by hand; a LoRA- or modules_to_save-wrapped head keeps HF's path.
+        return self.loss_chunk_size > 0 and type(head) is nn.Linear
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # With a KV cache transformers ignores packed position_ids and lets packed samples attend to each
+        # other; training never needs the cache.
+        inputs = {**inputs, "use_cache": False}
+        if not self._uses_chunked_loss():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep_hidden_skip_projection(module, args):
+            captured["hidden"] = args[0]
+            return (args[0][..., :0, :],)
+
+        handle = head.register_forward_pre_hook(keep_hidden_skip_projection)
+        try:
+            outputs = model(**inputs)
+        finally:
+            handle.remove()
+        hidden = captured["hidden"]
+        targets = shift_labels(labels, inputs.get("position_ids") if "attention_mask" not in inputs else None)
+        config = self.accelerator.unwrap_model(model).config
+        softcap = getattr(config, "final_logit_softcapping", None)
+        per_token = token_cross_entropy(
+            hidden.reshape(-1, hidden.shape[-1]),
+            head.weight,
+            targets.reshape(-1),
+            chunk_size=self.loss_chunk_size,
+            lm_head_bias=head.bias,
+            logit_softcap=softcap,
+            reduction="none" if self.loss_weighting == "sample" else "sum",
+        )
+        if self.loss_weighting == "sample":
+            loss_sum = _per_sample_mean_sum(per_token, targets, inputs.get("position_ids"))
+        else:
+            loss_sum = per_token
+        if num_items_in_batch is None:
+            count = _count_supervised_samples({"labels": labels}) if self.loss_weighting == "sample" else (
+                targets.ne(IGNORE_INDEX).sum())
+            loss = loss_sum / max(int(count), 1)
+        else:
+            loss = loss_sum / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                # DDP averages gradients over ranks while num_items counts all ranks' tokens: undo the mean.
+                loss = loss * self.accelerator.num_processes
+        outputs.loss = loss
+        return (loss, outputs) if return_outputs else loss
+
+
+def _segment_ids(targets: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+    """A distinct id per sample for every position: row index, refined by packed-sample boundaries."""
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)
+    if position_ids is None:
+        return rows
+    starts = (position_ids == 0).long().cumsum(-1)
+    return rows * (targets.shape[1] + 1) + starts
+
+
+def _per_sample_mean_sum(per_token: torch.Tensor, targets: torch.Tensor, position_ids) -> torch.Tensor:
+    """Sum over samples of each sample's mean token loss (per_token lists the supervised positions in order)."""
+    segments = _segment_ids(targets, position_ids).reshape(-1)[targets.reshape(-1).ne(IGNORE_INDEX)]
+    _, inverse = torch.unique(segments, return_inverse=True)
+    n = int(inverse.max()) + 1 if inverse.numel() else 0
+    sums = torch.zeros(n, dtype=per_token.dtype, device=per_token.device).index_add(0, inverse, per_token)
+    counts = torch.zeros(n, dtype=per_token.dtype, device=per_token.device).index_add(
+        0, inverse, torch.ones_like(per_token))
+    return (sums / counts).sum()
+
+
+def _count_supervised_samples(batch: dict) -> int:
+    labels = batch["labels"]
+    position_ids = batch.get("position_ids") if "attention_mask" not in batch else None
+    targets = shift_labels(labels, position_ids)
+    segments = _segment_ids(targets, position_ids)[targets.ne(IGNORE_INDEX)]
+    return int(torch.unique(segments).numel())

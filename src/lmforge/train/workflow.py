@@ -75,6 +75,9 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: TokenizedData, collato
         processing_class=tokenizer,
         callbacks=callbacks,
         batch_observers=[throughput.observe_batch],
+        loss_chunk_size=cfg.finetuning.loss_chunk_size,
+        loss_weighting=cfg.finetuning.loss_weighting,
+        max_tokens_per_batch=cfg.data.max_tokens_per_batch,
     )
 
 
