@@ -25,6 +25,9 @@ from lmforge.train.losses import shift_labels, token_cross_entropy
 from lmforge.types import IGNORE_INDEX
 
 
+_LOGIT_SCALE_KEYS = ("logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
 class BaseTrainer(Trainer):
     def __init__(
         self,
@@ -80,9 +83,13 @@ class BaseTrainer(Trainer):
     # -- loss ------------------------------------------------------------------------------------------
 
     def _uses_chunked_loss(self) -> bool:
-        head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
-        # Only a plain Linear head is projected by hand; a LoRA- or modules_to_save-wrapped head keeps HF's path.
-        return self.loss_chunk_size > 0 and type(head) is nn.Linear
+        model = self.accelerator.unwrap_model(self.model)
+        head = model.get_output_embeddings()
+        config = getattr(model, "config", None)
+        # Only a plain Linear head is projected by hand; a LoRA- or modules_to_save-wrapped head, or a model
+        # that rescales its logits, keeps transformers' own loss.
+        scaled = any(getattr(config, name, 1.0) not in (None, 1.0) for name in _LOGIT_SCALE_KEYS)
+        return self.loss_chunk_size > 0 and type(head) is nn.Linear and not scaled
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # With a KV cache transformers ignores packed position_ids and lets packed samples attend to each
@@ -107,15 +114,17 @@ class BaseTrainer(Trainer):
         targets = shift_labels(labels, inputs.get("position_ids") if "attention_mask" not in inputs else None)
         config = self.accelerator.unwrap_model(model).config
         softcap = getattr(config, "final_logit_softcapping", None)
-        per_token = token_cross_entropy(
-            hidden.reshape(-1, hidden.shape[-1]),
-            head.weight,
-            targets.reshape(-1),
-            chunk_size=self.loss_chunk_size,
-            lm_head_bias=head.bias,
-            logit_softcap=softcap,
-            reduction="none" if self.loss_weighting == "sample" else "sum",
-        )
+        # Autocast wraps only the model's forward; the projection here needs it too to run in bf16/fp16.
+        with self.accelerator.autocast():
+            per_token = token_cross_entropy(
+                hidden.reshape(-1, hidden.shape[-1]),
+                head.weight,
+                targets.reshape(-1),
+                chunk_size=self.loss_chunk_size,
+                lm_head_bias=head.bias,
+                logit_softcap=softcap,
+                reduction="none" if self.loss_weighting == "sample" else "sum",
+            )
         if self.loss_weighting == "sample":
             loss_sum = _per_sample_mean_sum(per_token, targets, inputs.get("position_ids"))
         else:
