@@ -72,16 +72,26 @@ def test_count_batch_tokens_exact():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_counting_cuda_batches_never_syncs():
     # Counting runs on every micro-batch; a host-device sync there would stall the training loop.
+    from lmforge.train.flops import ModelFlops
+
     batch = {k: v.cuda() for k, v in make_batch().items()}
-    cb = ThroughputCallback()
+    packed = {
+        "input_ids": torch.ones(1, 9, dtype=torch.long, device="cuda"),
+        "position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]], device="cuda"),
+        "_token_mask": torch.ones(1, 9, dtype=torch.bool, device="cuda"),
+    }
+    # A sliding-window layer too, so the per-window length sums are exercised.
+    cb = ThroughputCallback(flops=ModelFlops(layer_params=(1,), head_params=0, attn_dims=(1,), windows=(2,)))
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
             cb.observe_batch(batch)
+        cb.observe_batch(packed)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert cb._total.tolist() == [30, 12, 48]
+    # 3 x (10 tokens, 4 supervised, 16 positions, Σlen² 52, Σlen·min(len, 2) 20) + the packed row.
+    assert cb._total.tolist() == [39, 12, 57, 3 * 52 + 29, 3 * 20 + 18]
 
 
 def test_count_packed_batches():
@@ -462,6 +472,9 @@ def test_callbacks_in_a_real_trainer_run(tmp_path):
     assert [r["step"] for r in rows_out if "eval_loss" in r] == [2, 4]
     assert "tokens_per_s" not in train_rows[0]  # step 1 is warm-up
     assert all(r["tokens_per_s"] > 0 and r["throughput/supervised_tokens_per_s"] > 0 for r in train_rows[1:])
+    # MFU against a calibrated CPU peak (plain TrainingArguments: no peak_tflops, calibration on).
+    assert throughput.flops is not None and throughput.peak_flops > 0
+    assert all(r["throughput/tflops_per_device"] > 0 and 0 < r["throughput/mfu"] < 1 for r in train_rows[1:])
     total = sum(len(r) for r in rows)
     assert train_rows[-1]["throughput/tokens_total"] == total
     assert train_rows[-1]["throughput/supervised_tokens_total"] == total - 2 * len(rows)

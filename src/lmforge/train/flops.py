@@ -1,0 +1,483 @@
+"""Model FLOPs per token (from the model config) and device peak FLOP/s, the two halves of MFU.
+
+Usage::
+
+    from lmforge.train.flops import flops_per_token, model_flops, peak_flops
+
+    flops_per_token(model.config, seq_len=2048)        # 6N + 12·L·d_q·T: PaLM's training FLOPs per token
+    mf = model_flops(model.config, model=peft_model)    # LoRA / freeze: only the backward the run needs
+    mf.training_flops(tokens=t, supervised=s, length_sums={None: sum_len_sq})
+    peak, source = peak_flops(torch.device("cuda"), torch.bfloat16)   # datasheet table, else calibration
+
+Counting convention (model FLOPs: the work the maths needs, not what a given kernel happens to do):
+
+* A (m x k) @ (k x n) matmul costs 2mkn FLOPs. Per token, a weight matrix of P entries costs 2P forward,
+  2P for the gradient of its input and 2P for its own gradient: the "6N" of Kaplan et al. (2020) and
+  PaLM (Chowdhery et al. 2022, appendix B).
+* N counts matmul weights only: attention q/k/v/o, the MLP (gate/up/down; for mixture-of-experts the
+  experts a token is routed to, shared experts and the router) and the lm_head. Embedding lookups,
+  norms, biases, activations, softmax and rotary embeddings are not matmuls and are left out (< 1% each).
+  The lm_head counts whether or not it is tied to the input embedding: tying shares weights, not work.
+* Attention scores (QK^T) and the weighted sum (AV) cost 2·T·d_q FLOPs each per token and layer forward,
+  d_q = query heads x head_dim and T the length of the sample the token belongs to; x3 for training gives
+  PaLM's 12·L·d_q·T. Convention: PaLM's, *without* halving for the causal mask, so a causal kernel does
+  about half of this term (it stays small at fine-tuning lengths: ~4% of a 7B model's FLOPs at T = 1k).
+  Sliding-window layers use min(T, window).
+* Padded and packed batches: T is each sample's real length, so a batch's attention FLOPs are
+  12·Σ_layers d_q·Σ_samples len·min(len, W_layer), i.e. per token an effective length Σlen²/Σlen.
+  Padding is never counted: it is waste, not model work.
+
+Two departures from PaLM's definition, both so that MFU cannot exceed 1 on work a run does not need
+(for full-parameter pretraining they change nothing):
+
+* Only the backward the run needs. Weight gradients (the third 2N) are counted only for trainable matmul
+  weights (LoRA: the adapters, whose own matmuls are added to N; freeze: the trainable layers), and input
+  gradients only for the layers at or above the lowest layer with a trainable parameter. With LoRA this
+  gives about 4N per token where PaLM's formula says 6N: a LoRA run reported against 6N would claim 1.5x
+  the work it does.
+* The lm_head (6·vocab·hidden per token) counts only for supervised tokens: positions whose logits the
+  loss reads. Prompt positions need no logits.
+
+Not counted: gradient-checkpointing recompute (that is hardware FLOPs, not model FLOPs: turning it on
+lowers MFU, honestly), the optimizer step, and forwards of frozen reference models.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from lmforge.logging import get_logger
+
+logger = get_logger(__name__)
+
+# -- peak FLOP/s: data, not branches (DESIGN.md §8) -----------------------------------------------------
+
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    # Dense (no 2:4 sparsity) tensor-core TFLOP/s per device from the vendors' datasheets, keyed by a
+    # substring of torch.cuda.get_device_name(). Matched case-insensitively as a whole word, longest key
+    # first, so "H100 PCIe" wins over "H100" and "A10" does not match "A10G" or "A100".
+    "B200": {"bf16": 2250.0, "fp16": 2250.0},
+    "H200 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
+    "H200": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
+    "GH200": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
+    "H100 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
+    "H100 PCIe": {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2},
+    "H100": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},  # SXM
+    "H800 PCIe": {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2},
+    "H800": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
+    "A800": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
+    "A10": {"bf16": 125.0, "fp16": 125.0, "tf32": 62.5, "fp32": 31.2},
+    "L40S": {"bf16": 362.1, "fp16": 362.1, "tf32": 183.0, "fp32": 91.6},
+    "L40": {"bf16": 181.0, "fp16": 181.0, "tf32": 90.5, "fp32": 90.5},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "tf32": 60.0, "fp32": 30.3},
+    "RTX 4090": {"bf16": 165.2, "fp16": 165.2, "tf32": 82.6, "fp32": 82.6},  # fp32 accumulate
+    "RTX 3090": {"bf16": 71.0, "fp16": 71.0, "tf32": 35.6, "fp32": 35.6},  # fp32 accumulate
+    "V100": {"fp16": 125.0, "fp32": 15.7},  # SXM2; no bf16 tensor cores
+    "T4": {"fp16": 65.0, "fp32": 8.1},
+    "MI300X": {"bf16": 1307.4, "fp16": 1307.4, "tf32": 653.7, "fp32": 163.4},
+    "MI325X": {"bf16": 1307.4, "fp16": 1307.4, "tf32": 653.7, "fp32": 163.4},
+}
+
+_DTYPE_KEYS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def dtype_key(dtype: torch.dtype, device_type: str = "cuda") -> str:
+    """`bf16`, `fp16`, `tf32` or `fp32`: the PEAK_TFLOPS column that matmuls in `dtype` run at now."""
+    key = _DTYPE_KEYS.get(dtype, "fp32")
+    if key == "fp32" and device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        key = "tf32"  # `tf32: true` (or torch's allow_tf32) runs fp32 matmuls on tensor cores
+    return key
+
+
+def lookup_peak_flops(device_name: str, dtype: torch.dtype) -> tuple[float, str] | None:
+    """Datasheet peak FLOP/s of a device for `dtype` and the table key that matched, or None."""
+    column = dtype_key(dtype)
+    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
+        if re.search(rf"(?<![a-z0-9]){re.escape(key.lower())}(?![a-z0-9])", device_name.lower()):
+            tflops = PEAK_TFLOPS[key].get(column)
+            return (tflops * 1e12, key) if tflops else None
+    return None
+
+
+def _synchronize(device: torch.device) -> None:
+    backend = getattr(torch, device.type, None)
+    if device.type != "cpu" and backend is not None and hasattr(backend, "synchronize"):
+        backend.synchronize()
+
+
+def calibrate_peak_flops(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    size: int | None = None,
+    seconds: float = 0.5,
+) -> float:
+    """Achieved FLOP/s of a square matmul loop on `device`: the peak to use where no datasheet entry exists.
+
+    Time-boxed: a warm-up matmul (which also shrinks the matrices while one takes more than a quarter of
+    `seconds`, e.g. bf16 on a CPU without bf16 units), then matmuls until `seconds` have passed. On a CPU
+    the whole call takes about 1.5 x `seconds`. This is the *achievable* dense matmul rate, typically
+    60-90% of a datasheet figure, so MFU against it reads higher than against the datasheet.
+
+    Args:
+        device: Where to measure (the training device).
+        dtype: The dtype the training matmuls run in.
+        size: Matrix side; default 1024 on CPU, 8192 on accelerators (big enough to reach the tensor-core
+            rate).
+        seconds: Length of the timed loop.
+    """
+    device = torch.device(device)
+    n = size or (1024 if device.type == "cpu" else 8192)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    while True:
+        a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+        b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+        out = torch.empty(n, n, device=device, dtype=dtype)
+        _synchronize(device)
+        start = time.perf_counter()
+        torch.matmul(a, b, out=out)  # warm-up: library init, kernel selection, caches
+        _synchronize(device)
+        if size is not None or n <= 128 or time.perf_counter() - start <= seconds / 4:
+            break
+        n //= 2
+    iterations, batch = 0, 1
+    start = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            torch.matmul(a, b, out=out)
+        # Sync per batch, not per matmul: the accelerator queue stays full while the host waits.
+        _synchronize(device)
+        iterations += batch
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+        batch = iterations  # double the work between syncs
+    return 2.0 * n**3 * iterations / elapsed
+
+
+def peak_flops(
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    peak_tflops: float | None = None,
+    calibrate: bool = True,
+    seconds: float = 0.5,
+) -> tuple[float | None, str]:
+    """Peak FLOP/s of one device and where it came from: the flag, the datasheet table, or a calibration.
+
+    Returns:
+        (FLOP/s or None when unknown, a short description of the source for the log).
+    """
+    if peak_tflops is not None:
+        return peak_tflops * 1e12, "peak_tflops"
+    name = device.type
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        found = lookup_peak_flops(name, dtype)
+        if found is not None:
+            return found[0], f"datasheet {found[1]} {dtype_key(dtype)} ({name})"
+    column = dtype_key(dtype, device.type)
+    if not calibrate:
+        return None, f"unknown for {name} {column} (set peak_tflops, or mfu_calibration: true)"
+    flops = calibrate_peak_flops(device, dtype, seconds=seconds)
+    return flops, f"calibrated: square {column} matmul on {name}, {seconds:g} s"
+
+
+# -- model FLOPs ----------------------------------------------------------------------------------------
+
+# Model types whose MLP is up -> activation -> down (2 matrices); everything else is taken as gated
+# (SwiGLU / GeGLU: gate, up, down = 3 matrices), which Llama, Qwen, Mistral, Gemma, Phi-3, OLMo use.
+NON_GATED_MLP_MODEL_TYPES = frozenset(
+    {"gpt2", "gpt_bigcode", "gpt_neox", "gptj", "gpt_neo", "opt", "bloom", "falcon", "phi", "starcoder2", "codegen"}
+)
+
+# Config attribute aliases, first present wins (most configs also map these via attribute_map).
+_HIDDEN = ("hidden_size", "n_embd", "d_model")
+_LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
+_HEADS = ("num_attention_heads", "n_head", "num_heads")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
+_INTERMEDIATE = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size")
+_EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts")
+# Architectures whose attention the q/k/v/o formula does not describe: counted from the model's Linears.
+_UNSUPPORTED_ATTRIBUTES = ("kv_lora_rank", "q_lora_rank")  # multi-head latent attention (DeepSeek)
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class ModelFlops:
+    """The shapes that decide a causal LM's training FLOPs, and which of them train.
+
+    `training_flops` is the one formula (see the module docstring); everything else feeds it.
+    """
+
+    layer_params: tuple[int, ...]
+    """Matmul weights a token runs through in each decoder layer (MoE: routed experts + shared + router)."""
+    head_params: int
+    """lm_head weights: vocab x hidden."""
+    attn_dims: tuple[int, ...]
+    """Query heads x head_dim per layer (the width of QK^T and AV)."""
+    windows: tuple[int | None, ...]
+    """Sliding-attention window per layer; None for full attention."""
+    adapter_params: int = 0
+    """LoRA matrices (lora_A, lora_B) in the layers; trainable, counted like layer weights."""
+    trainable_layer_params: int | None = None
+    """Matmul weights in the layers that get a gradient (adapters included); None: all of them."""
+    head_trainable: bool = True
+    backprop_from_layer: int = 0
+    """Lowest layer the backward pass runs through; n_layers when only the head (or nothing) trains."""
+    source: str = "config"
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_params)
+
+    @property
+    def matmul_params(self) -> int:
+        """N: every matmul weight a token touches, adapters and lm_head included."""
+        return sum(self.layer_params) + self.adapter_params + self.head_params
+
+    @property
+    def distinct_windows(self) -> tuple[int, ...]:
+        return tuple(sorted({w for w in self.windows if w}))
+
+    def training_flops(self, tokens: float, supervised: float, length_sums: Mapping[int | None, float]) -> float:
+        """Training FLOPs for `tokens` real tokens of which `supervised` have a loss.
+
+        Args:
+            tokens: Real (non-padding) tokens.
+            supervised: Tokens whose logits the loss reads (the lm_head runs for these).
+            length_sums: Σ over samples of len·min(len, w) for every window w in `distinct_windows`, and
+                Σ len² under the key None (the samples' real lengths).
+        """
+        layers = sum(self.layer_params) + self.adapter_params
+        trainable = layers if self.trainable_layer_params is None else self.trainable_layer_params
+        backward = self.backprop_from_layer < self.n_layers  # some layer or the embedding trains
+        backprop_layers = sum(self.layer_params[self.backprop_from_layer :]) + self.adapter_params * backward
+        per_token = 2 * layers + 2 * backprop_layers + 2 * trainable
+        per_supervised = self.head_params * (2 + 2 * backward + 2 * self.head_trainable)
+        attention = 0.0
+        for index, (dim, window) in enumerate(zip(self.attn_dims, self.windows, strict=True)):
+            passes = 4 + (8 if backward and index >= self.backprop_from_layer else 0)  # fwd 2+2, bwd 2x
+            attention += passes * dim * length_sums[window or None]
+        return per_token * tokens + per_supervised * supervised + attention
+
+    def per_token(self, seq_len: float) -> float:
+        """Training FLOPs per token for samples of `seq_len` tokens, every token supervised."""
+        sums: dict[int | None, float] = {None: seq_len * seq_len}
+        sums.update({w: seq_len * min(seq_len, w) for w in self.distinct_windows})
+        return self.training_flops(seq_len, seq_len, sums) / seq_len
+
+    def describe(self) -> str:
+        """One line for the log: N, what trains, the formula's constants."""
+        attn = 12 * sum(self.attn_dims)
+        text = (
+            f"{self.matmul_params / 1e6:.4g}M matmul params (layers {sum(self.layer_params) / 1e6:.4g}M"
+            + (f" + adapters {self.adapter_params / 1e6:.4g}M" if self.adapter_params else "")
+            + f", lm_head {self.head_params / 1e6:.4g}M; from {self.source}); attention 12·Σd_q = {attn:,}·T"
+        )
+        if self.trainable_layer_params is not None:
+            text += (
+                f"; trainable matmul {self.trainable_layer_params / 1e6:.4g}M"
+                f"{' + lm_head' if self.head_trainable else ''}, backward from layer {self.backprop_from_layer}"
+            )
+        return text
+
+
+def _first(config, names: tuple[str, ...], default=None):
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def _per_layer(value, n_layers: int) -> list[int]:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * n_layers
+
+
+def _layer_windows(config, n_layers: int) -> tuple[int | None, ...]:
+    window = getattr(config, "sliding_window", None) or None
+    layer_types = getattr(config, "layer_types", None)
+    if window and layer_types:
+        return tuple(window if "sliding" in str(kind) else None for kind in layer_types)
+    if window and getattr(config, "use_sliding_window", True):
+        return (window,) * n_layers  # Mistral v0.1 style: every layer windowed
+    return (None,) * n_layers
+
+
+def _is_sparse_layer(config, index: int) -> bool:
+    """Whether layer `index` of an MoE config routes tokens to experts (some keep a dense MLP)."""
+    if index in (getattr(config, "mlp_only_layers", None) or ()):
+        return False
+    if index < (getattr(config, "first_k_dense_replace", None) or 0):
+        return False
+    step = getattr(config, "decoder_sparse_step", None) or 1
+    return (index + 1) % step == 0
+
+
+def from_config(config) -> ModelFlops:
+    """Shapes of a decoder-only LM from its HF config (Llama, Qwen2/3, Mistral, Mixtral, Gemma, GPT-2, Phi).
+
+    Raises:
+        ValueError: The config lacks a shape this formula needs, or has an attention it does not model.
+    """
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    missing = [names[0] for names in (_HIDDEN, _LAYERS, _HEADS) if _first(config, names) is None]
+    if getattr(config, "vocab_size", None) is None:
+        missing.append("vocab_size")
+    if missing:
+        raise ValueError(f"config {type(config).__name__} has no {', '.join(missing)}")
+    unsupported = [name for name in _UNSUPPORTED_ATTRIBUTES if getattr(config, name, None)]
+    if unsupported:
+        raise ValueError(f"config {type(config).__name__} has {unsupported[0]}: attention shapes not modelled")
+    hidden, n_layers, heads = _first(config, _HIDDEN), _first(config, _LAYERS), _first(config, _HEADS)
+    kv_heads = _first(config, _KV_HEADS, 1 if getattr(config, "multi_query", False) else heads)
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
+    attention = hidden * q_dim + 2 * hidden * kv_dim + q_dim * hidden  # q, k, v, o
+    mlp_matrices = 2 if getattr(config, "model_type", "") in NON_GATED_MLP_MODEL_TYPES else 3
+    intermediate = _per_layer(_first(config, _INTERMEDIATE, 4 * hidden), n_layers)
+    experts = _first(config, _EXPERTS, 0)
+    routed = getattr(config, "num_experts_per_tok", None) or 0
+    layer_params = []
+    for index in range(n_layers):
+        if experts and routed and _is_sparse_layer(config, index):
+            expert_width = getattr(config, "moe_intermediate_size", None) or intermediate[index]
+            shared = getattr(config, "shared_expert_intermediate_size", None) or (
+                (getattr(config, "n_shared_experts", None) or 0) * expert_width
+            )
+            mlp = mlp_matrices * hidden * (routed * expert_width + shared) + hidden * experts  # + router
+        else:
+            mlp = mlp_matrices * hidden * intermediate[index]
+        layer_params.append(attention + mlp)
+    return ModelFlops(
+        layer_params=tuple(layer_params),
+        head_params=config.vocab_size * hidden,
+        attn_dims=(q_dim,) * n_layers,
+        windows=_layer_windows(config, n_layers),
+    )
+
+
+def _matmul_modules(model: nn.Module):
+    """(name, module, weight) of every matmul layer: nn.Linear and transformers' GPT-2 style Conv1D."""
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.Linear) or (type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor)):
+            yield name, module, weight
+
+
+def _numel(weight: torch.Tensor) -> int:
+    # DeepSpeed ZeRO-3 leaves an empty placeholder in each rank's module and the full size in ds_numel.
+    return getattr(weight, "ds_numel", None) or weight.numel()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (LoRA layers stay injected in it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def from_modules(model: nn.Module, config=None) -> ModelFlops:
+    """Shapes counted from a model's Linear layers: the fallback for configs `from_config` cannot read.
+
+    MoE experts stored as fused tensors are not Linear layers and are missed; a quantized Linear reports
+    its packed size. Attention widths still come from the config when it has them (else 0: no term).
+    """
+    base = _unwrap(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    per_layer: dict[int, int] = {}
+    for name, module, weight in _matmul_modules(base):
+        if module is head or "lora_" in name:
+            continue
+        match = _LAYER_INDEX.search(name)
+        index = int(match.group(1)) if match else -1
+        per_layer[index] = per_layer.get(index, 0) + _numel(weight)
+    outside = per_layer.pop(-1, 0)  # matmuls outside the layer stack (projections): charged to layer 0
+    layers = [per_layer.get(i, 0) for i in range(max(per_layer, default=-1) + 1)] or [0]
+    layers[0] += outside
+    config = config if config is not None else getattr(base, "config", None)
+    heads = _first(config, _HEADS) if config is not None else None
+    hidden = _first(config, _HIDDEN) if config is not None else None
+    q_dim = heads * (getattr(config, "head_dim", None) or hidden // heads) if heads and hidden else 0
+    return ModelFlops(
+        layer_params=tuple(layers),
+        head_params=_numel(head.weight) if head is not None else 0,
+        attn_dims=(q_dim,) * len(layers),
+        windows=(None,) * len(layers),
+        source="model modules",
+    )
+
+
+def with_training_setup(flops: ModelFlops, model: nn.Module) -> ModelFlops:
+    """Fill in what trains (requires_grad) in `model`: adapters, trainable fraction, backprop depth."""
+    base = _unwrap(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    embedding = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    adapters = base_total = base_trainable = 0
+    for name, module, weight in _matmul_modules(base):
+        if module is head:
+            continue
+        if "lora_" in name:
+            adapters += _numel(weight)
+        else:
+            base_total += _numel(weight)
+            base_trainable += _numel(weight) if weight.requires_grad else 0
+    lowest = flops.n_layers
+    for name, param in base.named_parameters():
+        if not param.requires_grad:
+            continue
+        match = _LAYER_INDEX.search(name)
+        if match:
+            lowest = min(lowest, int(match.group(1)))
+        elif (embedding is not None and param is getattr(embedding, "weight", None)) or "embed" in name:
+            lowest = 0  # a trainable input embedding needs the gradient through every layer
+    # The config's layer count is exact; the fraction of Linear weights that train carries over to it.
+    fraction = base_trainable / base_total if base_total else float(lowest < flops.n_layers)
+    trainable = round(sum(flops.layer_params) * fraction) + adapters
+    return replace(
+        flops,
+        adapter_params=adapters,
+        trainable_layer_params=trainable,
+        head_trainable=bool(head is not None and head.weight.requires_grad),
+        backprop_from_layer=lowest,
+    )
+
+
+def model_flops(config=None, *, model: nn.Module | None = None) -> ModelFlops:
+    """Shapes from the config (falling back to the model's Linear layers), trainability from the model.
+
+    Args:
+        config: An HF config; default `model.config`.
+        model: The model being trained (PEFT-wrapped or not). Without it every weight is taken to train.
+    """
+    if config is None:
+        if model is None:
+            raise ValueError("model_flops needs a config or a model")
+        config = _unwrap(model).config
+    try:
+        flops = from_config(config)
+    except ValueError as err:
+        if model is None:
+            raise
+        logger.info("FLOPs: %s; counting the model's Linear layers instead", err)
+        flops = from_modules(model, config)
+    return with_training_setup(flops, model) if model is not None else flops
+
+
+def flops_per_token(config=None, seq_len: float = 2048, *, model: nn.Module | None = None) -> float:
+    """Training FLOPs per token for samples of `seq_len` tokens (PaLM's 6N + 12·L·d_q·T for full training).
+
+    `seq_len` may be an average: for mixed lengths pass Σlen²/Σlen (what the attention term scales with).
+    """
+    if not seq_len > 0 or not math.isfinite(seq_len):
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    return model_flops(config, model=model).per_token(seq_len)
