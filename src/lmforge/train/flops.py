@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -57,139 +56,14 @@ from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
 
-# -- peak FLOP/s: data, not branches (DESIGN.md §8) -----------------------------------------------------
-
-PEAK_TFLOPS: dict[str, dict[str, float]] = {
-    # Dense (no 2:4 sparsity) tensor-core TFLOP/s per device from the vendors' datasheets, keyed by a
-    # substring of torch.cuda.get_device_name(). Matched case-insensitively as a whole word, longest key
-    # first, so "H100 PCIe" wins over "H100" and "A10" does not match "A10G" or "A100".
-    "B200": {"bf16": 2250.0, "fp16": 2250.0},
-    "H200 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
-    "H200": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
-    "GH200": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
-    "H100 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
-    "H100 PCIe": {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2},
-    "H100": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},  # SXM
-    "H800 PCIe": {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2},
-    "H800": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
-    "A100": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
-    "A800": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
-    "A10": {"bf16": 125.0, "fp16": 125.0, "tf32": 62.5, "fp32": 31.2},
-    "L40S": {"bf16": 362.1, "fp16": 362.1, "tf32": 183.0, "fp32": 91.6},
-    "L40": {"bf16": 181.0, "fp16": 181.0, "tf32": 90.5, "fp32": 90.5},
-    "L4": {"bf16": 121.0, "fp16": 121.0, "tf32": 60.0, "fp32": 30.3},
-    "RTX 4090": {"bf16": 165.2, "fp16": 165.2, "tf32": 82.6, "fp32": 82.6},  # fp32 accumulate
-    "RTX 3090": {"bf16": 71.0, "fp16": 71.0, "tf32": 35.6, "fp32": 35.6},  # fp32 accumulate
-    "V100": {"fp16": 125.0, "fp32": 15.7},  # SXM2; no bf16 tensor cores
-    "T4": {"fp16": 65.0, "fp32": 8.1},
-    "MI300X": {"bf16": 1307.4, "fp16": 1307.4, "tf32": 653.7, "fp32": 163.4},
-    "MI325X": {"bf16": 1307.4, "fp16": 1307.4, "tf32": 653.7, "fp32": 163.4},
-}
-
-_DTYPE_KEYS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-
-
-def dtype_key(dtype: torch.dtype, device_type: str = "cuda") -> str:
-    """`bf16`, `fp16`, `tf32` or `fp32`: the PEAK_TFLOPS column that matmuls in `dtype` run at now."""
-    key = _DTYPE_KEYS.get(dtype, "fp32")
-    if key == "fp32" and device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        key = "tf32"  # `tf32: true` (or torch's allow_tf32) runs fp32 matmuls on tensor cores
-    return key
-
-
-def lookup_peak_flops(device_name: str, dtype: torch.dtype) -> tuple[float, str] | None:
-    """Datasheet peak FLOP/s of a device for `dtype` and the table key that matched, or None."""
-    column = dtype_key(dtype)
-    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
-        if re.search(rf"(?<![a-z0-9]){re.escape(key.lower())}(?![a-z0-9])", device_name.lower()):
-            tflops = PEAK_TFLOPS[key].get(column)
-            return (tflops * 1e12, key) if tflops else None
-    return None
-
-
-def _synchronize(device: torch.device) -> None:
-    backend = getattr(torch, device.type, None)
-    if device.type != "cpu" and backend is not None and hasattr(backend, "synchronize"):
-        backend.synchronize()
-
-
-def calibrate_peak_flops(
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    *,
-    size: int | None = None,
-    seconds: float = 0.5,
-) -> float:
-    """Achieved FLOP/s of a square matmul loop on `device`: the peak to use where no datasheet entry exists.
-
-    Time-boxed: a warm-up matmul (which also shrinks the matrices while one takes more than a quarter of
-    `seconds`, e.g. bf16 on a CPU without bf16 units), then matmuls until `seconds` have passed. On a CPU
-    the whole call takes about 1.5 x `seconds`. This is the *achievable* dense matmul rate, typically
-    60-90% of a datasheet figure, so MFU against it reads higher than against the datasheet.
-
-    Args:
-        device: Where to measure (the training device).
-        dtype: The dtype the training matmuls run in.
-        size: Matrix side; default 1024 on CPU, 8192 on accelerators (big enough to reach the tensor-core
-            rate).
-        seconds: Length of the timed loop.
-    """
-    device = torch.device(device)
-    n = size or (1024 if device.type == "cpu" else 8192)
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    while True:
-        a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
-        b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
-        out = torch.empty(n, n, device=device, dtype=dtype)
-        _synchronize(device)
-        start = time.perf_counter()
-        torch.matmul(a, b, out=out)  # warm-up: library init, kernel selection, caches
-        _synchronize(device)
-        if size is not None or n <= 128 or time.perf_counter() - start <= seconds / 4:
-            break
-        n //= 2
-    iterations, batch = 0, 1
-    start = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            torch.matmul(a, b, out=out)
-        # Sync per batch, not per matmul: the accelerator queue stays full while the host waits.
-        _synchronize(device)
-        iterations += batch
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            break
-        batch = iterations  # double the work between syncs
-    return 2.0 * n**3 * iterations / elapsed
-
-
-def peak_flops(
-    device: torch.device,
-    dtype: torch.dtype,
-    *,
-    peak_tflops: float | None = None,
-    calibrate: bool = True,
-    seconds: float = 0.5,
-) -> tuple[float | None, str]:
-    """Peak FLOP/s of one device and where it came from: the flag, the datasheet table, or a calibration.
-
-    Returns:
-        (FLOP/s or None when unknown, a short description of the source for the log).
-    """
-    if peak_tflops is not None:
-        return peak_tflops * 1e12, "peak_tflops"
-    name = device.type
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        found = lookup_peak_flops(name, dtype)
-        if found is not None:
-            return found[0], f"datasheet {found[1]} {dtype_key(dtype)} ({name})"
-    column = dtype_key(dtype, device.type)
-    if not calibrate:
-        return None, f"unknown for {name} {column} (set peak_tflops, or mfu_calibration: true)"
-    flops = calibrate_peak_flops(device, dtype, seconds=seconds)
-    return flops, f"calibrated: square {column} matmul on {name}, {seconds:g} s"
-
+# Peak FLOP/s lives in peak_flops.py; re-exported here for the `from lmforge.train.flops import` users.
+from lmforge.train.peak_flops import (  # noqa: F401
+    PEAK_TFLOPS,
+    calibrate_peak_flops,
+    dtype_key,
+    lookup_peak_flops,
+    peak_flops,
+)
 
 # -- model FLOPs ----------------------------------------------------------------------------------------
 
