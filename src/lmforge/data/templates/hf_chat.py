@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import json
 
-from lmforge.data.templates.template import check_roles, encode_text, single_token_id, tokenize_segments
+from lmforge.data.templates.template import (
+    check_roles,
+    encode_text,
+    single_token_id,
+    turn_pairs,
+)
 from lmforge.errors import ConfigError, DataError
 from lmforge.types import PROMPT_ROLES, Conversation, Message, Role
 
@@ -60,9 +65,7 @@ class HfChatTemplate:
 
     def encode_turns(self, tokenizer, conv: Conversation) -> list[tuple[list[int], list[int]]]:
         """One (prompt_ids, response_ids) pair per response turn; their concatenation is the full render."""
-        check_roles(conv, ends_with_response=True)
-        ids = tokenize_segments(tokenizer, self.render_segments(tokenizer, conv))
-        return [(ids[i], ids[i + 1]) for i in range(0, len(ids), 2)]
+        return turn_pairs(tokenizer, conv, self.render_segments)
 
     def encode_prompt(self, tokenizer, conv: Conversation) -> list[int]:
         """Ids of a conversation ending in a prompt turn, with the generation prompt."""
@@ -98,7 +101,9 @@ class HfChatTemplate:
     @staticmethod
     def _render(tokenizer, conv: Conversation, count: int, add_generation_prompt: bool) -> str:
         """Render the system prompt and the first `count` messages."""
-        from jinja2 import TemplateError  # transformers renders chat templates with jinja2
+        from jinja2 import (
+            TemplateError,  # transformers renders chat templates with jinja2
+        )
 
         messages = [{"role": "system", "content": conv.system}] if conv.system else []
         messages += [{"role": _ROLE_NAMES[m.role], "content": m.content} for m in conv.messages[:count]]

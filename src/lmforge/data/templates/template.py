@@ -74,9 +74,7 @@ class Template:
 
     def encode_turns(self, tokenizer, conv: Conversation) -> list[tuple[list[int], list[int]]]:
         """One (prompt_ids, response_ids) pair per response turn; their concatenation is the full render."""
-        check_roles(conv, ends_with_response=True)
-        ids = tokenize_segments(tokenizer, self.render_segments(tokenizer, conv))
-        return [(ids[i], ids[i + 1]) for i in range(0, len(ids), 2)]
+        return turn_pairs(tokenizer, conv, self.render_segments)
 
     def encode_prompt(self, tokenizer, conv: Conversation) -> list[int]:
         """Ids of a conversation ending in a prompt turn, up to and including the assistant header."""
@@ -169,6 +167,13 @@ def check_roles(conv: Conversation, ends_with_response: bool) -> None:
 def encode_text(tokenizer, text: str) -> list[int]:
     """Token ids of `text` as `apply_chat_template` makes them: special tokens come from the text itself."""
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def turn_pairs(tokenizer, conv: Conversation, render_segments) -> list[tuple[list[int], list[int]]]:
+    """(prompt_ids, response_ids) per response turn from a template's per-message text segments."""
+    check_roles(conv, ends_with_response=True)
+    ids = tokenize_segments(tokenizer, render_segments(tokenizer, conv))
+    return [(ids[i], ids[i + 1]) for i in range(0, len(ids), 2)]
 
 
 def tokenize_segments(tokenizer, segments: list[str]) -> list[list[int]]:
