@@ -90,3 +90,19 @@ def test_config_file_errors(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("prefix", ["gradient", "activation"])
+def test_checkpointing_keys_old_and_new_resolve_to_one_setting(prefix):
+    cfg = load_config(
+        None,
+        [
+            "model_name_or_path=m", "output_dir=o", "dataset=d",
+            f"{prefix}_checkpointing=true", f'{prefix}_checkpointing_kwargs={{"every_n_layers": 2}}',
+        ]
+    )
+    assert cfg.training.activation_checkpointing and cfg.training.gradient_checkpointing
+    assert cfg.training.activation_checkpointing_kwargs == {"use_reentrant": False, "every_n_layers": 2}
+    assert cfg.training.checkpoint_every_n_layers == 2
+    plain = load_config(None, ["model_name_or_path=m", "output_dir=o", "dataset=d"])
+    assert not plain.training.gradient_checkpointing and plain.training.checkpoint_every_n_layers == 1

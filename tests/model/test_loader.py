@@ -164,3 +164,19 @@ def test_counts_are_logged_and_exposed(tiny_qwen2_dir, tiny_config, caplog):
 def test_unknown_finetuning_type_suggests_a_name(tiny_qwen2_dir):
     with pytest.raises(ConfigError, match="unknown finetuning_type 'lroa' \\(did you mean 'lora'\\?\\)"):
         load_model(model_args(tiny_qwen2_dir), FinetuningArguments(finetuning_type="lroa"), is_trainable=True)
+
+
+def test_checkpointing_every_second_layer_keeps_the_gradients(tiny_qwen2_dir):
+    full = FinetuningArguments(finetuning_type="full")
+    plain = load_model(model_args(tiny_qwen2_dir), full, is_trainable=True)
+    partial = load_model(
+        model_args(tiny_qwen2_dir), full, is_trainable=True, gradient_checkpointing=True, checkpoint_every_n_layers=2
+    )
+    assert [layer.gradient_checkpointing for layer in partial.model.layers] == [True, False]
+    ids = torch.arange(24).reshape(2, 12) % plain.config.vocab_size
+    grads = []
+    for model in (plain, partial):
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from lmforge.data.collators import Collator
 from lmforge.data.packing import best_fit_decreasing, pack_examples
+from lmforge.model import attention  # noqa: F401  (registers sdpa_varlen)
 from lmforge.types import IGNORE_INDEX
 
 LENGTHS = [5, 9, 13, 17, 22, 26, 31, 40]
@@ -68,7 +69,7 @@ def grads(model, losses) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa_varlen", "sdpa", "eager"])
 def test_neat_packing_matches_padded_losses_and_gradients(tiny_model_dir, attn):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attn)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ATTN_FROM_FLASH_ATTN = {"auto": "sdpa", "sdpa": "sdpa", "fa2": "flash_attention_2", "disabled": "eager"}
-"""LLaMA-Factory's `flash_attn` values mapped to transformers' `attn_implementation`."""
+ATTN_FROM_FLASH_ATTN = {"auto": "sdpa_varlen", "sdpa": "sdpa_varlen", "fa2": "flash_attention_2", "disabled": "eager"}
+"""LLaMA-Factory's `flash_attn` values mapped to `attn_implementation`. `sdpa_varlen` (lmforge.model.attention)
+is transformers' sdpa with packed samples attended one by one instead of through a block mask."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,10 @@ class ModelArguments:
     )
     attn_implementation: str | None = field(
         default=None,
-        metadata={"help": "transformers attention backend: sdpa (default), eager, flash_attention_2, flex_attention."},
+        metadata={
+            "help": "Attention backend: sdpa_varlen (default: sdpa, packed samples attended one by one), sdpa "
+            "(transformers' own, block mask for packed rows), eager, flash_attention_2, flex_attention."
+        },
     )
     flash_attn: str = field(
         default="auto",
@@ -42,4 +46,4 @@ class ModelArguments:
     @property
     def attention(self) -> str:
         """The attn_implementation to pass to transformers."""
-        return self.attn_implementation or ATTN_FROM_FLASH_ATTN.get(self.flash_attn, "sdpa")
+        return self.attn_implementation or ATTN_FROM_FLASH_ATTN.get(self.flash_attn, "sdpa_varlen")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -57,10 +58,17 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             self.warmup_steps = self.warmup_ratio
         if self.group_by_length:
             self.train_sampling_strategy = "group_by_length"
-        if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
+        if self.activation_checkpointing or self.gradient_checkpointing:
+            # transformers 5 renamed gradient_checkpointing* to activation_checkpointing*; LLaMA-Factory configs
+            # use the old names. Resolve both here so the model loader and the Trainer read one setting.
+            kwargs = self.activation_checkpointing_kwargs or self.gradient_checkpointing_kwargs or {}
+            if isinstance(kwargs, str):
+                kwargs = json.loads(kwargs)
             # Reentrant checkpointing drops gradients of frozen-base models (LoRA, freeze) unless inputs
             # require grad; the non-reentrant variant has no such trap and is what torch recommends.
-            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
+            self.activation_checkpointing_kwargs = {"use_reentrant": False, **kwargs}
+            self.activation_checkpointing = True
+            self.gradient_checkpointing, self.gradient_checkpointing_kwargs = None, None
         if (self.bf16 or self.fp16) and not torch.cuda.is_available():
             # transformers refuses mixed precision without a GPU unless told it runs on CPU; bf16 autocast
             # on CPU is a real fast path (AMX / AVX512-BF16), so lmforge says so for the user.
@@ -68,3 +76,8 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader
         super().__post_init__()
+
+    @property
+    def checkpoint_every_n_layers(self) -> int:
+        """With activation checkpointing, which decoder layers recompute: every n-th (1 = all of them)."""
+        return int((self.activation_checkpointing_kwargs or {}).get("every_n_layers", 1))

@@ -6,9 +6,12 @@ label IGNORE_INDEX, so they neither attend nor count in the loss.
 Packed rows (several samples each, from `packing.py`): with isolation (`neat_packing`, the sft default) the
 batch carries position_ids that restart at 0 for every sample and NO attention_mask. transformers reads that
 as packed sequences (masking_utils.find_packed_sequence_indices) and keeps attention inside each sample:
+  - sdpa_varlen (lmforge's default, `lmforge.model.attention`): one causal SDPA call per sample, spans found
+    from position_ids, no mask at all;
   - flash_attention_2 / 3: varlen kernels with cu_seqlens derived from position_ids, no mask at all;
   - flex_attention: a block-sparse BlockMask built from the sample ids;
-  - sdpa / eager: a boolean (sdpa) or additive (eager) block-diagonal causal mask of shape (B, 1, T, T).
+  - sdpa / eager (transformers' own): a boolean (sdpa) or additive (eager) block-diagonal causal mask of shape
+    (B, 1, T, T), computed in full.
 Padding at the end of a row forms its own segment with label IGNORE_INDEX, so it affects no real token.
 Without isolation (`neat_packing: false`) rows attend across samples like one document.
 

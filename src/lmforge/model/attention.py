@@ -1,0 +1,122 @@
+"""`sdpa_varlen`: PyTorch SDPA that attends within each packed sample instead of through a block mask.
+
+transformers' own `sdpa` path turns packed position_ids into a (B, 1, T, T) block-diagonal boolean mask.
+SDPA cannot skip the masked blocks of such a mask, so a row of k samples costs a full T x T attention, twice
+the causal triangle, plus the mask itself. `sdpa_varlen` instead finds each sample's span from the
+position_ids (a sample starts wherever the position does not continue the previous one) and runs one causal
+SDPA call per span: the cost is sum(len_i^2 / 2), and the fused kernels (flash on CPU and CUDA) keep only
+the output and log-sum-exp for the backward pass. The result equals the masked computation (the exactness
+test checks losses and gradients against unpacked padded batches).
+
+Everything that is not a packed or plain causal forward without a cache (padded batches with an attention
+mask, generation with a KV cache) goes to transformers' `sdpa` unchanged. The name is registered with
+transformers' attention and mask interfaces when this module is imported.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+NAME = "sdpa_varlen"
+
+# Every layer of one forward pass gets the same position_ids tensor: find its spans once.
+_last_spans: tuple[weakref.ref, int, list[list[tuple[int, int]]]] | None = None
+
+
+def sample_spans(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """Per row, the (start, end) of each run of consecutive positions, i.e. of each packed sample."""
+    global _last_spans
+    if _last_spans is not None and _last_spans[0]() is position_ids and _last_spans[1] == position_ids._version:
+        return _last_spans[2]
+    rows, length = position_ids.shape
+    breaks = (position_ids[:, 1:] != position_ids[:, :-1] + 1).nonzero().tolist()
+    starts: list[list[int]] = [[0] for _ in range(rows)]
+    for row, col in breaks:
+        starts[row].append(col + 1)
+    spans = [list(zip(s, s[1:] + [length])) for s in starts]
+    _last_spans = (weakref.ref(position_ids), position_ids._version, spans)
+    return spans
+
+
+def sdpa_varlen_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    position_ids = kwargs.get("position_ids")
+    q_length, kv_length = query.shape[2], key.shape[2]
+    if (
+        attention_mask is not None
+        or position_ids is None
+        or q_length != kv_length
+        or q_length < 2
+        or not getattr(module, "is_causal", True)
+        or kwargs.get("softcap") is not None
+        or getattr(module, "sliding_window", None)
+    ):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+
+    if position_ids.shape[0] != query.shape[0]:
+        position_ids = position_ids.expand(query.shape[0], -1)
+    spans = sample_spans(position_ids)
+    gqa = key.shape[1] != query.shape[1]
+    if all(len(row) == 1 for row in spans):
+        out = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa
+        )
+    else:
+        rows = []
+        for b, row in enumerate(spans):
+            pieces = [
+                F.scaled_dot_product_attention(
+                    query[b : b + 1, :, s:e],
+                    key[b : b + 1, :, s:e],
+                    value[b : b + 1, :, s:e],
+                    dropout_p=dropout,
+                    scale=scaling,
+                    is_causal=True,
+                    enable_gqa=gqa,
+                )
+                for s, e in row
+            ]
+            rows.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2))
+        out = torch.cat(rows, dim=0)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def sdpa_varlen_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor | None:
+    """No mask where the attention function finds the samples itself; transformers' sdpa mask elsewhere."""
+    if attention_mask is None and q_length == kv_length and not q_offset and not kv_offset:
+        return None
+    return sdpa_mask(
+        batch_size=batch_size,
+        q_length=q_length,
+        kv_length=kv_length,
+        q_offset=q_offset,
+        kv_offset=kv_offset,
+        attention_mask=attention_mask,
+        **kwargs,
+    )
+
+
+AttentionInterface.register(NAME, sdpa_varlen_attention_forward)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_varlen_mask)
