@@ -19,6 +19,9 @@ def test_example_runs(name, tmp_path, monkeypatch, tiny_model_dir):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "tiny").symlink_to(tiny_model_dir)
     monkeypatch.chdir(tmp_path)
+    if "memmap" in name:  # the example's documented first step
+        assert main(["tokenize", "examples/data/corpus_mini.jsonl", "--tokenizer", "models/tiny",
+                     "--output", "shards/corpus_mini", "--workers", "1", "--quiet"]) == 0
     code = main(["train", f"examples/{name}.yaml", "max_steps=3", "logging_steps=1", "eval_steps=2",
                  "disable_tqdm=true", f"data_cache_dir={tmp_path / 'cache'}"])
     assert code == 0

@@ -17,6 +17,8 @@ USAGE = """usage: lmforge COMMAND [ARGS]
 
 commands:
   train CONFIG [key=value ...]     train (stage pt or sft) from a YAML/JSON config
+  tokenize INPUT... --tokenizer DIR --output DIR
+                                   text / jsonl / parquet -> memmap token shards for pretraining
   create-model PRESET OUTPUT_DIR   write a new random model + tokenizer (presets: tiny-qwen2, tiny-llama, small-qwen2)
   demo [--output-dir DIR]          pretrain a tiny model, fine-tune it on a task, report accuracy before/after
   version                          print the version
@@ -27,6 +29,12 @@ def _train(argv: list[str]) -> int:
     from lmforge.train.run import train_main
 
     return train_main(argv)
+
+
+def _tokenize(argv: list[str]) -> int:
+    from lmforge.data.memmap.writer import tokenize_main
+
+    return tokenize_main(argv)
 
 
 def _create_model(argv: list[str]) -> int:
@@ -50,6 +58,7 @@ def _version(argv: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
+    "tokenize": _tokenize,
     "create-model": _create_model,
     "demo": _demo,
     "version": _version,

@@ -64,6 +64,20 @@ class DataArguments:
         metadata={"help": "Values for {{key}} placeholders in the data, e.g. {name: Forge, author: lmforge}."},
     )
     streaming: bool = field(default=False, metadata={"help": "Not supported yet: use memmap shards for large corpora."})
+    memmap_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Stage pt: `lmforge tokenize` output directories (comma-separated) to train on in cutoff_len "
+            "chunks, instead of 'dataset'."
+        },
+    )
+    eval_memmap_path: str | None = field(
+        default=None, metadata={"help": "Held-out memmap shard directories for in-loop perplexity at eval_steps."}
+    )
+    isolate_documents: bool = field(
+        default=False,
+        metadata={"help": "memmap chunks: attend only within each document (position_ids restart per document)."},
+    )
 
     @property
     def packs(self) -> bool | None:
@@ -73,6 +87,14 @@ class DataArguments:
     @property
     def isolates_packed_samples(self) -> bool:
         return self.neat_packing is not False
+
+    @property
+    def memmap_dirs(self) -> list[str]:
+        return _split(self.memmap_path)
+
+    @property
+    def eval_memmap_dirs(self) -> list[str]:
+        return _split(self.eval_memmap_path)
 
     @property
     def dataset_names(self) -> list[str]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Seq2SeqTrainingArguments
 
+from lmforge.errors import ConfigError
+
 
 @dataclass
 class TrainingArguments(Seq2SeqTrainingArguments):
@@ -52,10 +54,33 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         },
     )
 
+    warmup_max_grad_norm: float | None = field(
+        default=None,
+        metadata={"help": "Gradient-norm clip during warm-up (e.g. 2x max_grad_norm); max_grad_norm after it."},
+    )
+    weight_decay_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Also decay embedding matrices. Norm weights and biases are never decayed."},
+    )
+    decay_ratio: float = field(
+        default=0.1,
+        metadata={"help": "lr_scheduler_type warmup_stable_decay: fraction of the steps spent in the final decay."},
+    )
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={"help": "On a NaN/inf loss or gradient norm, skip that update and go on instead of stopping."},
+    )
+
     def __post_init__(self):
         if self.warmup_ratio and not self.warmup_steps:
             # transformers 5 reads a float warmup_steps in [0, 1) as a ratio of the total steps.
             self.warmup_steps = self.warmup_ratio
+        if self.lr_scheduler_type == "constant" and (self.warmup_ratio or self.warmup_steps):
+            self.lr_scheduler_type = "constant_with_warmup"  # transformers' "constant" ignores warm-up
+        if self.lr_scheduler_type == "warmup_stable_decay":
+            if not 0 < self.decay_ratio <= 1:
+                raise ConfigError(f"'decay_ratio' must be in (0, 1], got {self.decay_ratio}")
+            # the step counts are known only at train start: BaseTrainer.create_scheduler fills them in
         if self.group_by_length:
             self.train_sampling_strategy = "group_by_length"
         if self.activation_checkpointing or self.gradient_checkpointing:

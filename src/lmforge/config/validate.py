@@ -46,8 +46,28 @@ def check_model_given(cfg: RunConfig) -> None:
 
 
 def check_datasets_given(cfg: RunConfig) -> None:
-    if cfg.training.do_train and not cfg.data.dataset_names:
+    if cfg.training.do_train and not (cfg.data.dataset_names or cfg.data.memmap_dirs):
         raise ConfigError("set 'dataset' (a dataset_info.json entry or a data file) to train on")
+
+
+def check_memmap(cfg: RunConfig) -> None:
+    data = cfg.data
+    if not (data.memmap_dirs or data.eval_memmap_dirs or data.isolate_documents):
+        return
+    if cfg.finetuning.stage != "pt":
+        raise ConfigError(
+            f"'memmap_path'/'eval_memmap_path'/'isolate_documents' are for stage pt, not '{cfg.finetuning.stage}'"
+        )
+    if data.memmap_dirs and data.dataset_names:
+        raise ConfigError("set either 'dataset' or 'memmap_path', not both")
+    if data.eval_memmap_dirs and (data.val_size or data.eval_dataset_names):
+        raise ConfigError("set either 'eval_memmap_path' or 'val_size'/'eval_dataset', not both")
+    if data.eval_memmap_dirs and not data.memmap_dirs:
+        raise ConfigError("'eval_memmap_path' needs 'memmap_path' for the training data")
+    if data.isolate_documents and not data.memmap_dirs:
+        raise ConfigError("'isolate_documents' applies to 'memmap_path' chunks; set 'memmap_path'")
+    if data.packing is False and data.memmap_dirs:
+        raise ConfigError("'memmap_path' chunks are always cutoff_len long; remove 'packing: false'")
 
 
 def check_packing_stage(cfg: RunConfig) -> None:
@@ -65,8 +85,10 @@ def check_eval_source(cfg: RunConfig) -> None:
     if cfg.data.val_size and cfg.data.eval_dataset_names:
         raise ConfigError("set either 'val_size' or 'eval_dataset', not both")
     strategy = str(getattr(cfg.training.eval_strategy, "value", cfg.training.eval_strategy))
-    if strategy != "no" and not (cfg.data.val_size or cfg.data.eval_dataset_names):
-        raise ConfigError(f"'eval_strategy: {strategy}' needs eval data: set 'val_size' or 'eval_dataset'")
+    if strategy != "no" and not (cfg.data.val_size or cfg.data.eval_dataset_names or cfg.data.eval_memmap_dirs):
+        raise ConfigError(
+            f"'eval_strategy: {strategy}' needs eval data: set 'val_size', 'eval_dataset' or 'eval_memmap_path'"
+        )
     if cfg.data.val_size < 0:
         raise ConfigError(f"'val_size' must be >= 0, got {cfg.data.val_size}")
 
@@ -131,6 +153,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_choices,
     check_model_given,
     check_datasets_given,
+    check_memmap,
     check_packing_stage,
     check_eval_source,
     check_adapter_keys,

@@ -15,7 +15,8 @@ as packed sequences (masking_utils.find_packed_sequence_indices) and keeps atten
 Padding at the end of a row forms its own segment with label IGNORE_INDEX, so it affects no real token.
 Without isolation (`neat_packing: false`) rows attend across samples like one document.
 
-`_token_mask` marks real (non-padding) tokens for the throughput counters; the trainer drops keys starting
+`_token_mask` marks real (non-padding) tokens for the throughput counters and `_source` (where examples carry
+it, e.g. memmap chunks) names where each row came from, for error messages; the trainer drops keys starting
 with "_" before the forward pass.
 """
 
@@ -52,6 +53,8 @@ class Collator:
             batch["_token_mask"] = real
         else:
             batch["attention_mask"] = real.long()
+        if "_source" in features[0]:
+            batch["_source"] = [f["_source"] for f in features]
         return batch
 
 def _restarting_positions(lengths_per_row: list[list[int]], width: int) -> torch.Tensor:

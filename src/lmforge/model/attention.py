@@ -76,19 +76,17 @@ def sdpa_varlen_attention_forward(
             query, key, value, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa
         )
     else:
+        # unbind / split rather than indexing: their backward is one stack / cat, where every indexed slice
+        # would scatter its gradient into a zero-filled full-size tensor.
         rows = []
-        for b, row in enumerate(spans):
+        for row, q_row, k_row, v_row in zip(spans, query.unbind(0), key.unbind(0), value.unbind(0)):
+            lengths = [e - s for s, e in row]
             pieces = [
                 F.scaled_dot_product_attention(
-                    query[b : b + 1, :, s:e],
-                    key[b : b + 1, :, s:e],
-                    value[b : b + 1, :, s:e],
-                    dropout_p=dropout,
-                    scale=scaling,
-                    is_causal=True,
-                    enable_gqa=gqa,
+                    q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
+                    dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa,
                 )
-                for s, e in row
+                for q, k, v in zip(q_row.split(lengths, 1), k_row.split(lengths, 1), v_row.split(lengths, 1))
             ]
             rows.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2))
         out = torch.cat(rows, dim=0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from transformers import set_seed
+
 from lmforge.config import load_config
 from lmforge.train.stages import get_stage
 from lmforge.train.workflow import resume_checkpoint
@@ -17,5 +19,8 @@ def train_main(argv: list[str]) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.training.do_train:
         resume_checkpoint(cfg)  # fail on a used output_dir now, not after minutes of tokenizing
+    # Seeded before anything random happens (new adapter weights, data shuffles), not only when the Trainer
+    # is built: two runs of one config, or a run and its resumed twin, start from the same weights.
+    set_seed(cfg.training.seed)
     get_stage(cfg.finetuning.stage)(cfg)
     return 0

@@ -9,6 +9,9 @@ The vocabulary projection runs inside the loss, chunk by chunk (`losses.token_cr
 fp32 logits of the batch never exist: a forward pre-hook hands the lm_head an empty slice and keeps its
 input, the final hidden states. The model still runs through its (possibly DDP-wrapped) forward, so
 gradient synchronisation is untouched.
+
+Optimizer groups, schedules, clipping and non-finite checks live in `optimization.py`; atomic checkpoints
+in `checkpoint.py` (both mixed in).
 """
 
 from __future__ import annotations
@@ -20,15 +23,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
+from lmforge.data.memmap.dataset import EpochPermutationSampler, MemmapChunks
 from lmforge.data.samplers import TokenBudgetBatchSampler
+from lmforge.logging import get_logger
+from lmforge.train.checkpoint import AtomicCheckpointMixin
 from lmforge.train.losses import shift_labels, token_cross_entropy
+from lmforge.train.optimization import OptimizationMixin
 from lmforge.types import IGNORE_INDEX
+
+logger = get_logger(__name__)
 
 
 _LOGIT_SCALE_KEYS = ("logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-class BaseTrainer(Trainer):
+class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
     def __init__(
         self,
         *args,
@@ -70,6 +79,20 @@ class BaseTrainer(Trainer):
             pin_memory=self.args.dataloader_pin_memory,
         )
         return self.accelerator.prepare(loader)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, MemmapChunks):
+            # The (seed, epoch) order that makes a resumed run see exactly the chunks it has not seen.
+            global_batch = self.args.per_device_train_batch_size * self.args.world_size
+            sampler = EpochPermutationSampler(len(dataset), seed=self.args.seed, global_batch=global_batch)
+            if sampler.length < len(dataset):
+                logger.info(
+                    "memmap: %d of %d chunks per epoch (whole global batches of %d); the other %d differ by epoch",
+                    sampler.length, len(dataset), global_batch, len(dataset) - sampler.length,
+                )
+            return sampler
+        return super()._get_train_sampler(train_dataset)
 
     def _get_num_items_in_batch(self, batch_samples, device):
         if self.loss_weighting != "sample" or not self._uses_chunked_loss():

@@ -9,13 +9,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from lmforge.config import RunConfig
 from lmforge.data.pipeline import TokenizedData
 from lmforge.errors import ConfigError
 from lmforge.logging import get_logger
 from lmforge.train.callbacks import LogWriterCallback, LossPlotCallback, ThroughputCallback
+from lmforge.train.checkpoint import check_finite, latest_complete_checkpoint
 from lmforge.train.trainer import BaseTrainer
 
 logger = get_logger(__name__)
@@ -44,18 +43,18 @@ def resume_checkpoint(cfg: RunConfig) -> str | None:
     """The checkpoint to resume from (`resume_from_checkpoint: true` = the latest in output_dir)."""
     value = cfg.training.resume_from_checkpoint
     output_dir = Path(cfg.training.output_dir)
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    last = latest_complete_checkpoint(output_dir)
     if value is None or str(value).lower() in ("false", "none", ""):
         if last and not cfg.training.overwrite_output_dir:
             raise ConfigError(
-                f"output_dir {output_dir} already holds checkpoints ({Path(last).name}); set "
+                f"output_dir {output_dir} already holds checkpoints ({last.name}); set "
                 "'resume_from_checkpoint: true' to continue, or 'overwrite_output_dir: true' to start over"
             )
         return None
     if str(value).lower() == "true":
         if last is None:
             raise ConfigError(f"'resume_from_checkpoint: true' but output_dir {output_dir} has no checkpoint yet")
-        return last
+        return str(last)
     if not Path(str(value)).is_dir():
         raise ConfigError(f"resume_from_checkpoint: {value} is not a checkpoint directory")
     return str(value)
@@ -87,6 +86,7 @@ def train_and_save(trainer: BaseTrainer, cfg: RunConfig, tokenizer, template_nam
         resume = resume_checkpoint(cfg)
         result = trainer.train(resume_from_checkpoint=resume)
         metrics.update(result.metrics)
+        check_finite(trainer.model)
         trainer.save_model()
         trainer.save_state()
         if trainer.is_world_process_zero():

@@ -1,0 +1,126 @@
+"""Checkpoints that a crash or kill cannot corrupt.
+
+transformers writes `checkpoint-N` in place, file by file: a kill during the save leaves a directory that
+looks like the newest checkpoint but lacks the optimizer or trainer state, and `resume_from_checkpoint` then
+fails or, worse, resumes from half a state. lmforge lets transformers write into `.staging/checkpoint-N`
+and renames the finished directory to `checkpoint-N` (one `rename`, atomic on POSIX file systems). Old
+checkpoints are rotated (`save_total_limit`) only after that rename, so the last complete checkpoint is
+never deleted before a newer complete one exists. A non-finite model is never saved.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from lmforge.errors import UserError
+from lmforge.logging import get_logger
+
+logger = get_logger(__name__)
+
+STAGING_DIR = ".staging"
+COMPLETE_MARKER = "trainer_state.json"  # written last by transformers' _save_checkpoint
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+class NonFiniteModelError(UserError):
+    """The weights hold NaN or inf values; they are not saved over a good checkpoint."""
+
+
+def is_complete(path: Path) -> bool:
+    return path.is_dir() and (path / COMPLETE_MARKER).is_file()
+
+
+def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The highest-step `checkpoint-N` that holds a trainer state; staging and partial directories are skipped."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for child in root.iterdir():
+        match = _CHECKPOINT.match(child.name)
+        if match and is_complete(child):
+            found.append((int(match.group(1)), child))
+        elif match:
+            logger.warning("ignoring incomplete checkpoint %s (no %s)", child, COMPLETE_MARKER)
+    return max(found)[1] if found else None
+
+
+def check_finite(model: torch.nn.Module) -> None:
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteModelError(
+            f"the model has non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); not saving "
+            "it. Resume from the last checkpoint with a lower learning_rate or max_grad_norm"
+        )
+
+
+class AtomicCheckpointMixin:
+    """`_save_checkpoint` through a staging directory and a rename (mixed into BaseTrainer)."""
+
+    def _save_checkpoint(self, model, trial):
+        check_finite(self.accelerator.unwrap_model(self.model))
+        run_dir = Path(self._get_output_dir(trial=trial))
+        staging_root = run_dir / STAGING_DIR
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = staging_root / name, run_dir / name
+        if self.args.should_save and staged.exists():
+            shutil.rmtree(staged)  # left by a run killed while saving
+        self.accelerator.wait_for_everyone()
+
+        # transformers writes (and rotates) inside staging_root, where this is the only checkpoint
+        self._get_output_dir = lambda trial=None: str(staging_root)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir  # back to the class method
+
+        self.accelerator.wait_for_everyone()  # every rank has written its RNG state into `staged`
+        if self.args.should_save:
+            _fsync_tree(staged)
+            if final.exists():  # the same step saved again (e.g. a final save right after a periodic one)
+                replaced = staging_root / f"{name}.replaced"
+                shutil.rmtree(replaced, ignore_errors=True)
+                os.replace(final, replaced)
+                os.replace(staged, final)
+                shutil.rmtree(replaced)
+            else:
+                os.replace(staged, final)
+            _fsync_dir(run_dir)
+            if self.state.best_model_checkpoint and str(staging_root) in self.state.best_model_checkpoint:
+                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
+                    str(staging_root), str(run_dir)
+                )
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,  # by step number: a copied or touched directory keeps its place
+            )
+        self.accelerator.wait_for_everyone()
+
+
+def _fsync_tree(path: Path) -> None:
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
