@@ -84,6 +84,14 @@ LMFORGE_VARIANTS: dict[str, dict] = {
         "gradient_checkpointing": True,
         "gradient_checkpointing_kwargs": {"every_n_layers": 2},
     },
+    # the activation-checkpointing trade-off, for reference (not run by default)
+    "lmforge_pack_ckpt_all": {"packing": True, "gradient_checkpointing": True},
+    "lmforge_pack_ckpt_4th": {
+        "packing": True,
+        "gradient_checkpointing": True,
+        "gradient_checkpointing_kwargs": {"every_n_layers": 4},
+    },
+    "lmforge_pack_no_ckpt": {"packing": True},
 }
 
 # Identical on both sides.
@@ -498,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=96, help="max_samples: the first N records (default 96)")
     parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--variants", default=",".join([*LF_VARIANTS, *LMFORGE_VARIANTS]))
+    parser.add_argument("--variants", default=",".join([*LF_VARIANTS, "lmforge_nopack", "lmforge_recommended"]))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--work", default=str(HERE / "runs" / "sft_bench"))
     parser.add_argument("--lf-venv", default=str(HERE / ".venv-llamafactory"))
