@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -29,3 +30,6 @@ def test_example_runs(name, tmp_path, monkeypatch, tiny_model_dir):
     rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
     assert (out / "lmforge_run.json").is_file()
+    if "memmap" in name:  # in-loop perplexity on the held-out shards at eval_steps
+        evals = [r for r in rows if "eval_loss" in r]
+        assert evals and all(r["eval_perplexity"] == pytest.approx(math.exp(r["eval_loss"])) for r in evals)
