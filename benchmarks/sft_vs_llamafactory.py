@@ -77,9 +77,11 @@ LF_VARIANTS: dict[str, dict] = {
 LMFORGE_VARIANTS: dict[str, dict] = {
     "lmforge_nopack": {"packing": False},
     # Recommended sft settings: packing, which isolates packed samples by default (neat packing) and attends
-    # per sample (sdpa_varlen), and activation checkpointing of every second layer, which holds peak memory
-    # under LLaMA-Factory's (it checkpoints every layer by default) for a few percent of speed.
-    "lmforge_recommended": {
+    # per sample (sdpa_varlen), and selective activation checkpointing (matmul and attention outputs kept,
+    # the ops between them recomputed), which holds peak memory under LLaMA-Factory's (it checkpoints whole
+    # layers by default) for a few percent of speed.
+    "lmforge_recommended": {"packing": True, "gradient_checkpointing": True, "selective_checkpointing": True},
+    "lmforge_pack_ckpt_2nd": {
         "packing": True,
         "gradient_checkpointing": True,
         "gradient_checkpointing_kwargs": {"every_n_layers": 2},

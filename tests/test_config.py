@@ -106,3 +106,11 @@ def test_checkpointing_keys_old_and_new_resolve_to_one_setting(prefix):
     assert cfg.training.checkpoint_every_n_layers == 2
     plain = load_config(None, ["model_name_or_path=m", "output_dir=o", "dataset=d"])
     assert not plain.training.gradient_checkpointing and plain.training.checkpoint_every_n_layers == 1
+
+
+def test_selective_checkpointing_implies_checkpointing_with_a_policy():
+    from lmforge.model.checkpointing import selective_checkpoint_context
+
+    cfg = load_config(None, ["model_name_or_path=m", "output_dir=o", "dataset=d", "selective_checkpointing=true"])
+    assert cfg.training.activation_checkpointing
+    assert cfg.training.activation_checkpointing_kwargs["context_fn"] is selective_checkpoint_context

@@ -54,6 +54,13 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         },
     )
 
+    selective_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "With gradient_checkpointing: keep matmul and attention outputs and recompute only the cheap "
+            "ops between them (torch selective checkpointing): most of the memory saving for a fraction of the time."
+        },
+    )
     warmup_max_grad_norm: float | None = field(
         default=None,
         metadata={"help": "Gradient-norm clip during warm-up (e.g. 2x max_grad_norm); max_grad_norm after it."},
@@ -83,7 +90,7 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             # the step counts are known only at train start: BaseTrainer.create_scheduler fills them in
         if self.group_by_length:
             self.train_sampling_strategy = "group_by_length"
-        if self.activation_checkpointing or self.gradient_checkpointing:
+        if self.activation_checkpointing or self.gradient_checkpointing or self.selective_checkpointing:
             # transformers 5 renamed gradient_checkpointing* to activation_checkpointing*; LLaMA-Factory configs
             # use the old names. Resolve both here so the model loader and the Trainer read one setting.
             kwargs = self.activation_checkpointing_kwargs or self.gradient_checkpointing_kwargs or {}
@@ -92,6 +99,11 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             # Reentrant checkpointing drops gradients of frozen-base models (LoRA, freeze) unless inputs
             # require grad; the non-reentrant variant has no such trap and is what torch recommends.
             self.activation_checkpointing_kwargs = {"use_reentrant": False, **kwargs}
+            if self.selective_checkpointing:
+                from lmforge.model.checkpointing import selective_checkpoint_context
+
+                # also used when the Trainer re-enables checkpointing at train start
+                self.activation_checkpointing_kwargs["context_fn"] = selective_checkpoint_context
             self.activation_checkpointing = True
             self.gradient_checkpointing, self.gradient_checkpointing_kwargs = None, None
         if (self.bf16 or self.fp16) and not torch.cuda.is_available():

@@ -36,6 +36,7 @@ from lmforge.errors import ConfigError, ModelError
 from lmforge.logging import get_logger
 from lmforge.model.adapters import ADAPTERS
 from lmforge.model.adapters.targets import split_names
+from lmforge.model.checkpointing import selective_checkpoint_context
 from lmforge.model import attention as _register_sdpa_varlen  # noqa: F401  (registers "sdpa_varlen")
 
 logger = get_logger(__name__)
@@ -60,6 +61,7 @@ def load_model(
     is_trainable: bool,
     gradient_checkpointing: bool = False,
     checkpoint_every_n_layers: int = 1,
+    selective_checkpointing: bool = False,
 ) -> nn.Module:
     """Load `model_name_or_path` and apply the `finetuning_type` adapter.
 
@@ -70,6 +72,7 @@ def load_model(
             `adapter_name_or_path` adapters merged into it.
         gradient_checkpointing: recompute activations in the backward pass (non-reentrant), training only.
         checkpoint_every_n_layers: checkpoint only every n-th decoder layer; the others keep their activations.
+        selective_checkpointing: keep matmul and attention outputs, recompute only the ops between them.
 
     Returns:
         A `PreTrainedModel`, or a `peft.PeftModel` wrapping one when a LoRA adapter trains.
@@ -99,7 +102,7 @@ def load_model(
         local_files_only=True,
     )
     if is_trainable and gradient_checkpointing:
-        enable_checkpointing(model, every_n_layers=checkpoint_every_n_layers)
+        enable_checkpointing(model, every_n_layers=checkpoint_every_n_layers, selective=selective_checkpointing)
 
     apply = ADAPTERS.get(finetuning_args.finetuning_type)
     model = apply(
@@ -208,7 +211,7 @@ def resolve_dtype(torch_dtype: str, saved: torch.dtype | None, *, device: str, i
     return dtype
 
 
-def enable_checkpointing(model: PreTrainedModel, every_n_layers: int = 1) -> None:
+def enable_checkpointing(model: PreTrainedModel, every_n_layers: int = 1, selective: bool = False) -> None:
     """Non-reentrant activation checkpointing; the KV cache is off since nothing reuses it in training.
 
     Non-reentrant checkpointing computes gradients for frozen-input segments correctly, and transformers
@@ -218,6 +221,8 @@ def enable_checkpointing(model: PreTrainedModel, every_n_layers: int = 1) -> Non
     if not model.supports_gradient_checkpointing:
         raise ConfigError(f"gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
     kwargs = {"use_reentrant": False}
+    if selective:
+        kwargs["context_fn"] = selective_checkpoint_context
     if hasattr(model, "activation_checkpointing_enable"):  # the name in recent transformers 5 releases
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers)
     else:
@@ -226,7 +231,7 @@ def enable_checkpointing(model: PreTrainedModel, every_n_layers: int = 1) -> Non
         model.enable_input_require_grads()
     model.config.use_cache = False
     which = "every layer" if every_n_layers == 1 else f"every {every_n_layers}th layer"
-    logger.info("activation checkpointing on (non-reentrant, %s)", which)
+    logger.info("activation checkpointing on (non-reentrant, %s%s)", which, ", selective" if selective else "")
 
 
 def upcast_trainable(model: nn.Module) -> None:

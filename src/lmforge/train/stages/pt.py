@@ -31,6 +31,7 @@ def run_pt(cfg: RunConfig) -> TrainResult:
         is_trainable=cfg.training.do_train,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
         checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
+        selective_checkpointing=cfg.training.selective_checkpointing,
     )
     collator = Collator(tokenizer.pad_token_id)
     trainer = build_trainer(cfg, model, tokenizer, data, collator)

@@ -25,6 +25,7 @@ def run_sft(cfg: RunConfig) -> TrainResult:
         is_trainable=cfg.training.do_train,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
         checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
+        selective_checkpointing=cfg.training.selective_checkpointing,
     )
     collator = Collator(
         tokenizer.pad_token_id, pad_to_multiple_of=8, isolate_packed=cfg.data.isolates_packed_samples
