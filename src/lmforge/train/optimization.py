@@ -65,6 +65,8 @@ class OptimizationMixin:
         warmup = self.args.get_warmup_steps(self.state.max_steps)
         if self.args.warmup_max_grad_norm is not None and self.state.global_step < warmup:
             limit = self.args.warmup_max_grad_norm
+        # transformers' _clip_grad_norm reads the limit from args and covers DeepSpeed / FSDP / mixed meshes;
+        # lending it the warm-up limit for this call keeps those paths instead of re-implementing them.
         configured, self.args.max_grad_norm = self.args.max_grad_norm, limit
         try:
             norm = super()._clip_grad_norm(model)

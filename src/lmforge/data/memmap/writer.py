@@ -8,7 +8,7 @@ Layout of an output directory (OLMo / nanoGPT style; raw arrays so `np.memmap` r
                       counts, totals, sources, dropped documents by reason; written last, so a directory
                       without it is an interrupted run and is never read
 
-Reading streams: files are read line by line (or parquet row group by row group), and at most
+Reading streams (`reading.py`): files are read line by line (or parquet row group by row group), and at most
 `2 x workers` batches of documents are in flight, so memory stays bounded by the batch size whatever the
 corpus size. Batches are tokenized in worker processes (JSON parsing included) and written in input order,
 so the shards are byte-identical for any number of workers.
@@ -16,15 +16,11 @@ so the shards are byte-identical for any number of workers.
 
 from __future__ import annotations
 
-import glob
-import gzip
-import io
 import json
 import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.data.memmap.reading import Batch, expand_inputs, iter_batches
 from lmforge.errors import DataError
 from lmforge.logging import get_logger
 
@@ -40,18 +37,6 @@ logger = get_logger(__name__)
 META_FILE = "meta.json"
 FORMAT = "lmforge-memmap"
 FORMAT_VERSION = 1
-TEXT_SUFFIXES = (".txt", ".text", ".md")
-JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Up to `batch_size` documents of one file: raw JSON lines or texts, with their line numbers."""
-
-    path: str
-    kind: str  # "json" (raw lines, parsed in the worker) or "text"
-    items: list[str]
-    lines: list[int]
 
 
 @dataclass
@@ -62,100 +47,22 @@ class Encoded:
     error: str | None = None
 
 
-# --- inputs -------------------------------------------------------------------------------------------
-
-
-def expand_inputs(patterns: list[str]) -> list[Path]:
-    """Files named by paths or globs, in the order given (each glob sorted), without repeats."""
-    files: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        matches = [m for m in matches if Path(m).is_file()]
-        if not matches:
-            raise DataError(f"tokenize: no file matches '{pattern}'")
-        for m in matches:
-            path = Path(m).resolve()
-            _kind(path)  # fail early on an unsupported suffix
-            if path not in files:
-                files.append(path)
-    return files
-
-
-def _kind(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith(TEXT_SUFFIXES):
-        return "text"
-    if name.endswith(JSON_SUFFIXES):
-        return "json"
-    if name.endswith(".parquet") and not path.name.lower().endswith(".gz"):
-        return "parquet"
-    raise DataError(
-        f"tokenize: {path}: unsupported file type; use .txt (one document per line), .jsonl / .json "
-        f"(one JSON object per line; .gz allowed) or .parquet"
-    )
-
-
-def _open_text(path: Path):
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
-    return open(path, encoding="utf-8", errors="strict")
-
-
-def iter_batches(files: list[Path], text_key: str, batch_size: int) -> Iterator[Batch]:
-    """Documents of every file in order, `batch_size` at a time; blank lines are not documents."""
-    for path in files:
-        kind = _kind(path)
-        if kind == "parquet":
-            yield from _parquet_batches(path, text_key, batch_size)
-            continue
-        items: list[str] = []
-        lines: list[int] = []
-        try:
-            with _open_text(path) as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    items.append(line.rstrip("\r\n") if kind == "text" else line)
-                    lines.append(number)
-                    if len(items) == batch_size:
-                        yield Batch(str(path), kind, items, lines)
-                        items, lines = [], []
-        except UnicodeDecodeError as exc:
-            raise DataError(f"tokenize: {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-        if items:
-            yield Batch(str(path), kind, items, lines)
-
-
-def _parquet_batches(path: Path, text_key: str, batch_size: int) -> Iterator[Batch]:
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    if text_key not in parquet.schema_arrow.names:
-        raise DataError(
-            f"tokenize: {path}: no column '{text_key}' (columns: {', '.join(parquet.schema_arrow.names)}); "
-            "pass --text-key"
-        )
-    row = 0
-    for record_batch in parquet.iter_batches(batch_size=batch_size, columns=[text_key]):
-        texts = record_batch.column(0).to_pylist()
-        yield Batch(str(path), "text", [t if isinstance(t, str) else "" for t in texts],
-                    list(range(row + 1, row + 1 + len(texts))))
-        row += len(texts)
-
-
 # --- workers ------------------------------------------------------------------------------------------
 
 _worker_tokenizer = None
 _worker_settings: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer_dir: str, text_key: str, append_eos: bool, in_subprocess: bool = True) -> None:
-    global _worker_tokenizer
-    if in_subprocess:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism; no nested threads
+def _init_worker(tokenizer_dir: str, text_key: str, append_eos: bool) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism; no nested threads
     from transformers import AutoTokenizer
 
-    _worker_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    _set_worker(AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True), text_key, append_eos)
+
+
+def _set_worker(tokenizer, text_key: str, append_eos: bool) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
     _worker_settings.update(text_key=text_key, append_eos=append_eos)
 
 
@@ -169,13 +76,10 @@ def encode_batch(batch: Batch) -> Encoded:
             try:
                 record = json.loads(item)
             except json.JSONDecodeError as exc:
-                return Encoded(np.empty(0, np.uint32), np.empty(0, np.int64), error=f"{where}: invalid JSON ({exc.msg})")
+                return _failed(f"{where}: invalid JSON ({exc.msg})")
             if not isinstance(record, dict) or text_key not in record:
                 keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                return Encoded(
-                    np.empty(0, np.uint32), np.empty(0, np.int64),
-                    error=f"{where}: no '{text_key}' field (found: {keys}); pass --text-key",
-                )
+                return _failed(f"{where}: no '{text_key}' field (found: {keys}); pass --text-key")
             item = record[text_key]
             if not isinstance(item, str):
                 dropped.setdefault("text is not a string", []).append(where)
@@ -191,6 +95,10 @@ def encode_batch(batch: Batch) -> Encoded:
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     tokens = np.fromiter((t for x in ids for t in x), dtype=np.uint32, count=int(lengths.sum()))
     return Encoded(tokens, lengths, dropped)
+
+
+def _failed(error: str) -> Encoded:
+    return Encoded(np.empty(0, np.uint32), np.empty(0, np.int64), error=error)
 
 
 def _tokenize(texts: list[str]) -> list[list[int]]:
@@ -320,7 +228,7 @@ def tokenize_corpus(
     batches = iter_batches(files, text_key, batch_size)
     try:
         if workers == 1:
-            _init_worker(*settings, in_subprocess=False)
+            _set_worker(tokenizer, text_key, append_eos)  # in this process: the tokenizer loaded above
             for batch in batches:
                 consume(encode_batch(batch))
         else:

@@ -1,0 +1,108 @@
+"""Corpus files -> batches of raw documents, read lazily: the input side of `lmforge tokenize`.
+
+.txt / .text / .md: one document per non-blank line; .jsonl / .json / .ndjson: one JSON object per line, parsed
+later in the tokenizing workers (so parsing scales with them); .gz variants of both; .parquet: one row group
+at a time, the text column only. Each document keeps its line (or row) number for error messages.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import DataError
+
+TEXT_SUFFIXES = (".txt", ".text", ".md")
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Up to `batch_size` documents of one file: raw JSON lines or texts, with their line numbers."""
+
+    path: str
+    kind: str  # "json" (raw lines, parsed in the worker) or "text"
+    items: list[str]
+    lines: list[int]
+
+
+def expand_inputs(patterns: list[str]) -> list[Path]:
+    """Files named by paths or globs, in the order given (each glob sorted), without repeats."""
+    files: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        matches = [m for m in matches if Path(m).is_file()]
+        if not matches:
+            raise DataError(f"tokenize: no file matches '{pattern}'")
+        for m in matches:
+            path = Path(m).resolve()
+            _kind(path)  # fail early on an unsupported suffix
+            if path not in files:
+                files.append(path)
+    return files
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(TEXT_SUFFIXES):
+        return "text"
+    if name.endswith(JSON_SUFFIXES):
+        return "json"
+    if name.endswith(".parquet") and not path.name.lower().endswith(".gz"):
+        return "parquet"
+    raise DataError(
+        f"tokenize: {path}: unsupported file type; use .txt (one document per line), .jsonl / .json "
+        f"(one JSON object per line; .gz allowed) or .parquet"
+    )
+
+
+def _open_text(path: Path):
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
+    return open(path, encoding="utf-8", errors="strict")
+
+
+def iter_batches(files: list[Path], text_key: str, batch_size: int) -> Iterator[Batch]:
+    """Documents of every file in order, `batch_size` at a time; blank lines are not documents."""
+    for path in files:
+        kind = _kind(path)
+        if kind == "parquet":
+            yield from _parquet_batches(path, text_key, batch_size)
+            continue
+        items: list[str] = []
+        lines: list[int] = []
+        try:
+            with _open_text(path) as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    items.append(line.rstrip("\r\n") if kind == "text" else line)
+                    lines.append(number)
+                    if len(items) == batch_size:
+                        yield Batch(str(path), kind, items, lines)
+                        items, lines = [], []
+        except UnicodeDecodeError as exc:
+            raise DataError(f"tokenize: {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        if items:
+            yield Batch(str(path), kind, items, lines)
+
+
+def _parquet_batches(path: Path, text_key: str, batch_size: int) -> Iterator[Batch]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    if text_key not in parquet.schema_arrow.names:
+        raise DataError(
+            f"tokenize: {path}: no column '{text_key}' (columns: {', '.join(parquet.schema_arrow.names)}); "
+            "pass --text-key"
+        )
+    row = 0
+    for record_batch in parquet.iter_batches(batch_size=batch_size, columns=[text_key]):
+        texts = record_batch.column(0).to_pylist()
+        yield Batch(str(path), "text", [t if isinstance(t, str) else "" for t in texts],
+                    list(range(row + 1, row + 1 + len(texts))))
+        row += len(texts)
