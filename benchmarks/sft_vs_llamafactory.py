@@ -57,13 +57,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from llamafactory_venv import ensure_lf_venv, lf_python, offline_env
+from process_metrics import cpu_ticks, machine, tree_rss
 
 # -- what runs: edit these ------------------------------------------------------------------------------
 
@@ -124,52 +125,11 @@ LMFORGE_ONLY: dict = {}
 
 PRECISIONS = {"fp32": {"bf16": False}, "bf16": {"bf16": True}}
 
-LF_VERSION = "0.9.5"
-TORCH_VERSION = "2.13.0"
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "llamafactory-demo"
 IGNORE_INDEX = -100
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-
-# -- LLaMA-Factory venv ---------------------------------------------------------------------------------
-
-def lf_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
-def ensure_lf_venv(venv: Path) -> None:
-    """Install LLaMA-Factory in `venv` once (see the module docstring for why torchvision/torchaudio go)."""
-    marker = venv / ".lmforge-bench-installed"
-    if marker.exists():
-        return
-    print(f"[bench] installing LLaMA-Factory {LF_VERSION} into {venv} (a few minutes)", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(lf_python(venv)), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["--upgrade", "pip"], check=True)
-    subprocess.run(pip + [f"torch=={TORCH_VERSION}"], check=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraint:
-        constraint.write(f"torch=={TORCH_VERSION}\n")
-    subprocess.run(pip + [f"llamafactory=={LF_VERSION}", "-c", constraint.name], check=True)
-    os.unlink(constraint.name)
-    subprocess.run([str(lf_python(venv)), "-m", "pip", "uninstall", "-y", "-q", "torchvision"], check=True)
-    site = subprocess.run([str(lf_python(venv)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    aside = venv / "torchaudio-libs-disabled"
-    aside.mkdir(exist_ok=True)
-    for lib in (Path(site) / "torchaudio" / "lib").glob("*.so"):
-        shutil.move(str(lib), aside / lib.name)
-    subprocess.run([str(venv / "bin" / "llamafactory-cli"), "version"], check=True, env=_env())
-    marker.write_text("ok\n")
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OFFLINE_ENV)
-    env.pop("VIRTUAL_ENV", None)
-    return env
 
 
 # -- data: count tokens on both sides -------------------------------------------------------------------
@@ -221,7 +181,7 @@ def count_tokens(model_dir: Path, data_dir: Path, samples: int, work: Path, venv
                          "max_samples": samples, "output_dir": str(work / "lf_count")})
     out = work / "lf_count.json"
     subprocess.run([str(lf_python(venv)), str(Path(__file__).resolve()), "--lf-count", str(lf_cfg), str(out)],
-                   check=True, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   check=True, env=offline_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     theirs = json.loads(out.read_text())
     return {"lmforge": ours, "llamafactory": theirs}
 
@@ -283,32 +243,6 @@ def _write_yaml(path: Path, cfg: dict) -> None:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, steal) clock ticks of all cores so far, from /proc/stat (None where there is none)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return user + nice + system + irq + softirq, steal
-
-
-def _tree_rss(proc) -> int:
-    import psutil
-
-    total = 0
-    try:
-        procs = [proc] + proc.children(recursive=True)
-    except psutil.Error:
-        return 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def run_one(name: str, side: str, cfg: dict, run_dir: Path, venv: Path, timeout: float) -> dict:
     import psutil
 
@@ -326,20 +260,20 @@ def run_one(name: str, side: str, cfg: dict, run_dir: Path, venv: Path, timeout:
         cmd = ["/usr/bin/time", "-f", "%M %U %S", "-o", str(time_file)] + cmd
     print(f"[bench] {name}: {' '.join(cmd)}", flush=True)
     peak = 0
-    cpu_before = _cpu_ticks()
+    cpu_before = cpu_ticks()
     start = time.perf_counter()
     with open(run_dir / "stdout.log", "w") as log:
-        popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=run_dir)
+        popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=offline_env(), cwd=run_dir)
         proc = psutil.Process(popen.pid)
         while popen.poll() is None:
-            peak = max(peak, _tree_rss(proc))
+            peak = max(peak, tree_rss(proc))
             if time.perf_counter() - start > timeout:
                 popen.kill()
                 break
             time.sleep(0.2)
         popen.wait()
     wall = time.perf_counter() - start
-    cpu_after = _cpu_ticks()
+    cpu_after = cpu_ticks()
     out_dir = Path(cfg["output_dir"])
     result = {"name": name, "side": side, "returncode": popen.returncode, "process_s": wall,
               "peak_rss_tree_bytes": peak, "config": cfg}
@@ -408,30 +342,6 @@ def versions(venv: Path) -> dict:
     commit, dirty = commit.stdout.strip(), dirty.stdout.strip()
     out["lmforge"]["commit"] = commit + (" (src/ has uncommitted changes)" if dirty else "")
     return out
-
-
-def machine() -> dict:
-    import psutil
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        isa = sorted({f for f in flags.split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")})
-    except (OSError, StopIteration):
-        isa = []
-    return {"cpu": cpu, "isa": isa, "logical_cpus": os.cpu_count(), "torch_threads": _torch_threads(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "os": platform.platform(),
-            "python": platform.python_version()}
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _aggregate(runs: list[dict]) -> dict:
