@@ -39,10 +39,11 @@ class FinetuningArguments:
         metadata={"help": "token: mean over all supervised tokens of the optimizer step (long samples weigh more); "
                   "sample: every sample's mean token loss weighs the same."},
     )
-    loss_chunk_size: int = field(
-        default=1024,
+    loss_chunk_size: int | None = field(
+        default=None,
         metadata={"help": "Tokens per chunk of the vocabulary projection in the loss; full logits are never "
-                  "materialised (0 = let the model compute its own loss)."},
+                  "materialised. Default: 1024 on accelerators, on CPU as many as keep a chunk's fp32 logits "
+                  "under 32 MiB (256 to 1024). 0 = let the model compute its own loss."},
     )
     plot_loss: bool = field(default=False, metadata={"help": "Write training_loss.png / eval_loss.png to output_dir."})
 

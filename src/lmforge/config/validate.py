@@ -133,10 +133,10 @@ def check_batching(cfg: RunConfig) -> None:
 def check_loss_options(cfg: RunConfig) -> None:
     if cfg.finetuning.loss_weighting not in ("token", "sample"):
         raise ConfigError(f"'loss_weighting' must be token or sample, got '{cfg.finetuning.loss_weighting}'")
-    if cfg.finetuning.loss_chunk_size < 0:
-        raise ConfigError("'loss_chunk_size' must be >= 0")
+    if cfg.finetuning.loss_chunk_size is not None and cfg.finetuning.loss_chunk_size < 0:
+        raise ConfigError("'loss_chunk_size' must be >= 0 (or left unset for the per-device default)")
     if cfg.finetuning.loss_weighting == "sample" and cfg.finetuning.loss_chunk_size == 0:
-        raise ConfigError("'loss_weighting: sample' needs lmforge's loss: set 'loss_chunk_size' > 0")
+        raise ConfigError("'loss_weighting: sample' needs lmforge's loss: leave 'loss_chunk_size' unset or > 0")
 
 
 def check_cutoff(cfg: RunConfig) -> None:

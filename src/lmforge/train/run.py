@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from transformers import set_seed
 
 from lmforge.config import load_config
+from lmforge.train.host_memory import tune_malloc_for_cpu_training
 from lmforge.train.stages import get_stage
 from lmforge.train.workflow import resume_checkpoint
 
@@ -17,6 +19,8 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    if cfg.training.use_cpu or not torch.accelerator.is_available():
+        tune_malloc_for_cpu_training()  # before the model and data take their memory
     if cfg.training.do_train:
         resume_checkpoint(cfg)  # fail on a used output_dir now, not after minutes of tokenizing
     # Seeded before anything random happens (new adapter weights, data shuffles), not only when the Trainer

@@ -42,7 +42,7 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
         self,
         *args,
         batch_observers: list[Callable[[dict], None]] | None = None,
-        loss_chunk_size: int = 1024,
+        loss_chunk_size: int | None = None,
         loss_weighting: str = "token",
         max_tokens_per_batch: int | None = None,
         **kwargs,
@@ -112,7 +112,7 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
         # Only a plain Linear head is projected by hand; a LoRA- or modules_to_save-wrapped head, or a model
         # that rescales its logits, keeps transformers' own loss.
         scaled = any(getattr(config, name, 1.0) not in (None, 1.0) for name in _LOGIT_SCALE_KEYS)
-        return self.loss_chunk_size > 0 and type(head) is nn.Linear and not scaled
+        return self.loss_chunk_size != 0 and type(head) is nn.Linear and not scaled
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # With a KV cache transformers ignores packed position_ids and lets packed samples attend to each
