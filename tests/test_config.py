@@ -49,7 +49,10 @@ def test_overrides_are_typed_and_win(tmp_path):
         ("lora_rnak=4", "unknown key 'lora_rnak' (did you mean 'lora_rank'?)"),
         ("cutof_len=4", "did you mean 'cutoff_len'?"),
         ("cutoff_len=abc", "key 'cutoff_len' expects int, got 'abc'"),
-        ("stage=rmm", "stage: 'rmm' is not one of pt, sft"),
+        ("stage=rmm", "stage: 'rmm' is not one of pt, sft, rm, dpo, kto (did you mean 'rm'?)"),
+        ("pref_loss=simpoo", "pref_loss: 'simpoo' is not one of sigmoid, hinge, ipo, orpo, simpo (did you mean 'simpo'?)"),
+        ("pref_beta=0", "'pref_beta' must be > 0"),
+        ("ref_model=m", "'ref_model'/'precompute_ref_log_probs' are for stage dpo or kto, not 'sft'"),
         ("finetuning_type=frezee", "did you mean 'freeze'?"),
         ("eval_strategy=steps", "'eval_strategy: steps' needs eval data"),
         ("adapter_name_or_path=a", "set finetuning_type: lora"),
@@ -69,6 +72,13 @@ def test_bad_keys_fail_with_named_key(override, message):
 def test_val_size_and_eval_dataset_conflict():
     with pytest.raises(ConfigError, match="either 'val_size' or 'eval_dataset'"):
         load_config(None, BASE + ["val_size=0.1", "eval_dataset=e"])
+
+
+def test_preference_stages_refuse_single_sequence_batching():
+    with pytest.raises(ConfigError, match="cannot be used with stage 'dpo'"):
+        load_config(None, BASE + ["stage=dpo", "packing=true"])
+    with pytest.raises(ConfigError, match="stage rm batches pairs of sequences"):
+        load_config(None, BASE + ["stage=rm", "group_by_length=true"])
 
 
 def test_neat_packing_needs_sft():

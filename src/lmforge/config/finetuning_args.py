@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class FinetuningArguments:
-    stage: str = field(default="sft", metadata={"help": "Training stage: pt, sft."})
+    stage: str = field(default="sft", metadata={"help": "Training stage: pt, sft, rm, dpo, kto."})
     finetuning_type: str = field(default="lora", metadata={"help": "Which parameters train: full, freeze or lora."})
     freeze_trainable_layers: int = field(
         default=2,
@@ -45,7 +45,30 @@ class FinetuningArguments:
                   "materialised. Default: 1024 on accelerators, on CPU as many as keep a chunk's fp32 logits "
                   "under 32 MiB (256 to 1024). 0 = let the model compute its own loss."},
     )
-    plot_loss: bool = field(default=False, metadata={"help": "Write training_loss.png / eval_loss.png to output_dir."})
+    plot_loss: bool = field(
+        default=False,
+        metadata={"help": "Write training_loss.png / eval_loss.png (and the reward accuracy of rm, dpo and kto) "
+                  "to output_dir."},
+    )
+    # -- preference optimisation (dpo, kto); LLaMA-Factory's keys -------------------------------------------
+    pref_beta: float = field(default=0.1, metadata={"help": "dpo/kto: beta, the strength of the reference constraint."})
+    pref_ftx: float = field(default=0.0, metadata={"help": "dpo: weight of an SFT term (mean chosen-token NLL)."})
+    pref_loss: str = field(default="sigmoid", metadata={"help": "dpo: sigmoid (DPO), hinge, ipo, orpo or simpo."})
+    dpo_label_smoothing: float = field(
+        default=0.0, metadata={"help": "dpo sigmoid: robust DPO's label smoothing, in [0, 0.5)."}
+    )
+    simpo_gamma: float = field(default=0.5, metadata={"help": "simpo: the target reward margin gamma."})
+    kto_chosen_weight: float = field(default=1.0, metadata={"help": "kto: weight of desirable samples."})
+    kto_rejected_weight: float = field(default=1.0, metadata={"help": "kto: weight of undesirable samples."})
+    ref_model: str | None = field(
+        default=None,
+        metadata={"help": "dpo/kto: reference model directory. Default: the model as loaded (with LoRA the "
+                  "adapter is switched off, no copy; full/freeze keep a frozen copy)."},
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={"help": "dpo/kto: score the data with the reference once before training, then free it."},
+    )
 
     @property
     def lora_alpha_value(self) -> int:

@@ -14,7 +14,8 @@ from lmforge.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:
     from lmforge.config.loader import RunConfig
 
-STAGES = ("pt", "sft")
+STAGES = ("pt", "sft", "rm", "dpo", "kto")
+PREF_LOSSES = ("sigmoid", "hinge", "ipo", "orpo", "simpo")
 PACKING_STAGES = ("pt", "sft")
 FINETUNING_TYPES = ("full", "freeze", "lora")
 MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over")
@@ -139,6 +140,28 @@ def check_loss_options(cfg: RunConfig) -> None:
         raise ConfigError("'loss_weighting: sample' needs lmforge's loss: leave 'loss_chunk_size' unset or > 0")
 
 
+def check_preference(cfg: RunConfig) -> None:
+    ft, stage = cfg.finetuning, cfg.finetuning.stage
+    if ft.pref_loss not in PREF_LOSSES:
+        raise ConfigError(
+            f"pref_loss: '{ft.pref_loss}' is not one of {', '.join(PREF_LOSSES)}{did_you_mean(ft.pref_loss, PREF_LOSSES)}"
+        )
+    if ft.pref_beta <= 0:
+        raise ConfigError(f"'pref_beta' must be > 0, got {ft.pref_beta}")
+    if not 0 <= ft.dpo_label_smoothing < 0.5:
+        raise ConfigError(f"'dpo_label_smoothing' must be in [0, 0.5), got {ft.dpo_label_smoothing}")
+    if (ft.ref_model or ft.precompute_ref_log_probs) and stage not in ("dpo", "kto"):
+        raise ConfigError(f"'ref_model'/'precompute_ref_log_probs' are for stage dpo or kto, not '{stage}'")
+    if stage in ("rm", "dpo", "kto"):
+        if cfg.training.group_by_length or cfg.data.max_tokens_per_batch:
+            raise ConfigError(
+                f"'group_by_length'/'max_tokens_per_batch' batch single sequences (pt, sft); stage {stage} "
+                "batches pairs of sequences: remove them"
+            )
+        if cfg.finetuning.loss_weighting != "token":
+            raise ConfigError(f"'loss_weighting' applies to pt and sft, not stage {stage}")
+
+
 def check_cutoff(cfg: RunConfig) -> None:
     if cfg.data.cutoff_len < 2:
         raise ConfigError(f"'cutoff_len' must be >= 2, got {cfg.data.cutoff_len}")
@@ -160,6 +183,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_half_precision_freeze,
     check_batching,
     check_loss_options,
+    check_preference,
     check_cutoff,
     check_streaming,
 )

@@ -66,3 +66,45 @@ def _restarting_positions(lengths_per_row: list[list[int]], width: int) -> torch
     return torch.stack(rows)
 
 PaddingCollator = Collator  # the unpacked case is just a batch without sequence_lengths
+
+
+# Precomputed reference log-probs (dpo/kto `precompute_ref_log_probs`) travel as extra float columns.
+_REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
+
+
+@dataclass(frozen=True)
+class PairwiseCollator:
+    """Pairs -> one batch of 2B rows, the B chosen rows first, then the B rejected ones, padded together.
+
+    One forward pass then scores both responses of every pair (rm, dpo).
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [{"input_ids": f[f"{side}_input_ids"], "labels": f[f"{side}_labels"]}
+                for side in ("chosen", "rejected") for f in features]
+        batch = Collator(self.pad_token_id, self.pad_to_multiple_of)(rows)
+        return {**batch, **_reference_columns(features)}
+
+
+@dataclass(frozen=True)
+class FeedbackCollator:
+    """KTO samples -> the sample rows, their mismatched (kl_) rows and `kto_tags`."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        pad = Collator(self.pad_token_id, self.pad_to_multiple_of)
+        batch = pad([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        mismatched = pad([{"input_ids": f["kl_input_ids"], "labels": f["kl_labels"]} for f in features])
+        batch.update({f"kl_{name}": value for name, value in mismatched.items()})
+        batch["kto_tags"] = torch.tensor([bool(f["kto_tag"]) for f in features])
+        return {**batch, **_reference_columns(features)}
+
+
+def _reference_columns(features: list[dict]) -> dict[str, torch.Tensor]:
+    return {name: torch.tensor([f[name] for f in features], dtype=torch.float32)
+            for name in _REFERENCE_COLUMNS if name in features[0]}

@@ -15,7 +15,10 @@ from lmforge.config.data_args import DataArguments
 from lmforge.data.cache import cache_key, default_cache_root, load_cached, save_atomically, tokenizer_fingerprint
 from lmforge.data.dataset_info import resolve_datasets
 from lmforge.data.loading import load_conversations
+from lmforge.data.formats import pair_from_dict
 from lmforge.data.packing import pack_examples
+from lmforge.data.processors.feedback import encode_feedback, mismatched_responses
+from lmforge.data.processors.pairwise import encode_pairwise
 from lmforge.data.processors.pretrain import pack_documents, tokenize_documents, truncate_documents
 from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
 from lmforge.data.sources import file_fingerprint
@@ -102,7 +105,8 @@ def _tokenize_all(data_args: DataArguments, stage: str, tokenizer, template, see
         val_size = data_args.val_size if data_args.val_size < 1 else int(data_args.val_size)
         train_convs, eval_convs = split_train_eval(train_convs, val_size, seed)
 
-    tokenize = _tokenize_pretrain if stage == "pt" else _tokenize_supervised
+    tokenize = {"pt": _tokenize_pretrain, "rm": _tokenize_pairwise, "dpo": _tokenize_pairwise,
+                "kto": _tokenize_feedback}.get(stage, _tokenize_supervised)
     return TokenizedData(
         train=tokenize(train_convs, data_args, tokenizer, template, "train") if train_convs is not None else None,
         eval=tokenize(eval_convs, data_args, tokenizer, template, "eval") if eval_convs is not None else None,
@@ -132,11 +136,69 @@ def _tokenize_supervised(convs: Dataset, data_args: DataArguments, tokenizer, te
         remove_columns=convs.column_names,
         desc=f"tokenizing {split}",
     )
-    kept = tokenized.filter(
-        lambda labels: any(label != IGNORE_INDEX for label in labels[1:]),
-        input_columns="labels",
-        num_proc=data_args.preprocessing_num_workers,
+    kept = _drop_unsupervised(tokenized, ["labels"], data_args, split)
+    if data_args.packs and split == "train":
+        # Eval stays one sample per row, so eval losses are per-sample exact whatever the packing.
+        packed, efficiency = pack_examples(kept, data_args.cutoff_len)
+        logger.info(
+            "packed %d samples into %d rows of %d tokens: packing efficiency %.1f%% (%s)",
+            len(kept), len(packed), data_args.cutoff_len, 100 * efficiency,
+            "samples isolated" if data_args.isolates_packed_samples else "attention crosses samples",
+        )
+        return packed
+    return kept
+
+
+def _tokenize_pairwise(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:
+    default_system = data_args.default_system
+
+    def encode_batch(batch):
+        out = {name: [] for name in ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")}
+        for row in _rows(batch):
+            pair = pair_from_dict(row)
+            if not pair.prompt.system and default_system:
+                pair.prompt.system = default_system
+            for name, ids in encode_pairwise(pair, template, tokenizer, data_args.cutoff_len).items():
+                out[name].append(ids)
+        return out
+
+    tokenized = convs.map(
+        encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names, desc=f"tokenizing {split}",
     )
+    return _drop_unsupervised(tokenized, ["chosen_labels", "rejected_labels"], data_args, split)
+
+
+def _tokenize_feedback(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:
+    default_system = data_args.default_system
+
+    def encode_batch(batch):
+        out = {name: [] for name in ("input_ids", "labels", "kl_input_ids", "kl_labels", "kto_tag")}
+        conversations = [Conversation.from_dict(row) for row in _rows(batch)]
+        for conv, kl_response, tag in zip(conversations, mismatched_responses(conversations), batch["kto_tag"]):
+            if not conv.system and default_system:
+                conv.system = default_system
+            for name, ids in encode_feedback(conv, kl_response, template, tokenizer, data_args.cutoff_len).items():
+                out[name].append(ids)
+            out["kto_tag"].append(tag)
+        return out
+
+    tokenized = convs.map(
+        encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names, desc=f"tokenizing {split}",
+    )
+    kept = _drop_unsupervised(tokenized, ["labels"], data_args, split)
+    desirable = sum(kept["kto_tag"])
+    logger.info("%s: %d desirable and %d undesirable samples", split, desirable, len(kept) - desirable)
+    return kept
+
+
+def _drop_unsupervised(tokenized: Dataset, label_columns: list[str], data_args: DataArguments, split: str) -> Dataset:
+    """Drop rows whose response was cut away entirely (no label left to learn), counting them."""
+    def has_response(*labels_per_column):
+        return all(any(label != IGNORE_INDEX for label in labels[1:]) for labels in labels_per_column)
+
+    kept = tokenized.filter(has_response, input_columns=label_columns, num_proc=data_args.preprocessing_num_workers)
     dropped = len(tokenized) - len(kept)
     if dropped:
         logger.warning(
@@ -147,15 +209,6 @@ def _tokenize_supervised(convs: Dataset, data_args: DataArguments, tokenizer, te
         raise DataError(
             f"{split}: every sample lost its response to truncation; raise 'cutoff_len' (now {data_args.cutoff_len})"
         )
-    if data_args.packs and split == "train":
-        # Eval stays one sample per row, so eval losses are per-sample exact whatever the packing.
-        packed, efficiency = pack_examples(kept, data_args.cutoff_len)
-        logger.info(
-            "packed %d samples into %d rows of %d tokens: packing efficiency %.1f%% (%s)",
-            len(kept), len(packed), data_args.cutoff_len, 100 * efficiency,
-            "samples isolated" if data_args.isolates_packed_samples else "attention crosses samples",
-        )
-        return packed
     return kept
 
 
@@ -191,9 +244,11 @@ def _as_dict(data: TokenizedData) -> DatasetDict:
 def _log_stats(split: str, dataset: Dataset | None) -> None:
     if dataset is None:
         return
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    supervised = sum(sum(1 for label in labels[1:] if label != IGNORE_INDEX) for labels in dataset["labels"])
+    prefix = "chosen_" if "chosen_input_ids" in dataset.column_names else ""  # pairs: the chosen rows
+    lengths = [len(ids) for ids in dataset[f"{prefix}input_ids"]]
+    supervised = sum(sum(1 for label in labels[1:] if label != IGNORE_INDEX) for labels in dataset[f"{prefix}labels"])
+    what = "chosen tokens" if prefix else "tokens"
     logger.info(
-        "%s: %d samples, %d tokens (mean %.1f, max %d), %d supervised tokens",
-        split, len(lengths), sum(lengths), sum(lengths) / max(len(lengths), 1), max(lengths, default=0), supervised,
+        "%s: %d samples, %d %s (mean %.1f, max %d), %d supervised tokens",
+        split, len(lengths), sum(lengths), what, sum(lengths) / max(len(lengths), 1), max(lengths, default=0), supervised,
     )

@@ -103,9 +103,11 @@ class OptimizationMixin:
 
     # -- logs ------------------------------------------------------------------------------------------
 
+    reports_perplexity = True  # exp(loss) means something only for a token-level cross-entropy (pt, sft)
+
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         for key in ("loss", "eval_loss"):
-            if isinstance(logs.get(key), (int, float)):
+            if self.reports_perplexity and isinstance(logs.get(key), (int, float)):
                 name = "perplexity" if key == "loss" else "eval_perplexity"
                 logs[name] = math.exp(logs[key]) if logs[key] < 700 else float("inf")
         if "loss" in logs:

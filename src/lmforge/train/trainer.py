@@ -26,6 +26,7 @@ from transformers import Trainer
 from lmforge.data.memmap.dataset import EpochPermutationSampler, MemmapChunks
 from lmforge.data.samplers import TokenBudgetBatchSampler
 from lmforge.logging import get_logger
+from lmforge.model.hidden_states import forward_hidden
 from lmforge.train.checkpoint import AtomicCheckpointMixin
 from lmforge.train.losses import shift_labels, token_cross_entropy
 from lmforge.train.optimization import OptimizationMixin
@@ -105,14 +106,31 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
 
     # -- loss ------------------------------------------------------------------------------------------
 
-    def _uses_chunked_loss(self) -> bool:
-        model = self.accelerator.unwrap_model(self.model)
+    def _uses_chunked_loss(self, model=None) -> bool:
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
         head = model.get_output_embeddings()
         config = getattr(model, "config", None)
         # Only a plain Linear head is projected by hand; a LoRA- or modules_to_save-wrapped head, or a model
         # that rescales its logits, keeps transformers' own loss.
         scaled = any(getattr(config, name, 1.0) not in (None, 1.0) for name in _LOGIT_SCALE_KEYS)
         return self.loss_chunk_size != 0 and type(head) is nn.Linear and not scaled
+
+    def projected_cross_entropy(self, model, hidden: torch.Tensor, targets: torch.Tensor, reduction: str = "sum"):
+        """`token_cross_entropy` of `hidden` through the model's output projection (targets already shifted)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        head = unwrapped.get_output_embeddings()
+        softcap = getattr(unwrapped.config, "final_logit_softcapping", None)
+        # Autocast wraps only the model's forward; the projection here needs it too to run in bf16/fp16.
+        with self.accelerator.autocast():
+            return token_cross_entropy(
+                hidden.reshape(-1, hidden.shape[-1]),
+                head.weight,
+                targets.reshape(-1),
+                chunk_size=self.loss_chunk_size,
+                lm_head_bias=head.bias,
+                logit_softcap=softcap,
+                reduction=reduction,
+            )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # With a KV cache transformers ignores packed position_ids and lets packed samples attend to each
@@ -121,33 +139,11 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
         if not self._uses_chunked_loss():
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        captured: dict[str, torch.Tensor] = {}
-
-        def keep_hidden_skip_projection(module, args):
-            captured["hidden"] = args[0]
-            return (args[0][..., :0, :],)
-
-        handle = head.register_forward_pre_hook(keep_hidden_skip_projection)
-        try:
-            outputs = model(**inputs)
-        finally:
-            handle.remove()
-        hidden = captured["hidden"]
+        outputs, hidden = forward_hidden(model, inputs)
         targets = shift_labels(labels, inputs.get("position_ids") if "attention_mask" not in inputs else None)
-        config = self.accelerator.unwrap_model(model).config
-        softcap = getattr(config, "final_logit_softcapping", None)
-        # Autocast wraps only the model's forward; the projection here needs it too to run in bf16/fp16.
-        with self.accelerator.autocast():
-            per_token = token_cross_entropy(
-                hidden.reshape(-1, hidden.shape[-1]),
-                head.weight,
-                targets.reshape(-1),
-                chunk_size=self.loss_chunk_size,
-                lm_head_bias=head.bias,
-                logit_softcap=softcap,
-                reduction="none" if self.loss_weighting == "sample" else "sum",
-            )
+        per_token = self.projected_cross_entropy(
+            model, hidden, targets, reduction="none" if self.loss_weighting == "sample" else "sum"
+        )
         if self.loss_weighting == "sample":
             loss_sum = _per_sample_mean_sum(per_token, targets, inputs.get("position_ids"))
         else:

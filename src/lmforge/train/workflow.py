@@ -61,12 +61,19 @@ def resume_checkpoint(cfg: RunConfig) -> str | None:
     return str(value)
 
 
-def build_trainer(cfg: RunConfig, model, tokenizer, data: TokenizedData, collator) -> BaseTrainer:
+def build_trainer(
+    cfg: RunConfig, model, tokenizer, data: TokenizedData, collator, *, trainer_class=BaseTrainer,
+    plotted: tuple[str, ...] = (), **trainer_kwargs,
+) -> BaseTrainer:
+    """The stage's trainer (`trainer_class`, given `trainer_kwargs`) with lmforge's callbacks.
+
+    `plotted`: logged metrics besides the loss that `plot_loss` draws (e.g. dpo's rewards/accuracies).
+    """
     throughput = ThroughputCallback()
     callbacks = [throughput, LogWriterCallback(cfg.training.output_dir)]
     if cfg.finetuning.plot_loss:
-        callbacks.append(LossPlotCallback(cfg.training.output_dir))
-    return BaseTrainer(
+        callbacks.append(LossPlotCallback(cfg.training.output_dir, metrics=plotted))
+    return trainer_class(
         model=model,
         args=cfg.training,
         data_collator=collator,
@@ -78,6 +85,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: TokenizedData, collato
         loss_chunk_size=cfg.finetuning.loss_chunk_size,
         loss_weighting=cfg.finetuning.loss_weighting,
         max_tokens_per_batch=cfg.data.max_tokens_per_batch,
+        **trainer_kwargs,
     )
 
 

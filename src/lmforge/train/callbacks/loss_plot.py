@@ -55,10 +55,29 @@ def plot_eval_loss(rows: Iterable[Mapping], output_dir: str | os.PathLike) -> Pa
     return plot_curve(steps, values, "evaluation loss", "eval loss", Path(output_dir) / EVAL_PLOT)
 
 
-def plot_loss_rows(rows: Iterable[Mapping], output_dir: str | os.PathLike) -> list[Path]:
-    """Both plots from log rows: `TrainerState.log_history` or `read_log(trainer_log.jsonl)`."""
+def metric_plot_name(key: str) -> str:
+    """`rewards/accuracies` -> `training_rewards_accuracies.png`; `eval_accuracy` -> `eval_accuracy.png`."""
+    name = key.replace("/", "_")
+    return f"{name}.png" if name.startswith("eval_") else f"training_{name}.png"
+
+
+def plot_metrics(rows: Iterable[Mapping], keys: Iterable[str], output_dir: str | os.PathLike) -> list[Path]:
+    """One plot per logged metric in `keys` (and its eval_ twin), for the keys that were logged."""
     rows = list(rows)
-    return [p for p in (plot_training_loss(rows, output_dir), plot_eval_loss(rows, output_dir)) if p]
+    paths = []
+    for key in keys:
+        for logged in (key, f"eval_{key}"):
+            steps, values = _series(rows, logged)
+            if values:
+                paths.append(plot_curve(steps, values, logged, logged, Path(output_dir) / metric_plot_name(logged)))
+    return paths
+
+
+def plot_loss_rows(rows: Iterable[Mapping], output_dir: str | os.PathLike, metrics: Iterable[str] = ()) -> list[Path]:
+    """The loss plots (and those of `metrics`) from log rows: `TrainerState.log_history` or a trainer_log.jsonl."""
+    rows = list(rows)
+    losses = [p for p in (plot_training_loss(rows, output_dir), plot_eval_loss(rows, output_dir)) if p]
+    return losses + plot_metrics(rows, metrics, output_dir)
 
 
 class LossPlotCallback(TrainerCallback):
@@ -67,14 +86,17 @@ class LossPlotCallback(TrainerCallback):
     Args:
         output_dir: Where `training_loss.png` and `eval_loss.png` are written.
         every_n_logs: Redraw the training plot after this many training logs (and at train end).
+        metrics: Logged keys besides the loss to plot too (dpo's `rewards/accuracies`, rm's `accuracy`),
+            each with its eval_ twin, as `training_<key>.png` / `eval_<key>.png`.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, every_n_logs: int = 10):
+    def __init__(self, output_dir: str | os.PathLike, every_n_logs: int = 10, metrics: Iterable[str] = ()):
         if every_n_logs < 1:
             raise ValueError(f"every_n_logs must be >= 1, got {every_n_logs}")
         self.output_dir = Path(output_dir)
         self.every_n_logs = every_n_logs
         self._train_logs = 0
+        self.metrics = tuple(metrics)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
         if not logs or "loss" not in logs or not state.is_world_process_zero:
@@ -91,10 +113,12 @@ class LossPlotCallback(TrainerCallback):
         if state.is_world_process_zero:
             self._draw(plot_training_loss, state)
             self._draw(plot_eval_loss, state)
+            if self.metrics:
+                self._draw(lambda rows, out: plot_metrics(rows, self.metrics, out), state)
 
     def _draw(self, plot, state: TrainerState) -> None:
         # A plot is a convenience: a failure to draw (full disk, odd values) must not kill the training run.
         try:
             plot(state.log_history, self.output_dir)
         except Exception as exc:  # noqa: BLE001 - see comment above
-            logger.warning("could not draw %s: %s", plot.__name__, exc)
+            logger.warning("could not draw %s: %s", getattr(plot, "__name__", "a metric plot"), exc)

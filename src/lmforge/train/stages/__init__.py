@@ -11,6 +11,6 @@ STAGES: Registry[Callable] = Registry("stage")
 
 def get_stage(name: str) -> Callable:
     # Imported here so each stage's dependencies load only when that stage runs.
-    from lmforge.train.stages import pt, sft  # noqa: F401
+    from lmforge.train.stages import dpo, kto, pt, rm, sft  # noqa: F401
 
     return STAGES.get(name)

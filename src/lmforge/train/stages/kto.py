@@ -1,0 +1,98 @@
+"""Kahneman-Tversky optimisation: learn from single responses marked desirable or not (`kto_tag`).
+
+    lmforge train examples/kto_lora.yaml
+
+Each batch holds the samples and, for the KL estimate, the same prompts with mismatched responses
+(`FeedbackCollator`); the policy scores those without gradient, as trl and LLaMA-Factory do. Logged per step:
+rewards/chosen, rewards/rejected (means over the desirable / undesirable samples), rewards/margins (their
+difference), logps/chosen, logps/rejected and kl; `plot_loss` also draws the margin and kl.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmforge.config import RunConfig
+from lmforge.data.collators import FeedbackCollator
+from lmforge.data.pipeline import build_datasets
+from lmforge.model.loader import load_model
+from lmforge.model.tokenizer import load_tokenizer
+from lmforge.train.preference import PreferenceMixin, load_reference, precompute_reference
+from lmforge.train.preference_losses import kto_loss
+from lmforge.train.stages import STAGES
+from lmforge.train.trainer import BaseTrainer
+from lmforge.train.workflow import TrainResult, build_trainer, resolve_template, train_and_save
+
+PLOTTED = ("rewards/margins", "kl")
+
+
+class KTOTrainer(PreferenceMixin, BaseTrainer):
+    def __init__(self, *args, finetuning, reference=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ft = finetuning
+        self._init_preference(reference)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ft = self.ft
+        sample = (inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+        mismatched = (inputs["kl_input_ids"], inputs["kl_attention_mask"], inputs["kl_labels"])
+        logps, counts = self.sequence_log_probs(model, *sample)
+        with torch.no_grad():
+            kl_logps = self.sequence_log_probs(model, *mismatched)[0]
+        if "ref_logps" in inputs:
+            ref_logps, ref_kl_logps = inputs["ref_logps"].to(logps), inputs["ref_kl_logps"].to(logps)
+        else:
+            ref_logps = self.reference_log_probs(model, *sample)
+            ref_kl_logps = self.reference_log_probs(model, *mismatched)
+        desirable = inputs["kto_tags"].bool()
+        losses, chosen_rewards, rejected_rewards, kl = kto_loss(
+            logps, ref_logps, kl_logps, ref_kl_logps, desirable,
+            beta=ft.pref_beta, chosen_weight=ft.kto_chosen_weight, rejected_weight=ft.kto_rejected_weight,
+        )
+        if ft.pref_ftx > 0 and desirable.any():
+            losses = losses - ft.pref_ftx * torch.where(desirable, logps / counts.clamp(min=1), 0.0)
+        split = self.split_name(model)
+        self.metrics.add(split, "rewards/chosen", chosen_rewards)
+        self.metrics.add(split, "rewards/rejected", rejected_rewards)
+        if len(chosen_rewards) and len(rejected_rewards):
+            self.metrics.add(split, "rewards/margins", chosen_rewards.mean() - rejected_rewards.mean())
+        self.metrics.add(split, "logps/chosen", logps[desirable])
+        self.metrics.add(split, "logps/rejected", logps[~desirable])
+        self.metrics.add(split, "kl", kl)
+        loss = losses.mean()
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+
+@STAGES.register("kto")
+def run_kto(cfg: RunConfig) -> TrainResult:
+    tokenizer = load_tokenizer(cfg.model)
+    template = resolve_template(cfg.data.template, tokenizer)
+    data = build_datasets(cfg.data, "kto", tokenizer, template, seed=cfg.training.seed)
+    model = load_model(
+        cfg.model,
+        cfg.finetuning,
+        is_trainable=cfg.training.do_train,
+        gradient_checkpointing=cfg.training.gradient_checkpointing,
+        checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
+        selective_checkpointing=cfg.training.selective_checkpointing,
+    )
+    collator = FeedbackCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
+    trainer = build_trainer(
+        cfg, model, tokenizer, data, collator, trainer_class=KTOTrainer, plotted=PLOTTED,
+        finetuning=cfg.finetuning, reference=load_reference(cfg, model),
+    )
+    if cfg.finetuning.precompute_ref_log_probs:
+        _precompute(trainer, data, collator)
+    return train_and_save(trainer, cfg, tokenizer, template.name)
+
+
+def _precompute(trainer: KTOTrainer, data, collator) -> None:
+    def score(batch):
+        return {
+            "ref_logps": trainer.reference_log_probs(
+                trainer.model, batch["input_ids"], batch["attention_mask"], batch["labels"]),
+            "ref_kl_logps": trainer.reference_log_probs(
+                trainer.model, batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_labels"]),
+        }
+
+    precompute_reference(trainer, data, collator, score)

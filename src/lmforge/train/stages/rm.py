@@ -1,0 +1,84 @@
+"""Reward modelling: a scalar head on a causal LM, trained so chosen responses outscore rejected ones.
+
+    lmforge train examples/rm_lora.yaml
+
+Loss per pair: -log σ(r_chosen - r_rejected), r the value head's output at the last token of prompt +
+response. Logged: accuracy (share of pairs ranked right; eval_accuracy in evaluation), rewards/chosen,
+rewards/rejected, rewards/margins. Saved as the backbone (full model or LoRA adapter) plus
+value_head.safetensors; `lmforge.model.value_head.load_reward_model` loads it back.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from lmforge.config import RunConfig
+from lmforge.data.collators import PairwiseCollator
+from lmforge.data.pipeline import build_datasets
+from lmforge.model.loader import load_model
+from lmforge.model.tokenizer import load_tokenizer
+from lmforge.model.value_head import ValueHeadModel, last_token_values
+from lmforge.train.preference import PreferenceMixin
+from lmforge.train.preference_losses import pairwise_reward_loss
+from lmforge.train.stages import STAGES
+from lmforge.train.trainer import BaseTrainer
+from lmforge.train.workflow import TrainResult, build_trainer, resolve_template, train_and_save
+
+PLOTTED = ("accuracy",)
+
+
+class RewardTrainer(PreferenceMixin, BaseTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_preference()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mask = inputs["attention_mask"]
+        scores = last_token_values(model(inputs["input_ids"], mask), mask)
+        pairs = scores.shape[0] // 2
+        chosen, rejected = scores[:pairs], scores[pairs:]
+        split = self.split_name(model)
+        self.metrics.add(split, "accuracy", (chosen > rejected).float())
+        self.metrics.add(split, "rewards/chosen", chosen)
+        self.metrics.add(split, "rewards/rejected", rejected)
+        self.metrics.add(split, "rewards/margins", chosen - rejected)
+        loss = pairwise_reward_loss(chosen, rejected).mean()
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _uses_chunked_loss(self, model=None) -> bool:
+        return False  # a value head, no vocabulary projection
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        (model or self.accelerator.unwrap_model(self.model)).load_trained_weights(resume_from_checkpoint)
+
+
+@STAGES.register("rm")
+def run_rm(cfg: RunConfig) -> TrainResult:
+    tokenizer = load_tokenizer(cfg.model)
+    template = resolve_template(cfg.data.template, tokenizer)
+    data = build_datasets(cfg.data, "rm", tokenizer, template, seed=cfg.training.seed)
+    backbone = load_model(
+        cfg.model,
+        cfg.finetuning,
+        is_trainable=cfg.training.do_train,
+        gradient_checkpointing=cfg.training.gradient_checkpointing,
+        checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
+        selective_checkpointing=cfg.training.selective_checkpointing,
+    )
+    model = ValueHeadModel(backbone).to(next(backbone.parameters()).device)
+    model.v_head.requires_grad_(cfg.training.do_train)
+    collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
+    trainer = build_trainer(cfg, model, tokenizer, data, collator, trainer_class=RewardTrainer, plotted=PLOTTED)
+    return train_and_save(trainer, cfg, tokenizer, template.name)
