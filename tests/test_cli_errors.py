@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 from lmforge.cli import main

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM

@@ -7,7 +7,6 @@ The rule: chosen answers agree ("Yes, the X is fine."), rejected ones refuse ("N
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 
@@ -109,6 +108,25 @@ def test_precomputed_reference_gives_the_same_training(tmp_path, tiny_model_dir,
     assert results[True] == pytest.approx(results[False], rel=1e-4)
 
 
+def test_full_dpo_reference_from_ref_model_equals_the_frozen_copy(tmp_path, tiny_model_dir, preference_dir):
+    # The default reference of full tuning (a frozen copy of the model as loaded) and `ref_model` naming the
+    # same directory are the same model: the same losses. Hinge and orpo run here too.
+    losses = {}
+    for name, extra in (("copy", {}), ("ref_model", {"ref_model": str(tiny_model_dir)}),
+                        ("hinge", {"pref_loss": "hinge"}), ("orpo", {"pref_loss": "orpo"})):
+        run = tmp_path / name
+        run.mkdir()
+        cfg = config(run, tiny_model_dir, preference_dir, stage="dpo", dataset="pairs", finetuning_type="full",
+                     learning_rate=1e-4, max_steps=4, logging_steps=1, eval_strategy="no", eval_on_start=False,
+                     do_eval=False, val_size=0, **extra)
+        assert main(["train", cfg]) == 0
+        losses[name] = [r["loss"] for r in rows(run) if "loss" in r]
+    assert losses["ref_model"] == pytest.approx(losses["copy"], rel=1e-6)
+    assert losses["copy"][0] == pytest.approx(0.6931472, abs=1e-5)  # log 2: policy == reference at step 1
+    assert losses["hinge"][0] == pytest.approx(1.0, abs=1e-5)  # relu(1 - 0)
+    assert losses["orpo"][-1] < losses["orpo"][0]
+
+
 def test_kto_lora_separates_desirable_from_undesirable(tmp_path, tiny_model_dir, preference_dir):
     cfg = config(tmp_path, tiny_model_dir, preference_dir, stage="kto", dataset="feedback", pref_beta=0.1)
     assert main(["train", cfg]) == 0
@@ -120,7 +138,10 @@ def test_kto_lora_separates_desirable_from_undesirable(tmp_path, tiny_model_dir,
     assert "kl" in train[-1] and train[-1]["kl"] >= 0
 
 
-def test_reward_model_ranks_held_out_pairs_and_reloads_with_the_same_scores(tmp_path, tiny_model_dir, preference_dir):
+@pytest.mark.parametrize("tuning", ["lora", "full"])
+def test_reward_model_ranks_held_out_pairs_and_reloads_with_the_same_scores(
+    tmp_path, tiny_model_dir, preference_dir, tuning
+):
     import torch
 
     from lmforge.config import load_config
@@ -130,16 +151,20 @@ def test_reward_model_ranks_held_out_pairs_and_reloads_with_the_same_scores(tmp_
     from lmforge.model.value_head import load_reward_model, reward_scores
     from lmforge.train.workflow import resolve_template
 
-    cfg_path = config(tmp_path, tiny_model_dir, preference_dir, stage="rm", dataset="pairs", learning_rate=2e-3)
+    lr = 2e-3 if tuning == "lora" else 5e-4
+    cfg_path = config(tmp_path, tiny_model_dir, preference_dir, stage="rm", dataset="pairs", learning_rate=lr,
+                      finetuning_type=tuning)
     assert main(["train", cfg_path]) == 0
     out = tmp_path / "out"
     evals = [r for r in rows(tmp_path) if "eval_accuracy" in r]
     assert evals[-1]["eval_accuracy"] >= 0.9 and evals[-1]["eval_rewards/margins"] > 1.0
-    assert (out / "value_head.safetensors").is_file() and (out / "adapter_model.safetensors").is_file()
+    weights = "adapter_model.safetensors" if tuning == "lora" else "model.safetensors"
+    assert (out / "value_head.safetensors").is_file() and (out / weights).is_file()
     final = json.loads((out / "all_results.json").read_text())
 
     # Load it back, score the same held-out pairs: the same mean rewards as the trainer's last evaluation.
-    cfg = load_config(cfg_path, [f"adapter_name_or_path={out}"])
+    where = f"adapter_name_or_path={out}" if tuning == "lora" else f"model_name_or_path={out}"
+    cfg = load_config(cfg_path, [where, "finetuning_type=lora" if tuning == "lora" else "finetuning_type=full"])
     tokenizer = load_tokenizer(cfg.model)
     data = build_datasets(cfg.data, "rm", tokenizer, resolve_template("qwen", tokenizer), seed=0)
     batch = PairwiseCollator(tokenizer.pad_token_id)(list(data.eval))

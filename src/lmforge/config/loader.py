@@ -24,7 +24,7 @@ from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.config.generation_args import GenerationArguments
 from lmforge.config.model_args import ModelArguments
 from lmforge.config.training_args import TrainingArguments
-from lmforge.errors import ConfigError, did_you_mean
+from lmforge.errors import ConfigError
 
 GROUPS: dict[str, type] = {
     "model": ModelArguments,

@@ -40,6 +40,30 @@ def resolve_template(name: str | None, tokenizer):
     return get_template(name, tokenizer)
 
 
+def load_training_model(cfg: RunConfig):
+    """The model of `cfg`, prepared for its stage: adapters applied, checkpointing as configured."""
+    from lmforge.model.loader import load_model
+
+    return load_model(
+        cfg.model,
+        cfg.finetuning,
+        is_trainable=cfg.training.do_train,
+        gradient_checkpointing=cfg.training.gradient_checkpointing,
+        checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
+        selective_checkpointing=cfg.training.selective_checkpointing,
+    )
+
+
+def load_conversation_data(cfg: RunConfig, stage: str):
+    """(tokenizer, template, tokenized train/eval data) of a conversation stage: sft, rm, dpo, kto."""
+    from lmforge.data.pipeline import build_datasets
+    from lmforge.model.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    template = resolve_template(cfg.data.template, tokenizer)
+    return tokenizer, template, build_datasets(cfg.data, stage, tokenizer, template, seed=cfg.training.seed)
+
+
 def resume_checkpoint(cfg: RunConfig) -> str | None:
     """The checkpoint to resume from (`resume_from_checkpoint: true` = the latest in output_dir)."""
     value = cfg.training.resume_from_checkpoint

@@ -13,14 +13,17 @@ import torch
 
 from lmforge.config import RunConfig
 from lmforge.data.collators import PairwiseCollator
-from lmforge.data.pipeline import build_datasets
-from lmforge.model.loader import load_model
-from lmforge.model.tokenizer import load_tokenizer
 from lmforge.train.preference import PreferenceMixin, load_reference, precompute_reference
 from lmforge.train.preference_losses import AVERAGED, REFERENCE_FREE, dpo_loss
 from lmforge.train.stages import STAGES
 from lmforge.train.trainer import BaseTrainer
-from lmforge.train.workflow import TrainResult, build_trainer, resolve_template, train_and_save
+from lmforge.train.workflow import (
+    TrainResult,
+    build_trainer,
+    load_conversation_data,
+    load_training_model,
+    train_and_save,
+)
 
 PLOTTED = ("rewards/accuracies", "rewards/margins")
 
@@ -70,17 +73,8 @@ class DPOTrainer(PreferenceMixin, BaseTrainer):
 
 @STAGES.register("dpo")
 def run_dpo(cfg: RunConfig) -> TrainResult:
-    tokenizer = load_tokenizer(cfg.model)
-    template = resolve_template(cfg.data.template, tokenizer)
-    data = build_datasets(cfg.data, "dpo", tokenizer, template, seed=cfg.training.seed)
-    model = load_model(
-        cfg.model,
-        cfg.finetuning,
-        is_trainable=cfg.training.do_train,
-        gradient_checkpointing=cfg.training.gradient_checkpointing,
-        checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
-        selective_checkpointing=cfg.training.selective_checkpointing,
-    )
+    tokenizer, template, data = load_conversation_data(cfg, "dpo")
+    model = load_training_model(cfg)
     needs_reference = cfg.finetuning.pref_loss not in REFERENCE_FREE
     collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
     trainer = build_trainer(  # the trainer holds the only reference to `reference`, so precompute can free it

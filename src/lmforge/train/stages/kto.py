@@ -14,14 +14,17 @@ import torch
 
 from lmforge.config import RunConfig
 from lmforge.data.collators import FeedbackCollator
-from lmforge.data.pipeline import build_datasets
-from lmforge.model.loader import load_model
-from lmforge.model.tokenizer import load_tokenizer
 from lmforge.train.preference import PreferenceMixin, load_reference, precompute_reference
 from lmforge.train.preference_losses import kto_loss
 from lmforge.train.stages import STAGES
 from lmforge.train.trainer import BaseTrainer
-from lmforge.train.workflow import TrainResult, build_trainer, resolve_template, train_and_save
+from lmforge.train.workflow import (
+    TrainResult,
+    build_trainer,
+    load_conversation_data,
+    load_training_model,
+    train_and_save,
+)
 
 PLOTTED = ("rewards/margins", "kl")
 
@@ -65,17 +68,8 @@ class KTOTrainer(PreferenceMixin, BaseTrainer):
 
 @STAGES.register("kto")
 def run_kto(cfg: RunConfig) -> TrainResult:
-    tokenizer = load_tokenizer(cfg.model)
-    template = resolve_template(cfg.data.template, tokenizer)
-    data = build_datasets(cfg.data, "kto", tokenizer, template, seed=cfg.training.seed)
-    model = load_model(
-        cfg.model,
-        cfg.finetuning,
-        is_trainable=cfg.training.do_train,
-        gradient_checkpointing=cfg.training.gradient_checkpointing,
-        checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
-        selective_checkpointing=cfg.training.selective_checkpointing,
-    )
+    tokenizer, template, data = load_conversation_data(cfg, "kto")
+    model = load_training_model(cfg)
     collator = FeedbackCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
     trainer = build_trainer(
         cfg, model, tokenizer, data, collator, trainer_class=KTOTrainer, plotted=PLOTTED,

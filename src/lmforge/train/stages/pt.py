@@ -12,10 +12,9 @@ from lmforge.config import RunConfig
 from lmforge.data.collators import Collator
 from lmforge.data.memmap.dataset import build_memmap_data
 from lmforge.data.pipeline import build_datasets
-from lmforge.model.loader import load_model
 from lmforge.model.tokenizer import load_tokenizer
 from lmforge.train.stages import STAGES
-from lmforge.train.workflow import TrainResult, build_trainer, train_and_save
+from lmforge.train.workflow import TrainResult, build_trainer, load_training_model, train_and_save
 
 
 @STAGES.register("pt")
@@ -25,14 +24,7 @@ def run_pt(cfg: RunConfig) -> TrainResult:
         data = build_memmap_data(cfg.data, tokenizer)
     else:
         data = build_datasets(cfg.data, "pt", tokenizer, template=None, seed=cfg.training.seed)
-    model = load_model(
-        cfg.model,
-        cfg.finetuning,
-        is_trainable=cfg.training.do_train,
-        gradient_checkpointing=cfg.training.gradient_checkpointing,
-        checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
-        selective_checkpointing=cfg.training.selective_checkpointing,
-    )
+    model = load_training_model(cfg)
     collator = Collator(tokenizer.pad_token_id)
     trainer = build_trainer(cfg, model, tokenizer, data, collator)
     return train_and_save(trainer, cfg, tokenizer, template_name=cfg.data.template)

@@ -16,15 +16,18 @@ import torch
 
 from lmforge.config import RunConfig
 from lmforge.data.collators import PairwiseCollator
-from lmforge.data.pipeline import build_datasets
-from lmforge.model.loader import load_model
-from lmforge.model.tokenizer import load_tokenizer
 from lmforge.model.value_head import ValueHeadModel, last_token_values
 from lmforge.train.preference import PreferenceMixin
 from lmforge.train.preference_losses import pairwise_reward_loss
 from lmforge.train.stages import STAGES
 from lmforge.train.trainer import BaseTrainer
-from lmforge.train.workflow import TrainResult, build_trainer, resolve_template, train_and_save
+from lmforge.train.workflow import (
+    TrainResult,
+    build_trainer,
+    load_conversation_data,
+    load_training_model,
+    train_and_save,
+)
 
 PLOTTED = ("accuracy",)
 
@@ -66,17 +69,8 @@ class RewardTrainer(PreferenceMixin, BaseTrainer):
 
 @STAGES.register("rm")
 def run_rm(cfg: RunConfig) -> TrainResult:
-    tokenizer = load_tokenizer(cfg.model)
-    template = resolve_template(cfg.data.template, tokenizer)
-    data = build_datasets(cfg.data, "rm", tokenizer, template, seed=cfg.training.seed)
-    backbone = load_model(
-        cfg.model,
-        cfg.finetuning,
-        is_trainable=cfg.training.do_train,
-        gradient_checkpointing=cfg.training.gradient_checkpointing,
-        checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
-        selective_checkpointing=cfg.training.selective_checkpointing,
-    )
+    tokenizer, template, data = load_conversation_data(cfg, "rm")
+    backbone = load_training_model(cfg)
     model = ValueHeadModel(backbone).to(next(backbone.parameters()).device)
     model.v_head.requires_grad_(cfg.training.do_train)
     collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
