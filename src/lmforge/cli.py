@@ -16,7 +16,8 @@ from collections.abc import Callable
 USAGE = """usage: lmforge COMMAND [ARGS]
 
 commands:
-  train CONFIG [key=value ...]     train (stage pt or sft) from a YAML/JSON config
+  train CONFIG [key=value ...]     train (stage pt, sft, rm, dpo or kto) from a YAML/JSON config
+  export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
   tokenize INPUT... --tokenizer DIR --output DIR
                                    text / jsonl / parquet -> memmap token shards for pretraining
   create-model PRESET OUTPUT_DIR   write a new random model + tokenizer (presets: tiny-qwen2, tiny-llama, small-qwen2)
@@ -43,6 +44,12 @@ def _create_model(argv: list[str]) -> int:
     return create_model_main(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from lmforge.export.merge import export_main
+
+    return export_main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     from lmforge.demo import demo_main
 
@@ -60,6 +67,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "tokenize": _tokenize,
     "create-model": _create_model,
+    "export": _export,
     "demo": _demo,
     "version": _version,
 }

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lmforge.config.data_args import DataArguments
+from lmforge.config.export_args import ExportArguments
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.config.generation_args import GenerationArguments
 from lmforge.config.model_args import ModelArguments
@@ -32,11 +33,13 @@ GROUPS: dict[str, type] = {
     "finetuning": FinetuningArguments,
     "generation": GenerationArguments,
     "training": TrainingArguments,
+    "export": ExportArguments,
 }
 
 IGNORED_KEYS = {
     # LLaMA-Factory keys that mean nothing to lmforge; accepted so its configs run unchanged.
     "ddp_timeout": "kept by transformers",
+    "infer_backend": "lmforge serves with transformers (huggingface)",
 }
 
 
@@ -49,6 +52,7 @@ class RunConfig:
     finetuning: FinetuningArguments
     generation: GenerationArguments
     training: TrainingArguments
+    export: ExportArguments = ExportArguments()
     source: str = ""  # the config file, for messages
 
 
@@ -158,3 +162,45 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     raw = read_config_file(path) if path else {}
     raw.update(parse_overrides(overrides or []))
     return build_config(raw, source=str(path or "command line"))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """The groups that `chat`, `api` and `export` use: no training arguments, no output_dir."""
+
+    model: ModelArguments
+    data: DataArguments
+    finetuning: FinetuningArguments
+    generation: GenerationArguments
+    export: ExportArguments
+    source: str = ""
+
+
+def load_inference_config(path: str | Path | None, overrides: list[str] | None = None) -> InferenceConfig:
+    """A config for using a model: training keys in the file (a training YAML reused) are read and ignored."""
+    raw = read_config_file(path) if path else {}
+    raw.update(parse_overrides(overrides or []))
+    source = str(path or "command line")
+    validate_keys_only(raw, source)
+    used = ("model", "data", "finetuning", "generation", "export")
+    per_group: dict[str, dict[str, Any]] = {g: {} for g in used}
+    for key, value in raw.items():
+        group = KEY_GROUP.get(key)
+        if group in per_group:
+            per_group[group][key] = _coerce(key, value, FIELD_TYPES[key])
+    try:
+        groups = {g: GROUPS[g](**per_group[g]) for g in used}
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    cfg = InferenceConfig(**groups, source=source)
+    if not cfg.model.model_name_or_path:
+        raise ConfigError(f"{source}: set 'model_name_or_path' to a local model directory")
+    if cfg.export.export_legacy_format:
+        raise ConfigError(f"{source}: 'export_legacy_format: true' would write pickled weights; lmforge writes safetensors only")
+    return cfg
+
+
+def validate_keys_only(raw: dict[str, Any], source: str) -> None:
+    from lmforge.config.validate import validate_keys
+
+    validate_keys(raw, KEY_GROUP, IGNORED_KEYS, source)

@@ -1,0 +1,21 @@
+"""Where and how `lmforge export` writes a standalone model (LLaMA-Factory's export_* keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ExportArguments:
+    export_dir: str | None = field(default=None, metadata={"help": "export: directory of the standalone model."})
+    export_size: float = field(default=5, metadata={"help": "export: largest safetensors shard, in GB (10^9 bytes)."})
+    export_dtype: str = field(
+        default="auto", metadata={"help": "export: auto (the base model's saved dtype), bf16, fp16 or fp32."}
+    )
+    export_device: str = field(default="cpu", metadata={"help": "export: device to merge on: cpu or auto."})
+    export_overwrite: bool = field(
+        default=False, metadata={"help": "export: write into a non-empty export_dir, replacing what is there."}
+    )
+    export_legacy_format: bool = field(
+        default=False, metadata={"help": "Accepted for LLaMA-Factory configs; must stay false (safetensors only)."}
+    )

@@ -1,0 +1,1 @@
+"""Standalone models from trained runs: LoRA adapters merged into their base."""

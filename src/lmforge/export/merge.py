@@ -1,0 +1,103 @@
+"""`lmforge export CONFIG`: merge LoRA adapters into their base and write a standalone Hugging Face model.
+
+    lmforge export examples/merge_lora.yaml      # model_name_or_path + adapter_name_or_path + export_dir
+
+The merge runs in fp32 (B @ A added to the base weights exactly once), then the weights are cast to
+`export_dtype` (auto = the dtype the base model was saved in) and written as safetensors shards of at most
+`export_size` GB, with the tokenizer, a generation config whose eos ids are the template's stop tokens, and
+the adapter's `lmforge_run.json` (so `lmforge chat` finds the template). Plain transformers loads the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from lmforge.config import InferenceConfig, load_inference_config
+from lmforge.errors import ConfigError
+from lmforge.logging import get_logger
+
+logger = get_logger(__name__)
+
+EXPORT_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                 "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+RUN_INFO_FILE = "lmforge_run.json"
+
+
+def export_model(cfg: InferenceConfig) -> Path:
+    """Merge and write; returns the export directory.
+
+    Raises:
+        ConfigError: no export_dir, a non-empty export_dir without export_overwrite, an unknown export_dtype.
+    """
+    from lmforge.model.loader import config_dtype, load_model
+    from lmforge.model.tokenizer import load_tokenizer
+    from lmforge.train.workflow import resolve_template
+
+    export = cfg.export
+    if not export.export_dir:
+        raise ConfigError(f"{cfg.source}: set 'export_dir' (where the merged model is written)")
+    if export.export_dtype != "auto" and export.export_dtype not in EXPORT_DTYPES:
+        raise ConfigError(f"export_dtype: '{export.export_dtype}' is not one of auto, {', '.join(EXPORT_DTYPES)}")
+    if export.export_size <= 0:
+        raise ConfigError(f"'export_size' must be > 0 (GB), got {export.export_size}")
+    out = Path(export.export_dir)
+    if out.exists() and any(out.iterdir()):
+        if not export.export_overwrite:
+            raise ConfigError(
+                f"export_dir {out} is not empty; choose another directory or set 'export_overwrite: true' to replace it"
+            )
+        shutil.rmtree(out)
+    adapters = [p.strip() for p in (cfg.model.adapter_name_or_path or "").split(",") if p.strip()]
+
+    model_args = replace(cfg.model, torch_dtype="fp32")
+    finetuning = replace(cfg.finetuning, finetuning_type="lora" if adapters else "full")
+    model = load_model(model_args, finetuning, is_trainable=False)  # adapters merged, frozen
+    saved = config_dtype(model.config)
+    dtype = EXPORT_DTYPES.get(export.export_dtype) or saved or torch.float32
+    model = model.to(dtype)
+    model.config.use_cache = True
+
+    tokenizer = load_tokenizer(cfg.model)
+    template = resolve_template(cfg.data.template or _trained_template(adapters, cfg), tokenizer)
+    stop_ids = template.stop_token_ids(tokenizer)
+    if stop_ids:
+        model.generation_config.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, max_shard_size=int(export.export_size * 1e9), safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    for source in [*reversed(adapters), cfg.model.model_name_or_path]:
+        if (Path(source) / RUN_INFO_FILE).is_file():
+            shutil.copyfile(Path(source) / RUN_INFO_FILE, out / RUN_INFO_FILE)
+            break
+    shards = sorted(p.name for p in out.glob("*.safetensors"))
+    logger.info("exported %s (%s, %d shard%s) to %s", cfg.model.model_name_or_path + (
+        f" + {len(adapters)} adapter(s)" if adapters else ""), str(dtype).removeprefix("torch."), len(shards),
+        "" if len(shards) == 1 else "s", out)
+    return out
+
+
+def _trained_template(adapters: list[str], cfg: InferenceConfig) -> str | None:
+    import json
+
+    for source in [*reversed(adapters), cfg.model.model_name_or_path]:
+        info = Path(source) / RUN_INFO_FILE
+        if info.is_file():
+            return json.loads(info.read_text()).get("template")
+    return None
+
+
+def export_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lmforge export", description="Merge LoRA adapters and export a model.")
+    parser.add_argument("config", help="YAML/JSON with model_name_or_path, adapter_name_or_path, export_dir, ...")
+    parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
+    args = parser.parse_args(argv)
+    out = export_model(load_inference_config(args.config, args.overrides))
+    print(f"exported to {out}")
+    return 0
