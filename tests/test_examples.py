@@ -14,7 +14,10 @@ from lmforge.cli import main
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yaml")))
+TRAIN_EXAMPLES = sorted(p.stem for p in EXAMPLES.glob("*.yaml") if "\nstage:" in p.read_text())
+
+
+@pytest.mark.parametrize("name", TRAIN_EXAMPLES)
 def test_example_runs(name, tmp_path, monkeypatch, tiny_model_dir):
     shutil.copytree(EXAMPLES, tmp_path / "examples")
     (tmp_path / "models").mkdir()
@@ -33,3 +36,18 @@ def test_example_runs(name, tmp_path, monkeypatch, tiny_model_dir):
     if "memmap" in name:  # in-loop perplexity on the held-out shards at eval_steps
         evals = [r for r in rows if "eval_loss" in r]
         assert evals and all(r["eval_perplexity"] == pytest.approx(math.exp(r["eval_loss"])) for r in evals)
+
+
+def test_chat_and_merge_examples_use_the_sft_lora_run(tmp_path, monkeypatch, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").symlink_to(tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "examples/sft_lora.yaml", "max_steps=2", "disable_tqdm=true",
+                 f"data_cache_dir={tmp_path / 'cache'}"]) == 0
+    assert main(["export", "examples/merge_lora.yaml"]) == 0
+    assert AutoModelForCausalLM.from_pretrained("output/tiny_lora_sft").config.model_type == "qwen2"
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("Hi\nexit\n"))
+    assert main(["chat", "examples/chat.yaml", "max_new_tokens=4"]) == 0

@@ -17,6 +17,7 @@ USAGE = """usage: lmforge COMMAND [ARGS]
 
 commands:
   train CONFIG [key=value ...]     train (stage pt, sft, rm, dpo or kto) from a YAML/JSON config
+  chat CONFIG [key=value ...]      talk to a model (and its adapter) in the terminal, answers streamed
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
   tokenize INPUT... --tokenizer DIR --output DIR
                                    text / jsonl / parquet -> memmap token shards for pretraining
@@ -50,6 +51,12 @@ def _export(argv: list[str]) -> int:
     return export_main(argv)
 
 
+def _chat(argv: list[str]) -> int:
+    from lmforge.inference.chat_cli import chat_main
+
+    return chat_main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     from lmforge.demo import demo_main
 
@@ -68,6 +75,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "tokenize": _tokenize,
     "create-model": _create_model,
     "export": _export,
+    "chat": _chat,
     "demo": _demo,
     "version": _version,
 }

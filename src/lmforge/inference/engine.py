@@ -1,0 +1,158 @@
+"""A model, its template and decoding settings behind one object: `reply` and `stream` for a conversation.
+
+    engine = ChatEngine(load_inference_config("examples/chat.yaml"))
+    engine.reply([{"role": "user", "content": "Hi"}])                 # the whole answer
+    for piece in engine.stream([{"role": "user", "content": "Hi"}]):  # the answer as it is generated
+        print(piece, end="")
+
+The template is the config's `template`, else the one the run was trained with (`lmforge_run.json` in the
+adapter or model directory), else the tokenizer's own chat template. Adapters (`adapter_name_or_path`) are
+merged into the base at load. Generation is serialised by a lock: concurrent callers (the API server's
+requests) each get their own complete answer, never an interleaving of two.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import DataError
+from lmforge.types import Conversation, Message, Role
+
+RUN_INFO_FILE = "lmforge_run.json"
+_ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "function": Role.FUNCTION, "observation": Role.OBSERVATION,
+          "tool": Role.OBSERVATION}
+
+
+def trained_template(model_args) -> str | None:
+    """The template recorded by the training run, looked up in the adapter directories then the model's."""
+    adapters = [p.strip() for p in (model_args.adapter_name_or_path or "").split(",") if p.strip()]
+    for source in [*reversed(adapters), model_args.model_name_or_path]:
+        info = Path(source) / RUN_INFO_FILE
+        if info.is_file():
+            return json.loads(info.read_text()).get("template")
+    return None
+
+
+def to_conversation(messages: list[dict], system: str = "") -> Conversation:
+    """OpenAI-style messages (a leading system message allowed) -> a Conversation ending in a prompt turn."""
+    turns = list(messages)
+    if turns and turns[0].get("role") == "system":
+        system, turns = str(turns[0].get("content") or ""), turns[1:]
+    converted = []
+    for i, message in enumerate(turns):
+        role = _ROLES.get(message.get("role"))
+        content = message.get("content")
+        if role is None:
+            raise DataError(f"message {i}: role must be user, assistant or tool, got {message.get('role')!r}")
+        if not isinstance(content, str):
+            raise DataError(f"message {i}: content must be text")
+        converted.append(Message(role, content))
+    return Conversation(converted, system=system)
+
+
+class ChatEngine:
+    def __init__(self, cfg):
+        from lmforge.model.loader import load_model
+        from lmforge.model.tokenizer import load_tokenizer
+        from lmforge.train.workflow import resolve_template
+
+        adapters = bool(cfg.model.adapter_name_or_path)
+        finetuning = replace(cfg.finetuning, finetuning_type="lora" if adapters else "full")
+        self.model = load_model(cfg.model, finetuning, is_trainable=False)
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.template = resolve_template(cfg.data.template or trained_template(cfg.model), self.tokenizer)
+        self.generation = cfg.generation
+        self.default_system = cfg.data.default_system or ""
+        self.model_name = Path(cfg.model.adapter_name_or_path or cfg.model.model_name_or_path).name
+        self.stop_ids = self.template.stop_token_ids(self.tokenizer)
+        self.max_context = getattr(self.model.config, "max_position_embeddings", None)
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def prompt_ids(self, messages: list[dict] | Conversation, system: str | None = None) -> list[int]:
+        conv = messages if isinstance(messages, Conversation) else to_conversation(messages, system or "")
+        if not conv.system:
+            conv = replace(conv, system=system or self.default_system)
+        return self.template.encode_prompt(self.tokenizer, conv)
+
+    def _generate_kwargs(self, prompt: list[int], overrides: dict) -> dict:
+        kwargs = self.generation.to_generate_kwargs()
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        if kwargs.get("temperature") == 0:  # OpenAI's "greedy"
+            kwargs["do_sample"] = False
+        if not kwargs.get("do_sample"):
+            for key in ("temperature", "top_p", "top_k"):
+                kwargs.pop(key, None)
+        ids = torch.tensor([prompt], device=self.device)
+        return {**kwargs, "input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "eos_token_id": self.stop_ids or None, "pad_token_id": self.tokenizer.pad_token_id}
+
+    def reply(self, messages, system: str | None = None, **overrides) -> str:
+        """The whole answer; `overrides`: generate() arguments (max_new_tokens, temperature, top_p, ...)."""
+        return "".join(self.stream(messages, system, **overrides))
+
+    def stream(self, messages, system: str | None = None, stop: list[str] | None = None, **overrides) -> Iterator[str]:
+        """The answer piece by piece as tokens are generated; stops at a stop token or a `stop` string."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        prompt = self.prompt_ids(messages, system)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
+                                        skip_special_tokens=self.generation.skip_special_tokens)
+        kwargs = self._generate_kwargs(prompt, overrides)
+        finished = threading.Event()  # set when a stop string ended the answer: generation stops too
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_UntilSet(finished)])
+        with self._lock:
+            errors: list[BaseException] = []
+
+            def run():
+                try:
+                    with torch.no_grad():
+                        self.model.generate(**kwargs, streamer=streamer)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    errors.append(exc)
+                    streamer.end()
+
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            stops = [s for s in stop or () if s]
+            # Text that could be the start of a stop string is held back until the next piece decides it.
+            hold = max((len(s) for s in stops), default=1) - 1
+            text, sent = "", 0
+            try:
+                for piece in streamer:
+                    text += piece
+                    cut = min((text.find(s) for s in stops if s in text), default=-1)
+                    if cut >= 0:
+                        finished.set()
+                        if cut > sent:
+                            yield text[sent:cut]
+                        sent = len(text)
+                        break
+                    if len(text) - hold > sent:
+                        yield text[sent:len(text) - hold]
+                        sent = len(text) - hold
+                if sent < len(text):
+                    yield text[sent:]
+            finally:
+                worker.join()
+            if errors:
+                raise errors[0]
+
+
+class _UntilSet:
+    """A transformers stopping criterion that ends generation once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
