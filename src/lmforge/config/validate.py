@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import ConfigError, did_you_mean
+from lmforge.train.preference_losses import PREF_LOSSES
 
 if TYPE_CHECKING:
     from lmforge.config.loader import RunConfig
 
 STAGES = ("pt", "sft", "rm", "dpo", "kto")
-PREF_LOSSES = ("sigmoid", "hinge", "ipo", "orpo", "simpo")
 PACKING_STAGES = ("pt", "sft")
 FINETUNING_TYPES = ("full", "freeze", "lora")
 MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over")

@@ -19,13 +19,13 @@ import torch
 
 from lmforge.config import InferenceConfig, load_inference_config
 from lmforge.errors import ConfigError
+from lmforge.inference.engine import trained_template
 from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
 
 EXPORT_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
                  "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-RUN_INFO_FILE = "lmforge_run.json"
 
 
 def export_model(cfg: InferenceConfig) -> Path:
@@ -36,7 +36,7 @@ def export_model(cfg: InferenceConfig) -> Path:
     """
     from lmforge.model.loader import config_dtype, load_model
     from lmforge.model.tokenizer import load_tokenizer
-    from lmforge.train.workflow import resolve_template
+    from lmforge.train.workflow import RUN_INFO_FILE, resolve_template
 
     export = cfg.export
     if not export.export_dir:
@@ -63,7 +63,7 @@ def export_model(cfg: InferenceConfig) -> Path:
     model.config.use_cache = True
 
     tokenizer = load_tokenizer(cfg.model)
-    template = resolve_template(cfg.data.template or _trained_template(adapters, cfg), tokenizer)
+    template = resolve_template(cfg.data.template or trained_template(cfg.model), tokenizer)
     stop_ids = template.stop_token_ids(tokenizer)
     if stop_ids:
         model.generation_config.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
@@ -81,16 +81,6 @@ def export_model(cfg: InferenceConfig) -> Path:
         f" + {len(adapters)} adapter(s)" if adapters else ""), str(dtype).removeprefix("torch."), len(shards),
         "" if len(shards) == 1 else "s", out)
     return out
-
-
-def _trained_template(adapters: list[str], cfg: InferenceConfig) -> str | None:
-    import json
-
-    for source in [*reversed(adapters), cfg.model.model_name_or_path]:
-        info = Path(source) / RUN_INFO_FILE
-        if info.is_file():
-            return json.loads(info.read_text()).get("template")
-    return None
 
 
 def export_main(argv: list[str]) -> int:

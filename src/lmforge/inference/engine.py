@@ -24,13 +24,14 @@ import torch
 from lmforge.errors import DataError
 from lmforge.types import Conversation, Message, Role
 
-RUN_INFO_FILE = "lmforge_run.json"
 _ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "function": Role.FUNCTION, "observation": Role.OBSERVATION,
           "tool": Role.OBSERVATION}
 
 
 def trained_template(model_args) -> str | None:
     """The template recorded by the training run, looked up in the adapter directories then the model's."""
+    from lmforge.train.workflow import RUN_INFO_FILE
+
     adapters = [p.strip() for p in (model_args.adapter_name_or_path or "").split(",") if p.strip()]
     for source in [*reversed(adapters), model_args.model_name_or_path]:
         info = Path(source) / RUN_INFO_FILE

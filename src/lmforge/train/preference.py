@@ -79,7 +79,9 @@ class PreferenceMixin:
 
     reports_perplexity = False  # a preference loss is not a token cross-entropy
 
-    def _init_preference(self, reference: nn.Module | None = None) -> None:
+    def __init__(self, *args, finetuning=None, reference: nn.Module | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ft = finetuning
         self.reference = reference
         self.metrics = MetricStore()
         # The losses here are means over the micro-batch's pairs; transformers must divide by the number

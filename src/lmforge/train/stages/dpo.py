@@ -29,11 +29,6 @@ PLOTTED = ("rewards/accuracies", "rewards/margins")
 
 
 class DPOTrainer(PreferenceMixin, BaseTrainer):
-    def __init__(self, *args, finetuning, reference=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ft = finetuning
-        self._init_preference(reference)
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ft = self.ft
         ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]

@@ -30,11 +30,6 @@ PLOTTED = ("rewards/margins", "kl")
 
 
 class KTOTrainer(PreferenceMixin, BaseTrainer):
-    def __init__(self, *args, finetuning, reference=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ft = finetuning
-        self._init_preference(reference)
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ft = self.ft
         sample = (inputs["input_ids"], inputs["attention_mask"], inputs["labels"])

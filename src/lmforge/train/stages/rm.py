@@ -33,10 +33,6 @@ PLOTTED = ("accuracy",)
 
 
 class RewardTrainer(PreferenceMixin, BaseTrainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_preference()
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mask = inputs["attention_mask"]
         scores = last_token_values(model(inputs["input_ids"], mask), mask)
