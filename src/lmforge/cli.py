@@ -18,6 +18,7 @@ USAGE = """usage: lmforge COMMAND [ARGS]
 commands:
   train CONFIG [key=value ...]     train (stage pt, sft, rm, dpo or kto) from a YAML/JSON config
   chat CONFIG [key=value ...]      talk to a model (and its adapter) in the terminal, answers streamed
+  api CONFIG [key=value ...]       serve the model over an OpenAI-compatible API (127.0.0.1:8000, --host/--port)
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
   tokenize INPUT... --tokenizer DIR --output DIR
                                    text / jsonl / parquet -> memmap token shards for pretraining
@@ -57,6 +58,12 @@ def _chat(argv: list[str]) -> int:
     return chat_main(argv)
 
 
+def _api(argv: list[str]) -> int:
+    from lmforge.inference.api.server import api_main
+
+    return api_main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     from lmforge.demo import demo_main
 
@@ -76,6 +83,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create-model": _create_model,
     "export": _export,
     "chat": _chat,
+    "api": _api,
     "demo": _demo,
     "version": _version,
 }

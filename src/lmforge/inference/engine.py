@@ -101,38 +101,70 @@ class ChatEngine:
         """The whole answer; `overrides`: generate() arguments (max_new_tokens, temperature, top_p, ...)."""
         return "".join(self.stream(messages, system, **overrides))
 
-    def stream(self, messages, system: str | None = None, stop: list[str] | None = None, **overrides) -> Iterator[str]:
+    def stream(self, messages, system: str | None = None, stop: list[str] | None = None,
+               **overrides) -> Completion:
         """The answer piece by piece as tokens are generated; stops at a stop token or a `stop` string."""
+        return self.complete(self.prompt_ids(messages, system), stop, **overrides)
+
+    def complete(self, prompt: list[int], stop: list[str] | None = None, seed: int | None = None,
+                 **overrides) -> Completion:
+        """The continuation of already encoded `prompt` ids, as a `Completion` to iterate."""
+        return Completion(self, prompt, self._generate_kwargs(prompt, overrides), [s for s in stop or () if s], seed)
+
+
+class Completion:
+    """The pieces of one answer as it is generated. Once iterated: `finish_reason` ("stop": a stop token or
+    string ended it, "length": max_new_tokens did), `prompt_tokens` and `completion_tokens`.
+
+    Closing the iteration early (break, `close()`) ends generation at the next token and releases the engine.
+    """
+
+    def __init__(self, engine: ChatEngine, prompt: list[int], kwargs: dict, stops: list[str], seed: int | None):
+        self.engine, self.kwargs, self.stops, self.seed = engine, kwargs, stops, seed
+        self.prompt_tokens = len(prompt)
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self._pieces = self._generate()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def close(self) -> None:
+        self._pieces.close()
+
+    def _generate(self) -> Iterator[str]:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        prompt = self.prompt_ids(messages, system)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
-                                        skip_special_tokens=self.generation.skip_special_tokens)
-        kwargs = self._generate_kwargs(prompt, overrides)
-        finished = threading.Event()  # set when a stop string ended the answer: generation stops too
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_UntilSet(finished)])
-        with self._lock:
-            errors: list[BaseException] = []
+        engine = self.engine
+        streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True,
+                                        skip_special_tokens=engine.generation.skip_special_tokens)
+        finished = threading.Event()  # set when a stop string ended the answer (or the reader left): stop too
+        kwargs = {**self.kwargs, "streamer": streamer,
+                  "stopping_criteria": StoppingCriteriaList([_UntilSet(finished)])}
+        with engine._lock:
+            outcome: dict = {}
 
             def run():
                 try:
                     with torch.no_grad():
-                        self.model.generate(**kwargs, streamer=streamer)
+                        if self.seed is not None:
+                            torch.manual_seed(self.seed)
+                        outcome["ids"] = engine.model.generate(**kwargs)[0, self.prompt_tokens:].tolist()
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                    errors.append(exc)
+                    outcome["error"] = exc
                     streamer.end()
 
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
-            stops = [s for s in stop or () if s]
             # Text that could be the start of a stop string is held back until the next piece decides it.
-            hold = max((len(s) for s in stops), default=1) - 1
-            text, sent = "", 0
+            hold = max((len(s) for s in self.stops), default=1) - 1
+            text, sent, stopped = "", 0, False
             try:
                 for piece in streamer:
                     text += piece
-                    cut = min((text.find(s) for s in stops if s in text), default=-1)
+                    cut = min((text.find(s) for s in self.stops if s in text), default=-1)
                     if cut >= 0:
+                        stopped = True
                         finished.set()
                         if cut > sent:
                             yield text[sent:cut]
@@ -144,9 +176,15 @@ class ChatEngine:
                 if sent < len(text):
                     yield text[sent:]
             finally:
+                finished.set()
                 worker.join()
-            if errors:
-                raise errors[0]
+            if "error" in outcome:
+                raise outcome["error"]
+            ids = outcome.get("ids", [])
+            stop_ids = set(engine.stop_ids)
+            self.completion_tokens = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), len(ids))
+            ended_by_token = bool(ids) and ids[self.completion_tokens - 1] in stop_ids
+            self.finish_reason = "stop" if stopped or ended_by_token else "length"
 
 
 class _UntilSet:
