@@ -167,6 +167,20 @@ def check_cutoff(cfg: RunConfig) -> None:
         raise ConfigError(f"'cutoff_len' must be >= 2, got {cfg.data.cutoff_len}")
 
 
+def check_predict(cfg: RunConfig) -> None:
+    if not cfg.training.do_predict:
+        return
+    if cfg.finetuning.stage != "sft":
+        raise ConfigError(f"'do_predict' generates answers for stage sft, not '{cfg.finetuning.stage}'")
+    if not cfg.training.predict_with_generate:
+        raise ConfigError("'do_predict' needs 'predict_with_generate: true': answers are generated, then scored "
+                          "with BLEU-4 and ROUGE against the references")
+    data = cfg.data
+    if not (data.eval_dataset_names or data.val_size or (data.dataset_names and not cfg.training.do_train)):
+        raise ConfigError("'do_predict' needs prompts to answer: set 'eval_dataset' or 'val_size' (or "
+                          "'do_train: false' to predict on 'dataset')")
+
+
 def check_streaming(cfg: RunConfig) -> None:
     if cfg.data.streaming:
         raise ConfigError("'streaming' is not supported; tokenize large corpora once into memmap shards instead")
@@ -185,6 +199,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_loss_options,
     check_preference,
     check_cutoff,
+    check_predict,
     check_streaming,
 )
 

@@ -18,6 +18,7 @@ from lmforge.data.loading import load_conversations
 from lmforge.data.formats import pair_from_dict
 from lmforge.data.packing import pack_examples
 from lmforge.data.processors.feedback import encode_feedback, mismatched_responses
+from lmforge.data.processors.generation import encode_for_generation
 from lmforge.data.processors.pairwise import encode_pairwise
 from lmforge.data.processors.pretrain import pack_documents, tokenize_documents, truncate_documents
 from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
@@ -85,7 +86,8 @@ def _fingerprint(data_args: DataArguments, stage: str, tokenizer, template, seed
     )
 
 
-def _tokenize_all(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> TokenizedData:
+def _conversations(data_args: DataArguments, stage: str, seed: int) -> tuple[Dataset | None, Dataset | None]:
+    """(train, eval) conversations: `dataset` and `eval_dataset`, or an eval split of `val_size` records."""
     def load(names: list[str]) -> Dataset:
         dataset, _drops = load_conversations(
             names,
@@ -104,13 +106,47 @@ def _tokenize_all(data_args: DataArguments, stage: str, tokenizer, template, see
     if train_convs is not None and data_args.val_size:
         val_size = data_args.val_size if data_args.val_size < 1 else int(data_args.val_size)
         train_convs, eval_convs = split_train_eval(train_convs, val_size, seed)
+    return train_convs, eval_convs
 
+
+def _tokenize_all(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> TokenizedData:
+    train_convs, eval_convs = _conversations(data_args, stage, seed)
     tokenize = {"pt": _tokenize_pretrain, "rm": _tokenize_pairwise, "dpo": _tokenize_pairwise,
                 "kto": _tokenize_feedback}.get(stage, _tokenize_supervised)
     return TokenizedData(
         train=tokenize(train_convs, data_args, tokenizer, template, "train") if train_convs is not None else None,
         eval=tokenize(eval_convs, data_args, tokenizer, template, "eval") if eval_convs is not None else None,
     )
+
+
+def build_generation_data(data_args: DataArguments, tokenizer, template, seed: int, training: bool) -> Dataset:
+    """Prompts and reference answers to predict: the eval conversations (`eval_dataset` or the `val_size`
+    split), else, when not training, `dataset` itself. Columns: input_ids, labels, reference, truncated."""
+    train_convs, eval_convs = _conversations(data_args, "sft", seed)
+    convs = eval_convs if eval_convs is not None else (None if training else train_convs)
+    if convs is None:
+        raise DataError("do_predict: nothing to predict; set 'eval_dataset' or 'val_size' (or 'do_train: false' "
+                        "to predict on 'dataset')")
+    default_system = data_args.default_system
+
+    def encode_batch(batch):
+        out: dict[str, list] = {"input_ids": [], "labels": [], "reference": [], "truncated": []}
+        for row in _rows(batch):
+            conv = Conversation.from_dict(row)
+            if not conv.system and default_system:
+                conv.system = default_system
+            for name, value in encode_for_generation(conv, template, tokenizer, data_args.cutoff_len).items():
+                out[name].append(value)
+        return out
+
+    encoded = convs.map(encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
+                        num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names,
+                        desc="tokenizing predict")
+    truncated = sum(encoded["truncated"])
+    if truncated:
+        logger.warning("predict: %d of %d samples truncated to cutoff_len=%d", truncated, len(encoded),
+                       data_args.cutoff_len)
+    return encoded
 
 
 def _tokenize_supervised(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:

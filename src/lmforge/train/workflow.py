@@ -134,8 +134,9 @@ def train_and_save(trainer: BaseTrainer, cfg: RunConfig, tokenizer, template_nam
             save_run_info(cfg, template_name)
     if cfg.training.do_eval and trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    trainer.log_metrics("all", metrics)
-    trainer.save_metrics("all", metrics)
+    if metrics:
+        trainer.log_metrics("all", metrics)
+        trainer.save_metrics("all", metrics)
     return TrainResult(cfg.training.output_dir, metrics)
 
 

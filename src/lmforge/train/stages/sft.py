@@ -25,4 +25,9 @@ def run_sft(cfg: RunConfig) -> TrainResult:
         tokenizer.pad_token_id, pad_to_multiple_of=8, isolate_packed=cfg.data.isolates_packed_samples
     )
     trainer = build_trainer(cfg, model, tokenizer, data, collator)
-    return train_and_save(trainer, cfg, tokenizer, template.name)
+    result = train_and_save(trainer, cfg, tokenizer, template.name)
+    if cfg.training.do_predict:
+        from lmforge.eval.predict import run_predict
+
+        result.metrics.update(run_predict(cfg, trainer, tokenizer, template))
+    return result
