@@ -6,6 +6,8 @@ Thresholds (measured 84% accuracy, eval loss 1.10 -> 0.31 on a 2-core CPU, seed 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lmforge.cli import main
@@ -22,6 +24,10 @@ def test_demo_learns_the_task(tmp_path):
     assert (result.sft_dir / "eval_loss.png").is_file()
     # The demo's YAMLs are real configs: the same file trains again through the CLI.
     assert (tmp_path / "demo" / "sft.yaml").is_file()
+    # It ends by chatting with the model through the chat/api engine, from the chat.yaml it prints.
+    answers = {r["instruction"]: r["output"] for r in json.loads((tmp_path / "demo/data/shift_heldout.json").read_text())}
+    assert result.chat_config.is_file() and result.chat_prompt in answers
+    assert result.chat_answer.startswith("Shifted: ")
 
 
 def test_demo_cli_help(capsys):

@@ -9,7 +9,9 @@
 3. pretrain (`stage: pt`) on the corpus, then fine-tune (`stage: sft`) on the instructions, each from a
    YAML written into the output dir and run exactly as `lmforge train` would;
 4. print held-out greedy exact-match accuracy after pretraining (before SFT) and after SFT, and the
-   eval losses.
+   eval losses;
+5. write chat.yaml for the fine-tuned model, answer one held-out prompt through it (the `lmforge chat` /
+   `lmforge api` engine) and print the commands that chat with and serve the model.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class DemoResult:
     sft_eval_loss_last: float
     pt_dir: Path
     sft_dir: Path
+    chat_config: Path
+    chat_prompt: str
+    chat_answer: str
 
 
 def _sequences(rng: random.Random, count: int, exclude: set[str]) -> list[str]:
@@ -169,7 +174,21 @@ def run_demo(root: Path, seed: int = 0) -> DemoResult:
         get_stage(config.finetuning.stage)(config)
     after = heldout_accuracy(root / "sft", sft_cfg["template"], heldout, sft_cfg["default_system"])
     losses = _eval_losses(root / "sft")
-    return DemoResult(before, after, losses[0], losses[-1], root / "pt", root / "sft")
+    chat_config, prompt, answer = _chat_with(root, sft_cfg["default_system"], heldout[0]["instruction"])
+    return DemoResult(before, after, losses[0], losses[-1], root / "pt", root / "sft", chat_config, prompt, answer)
+
+
+def _chat_with(root: Path, system: str, prompt: str) -> tuple[Path, str, str]:
+    """chat.yaml for the fine-tuned model, and its answer to `prompt` through the chat/api engine."""
+    from lmforge.config import load_inference_config
+    from lmforge.inference.engine import ChatEngine
+
+    path = root / "chat.yaml"
+    # The template is not repeated: chat and api read it from the run (lmforge_run.json in the model dir).
+    chat = {"model_name_or_path": str(root / "sft"), "default_system": system, "do_sample": False,
+            "max_new_tokens": 16}
+    path.write_text(yaml.safe_dump(chat, sort_keys=False), encoding="utf-8")
+    return path, prompt, ChatEngine(load_inference_config(path)).reply([{"role": "user", "content": prompt}])
 
 
 def demo_main(argv: list[str]) -> int:
@@ -184,4 +203,13 @@ def demo_main(argv: list[str]) -> int:
     print(f"  held-out exact-match accuracy  after SFT:         {result.accuracy_after:6.1%}")
     print(f"  SFT eval loss  first eval: {result.sft_eval_loss_first:.3f}  last eval: {result.sft_eval_loss_last:.3f}")
     print(f"  models: {result.pt_dir} (pretrained), {result.sft_dir} (fine-tuned); plots: training_loss.png in each")
+    print(f"  the fine-tuned model, asked through {result.chat_config}:")
+    print(f"    User: {result.chat_prompt}")
+    print(f"    Assistant: {result.chat_answer}")
+    print()
+    print("Talk to it:    lmforge chat " + str(result.chat_config))
+    print("Serve it:      lmforge api " + str(result.chat_config) + "      # OpenAI API at http://127.0.0.1:8000/v1")
+    print("Ask the server:")
+    body = json.dumps({"model": result.sft_dir.name, "messages": [{"role": "user", "content": result.chat_prompt}]})
+    print(f"  curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'")
     return 0

@@ -186,3 +186,35 @@ def test_sixteen_concurrent_requests_each_get_their_own_answer(client):
     with ThreadPoolExecutor(16) as pool:
         together = list(pool.map(ask, range(16)))
     assert together == alone
+
+
+def test_a_client_that_leaves_mid_stream_stops_its_generation(config):
+    """Scheduler level, in process: a cancelled job stops within a token or two and the next job runs."""
+    import asyncio
+
+    from lmforge.inference.api.scheduler import Finished, Job, Scheduler
+
+    engine = ChatEngine(load_inference_config(str(config)))
+    forwards = []
+    engine.model.register_forward_hook(lambda *args: forwards.append(1))
+    prompt = engine.prompt_ids(HELLO)
+
+    async def scenario():
+        scheduler = Scheduler(engine)
+        long_job = scheduler.submit(Job(prompt, overrides={"max_new_tokens": 3000, "min_new_tokens": 3000}))
+        seen = 0
+        async for _event in long_job.events():
+            seen += 1
+            if seen == 3:
+                long_job.cancelled.set()  # what the SSE response does when its client disconnects
+                break
+        short = scheduler.submit(Job(prompt, overrides={"max_new_tokens": 4}))
+        events = [event async for event in short.events()]
+        scheduler.shutdown()
+        return events
+
+    events = asyncio.run(asyncio.wait_for(scenario(), timeout=300))
+    assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 4
+    assert len(forwards) < 50  # the 3000-token generation stopped right after the cancel
+    assert engine._lock.acquire(blocking=False)  # and released the engine
+    engine._lock.release()
