@@ -20,6 +20,8 @@ commands:
   chat CONFIG [key=value ...]      talk to a model (and its adapter) in the terminal, answers streamed
   api CONFIG [key=value ...]       serve the model over an OpenAI-compatible API (127.0.0.1:8000, --host/--port)
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
+  data preview|stats|validate CONFIG
+                                   the config's data as the trainer sees it: samples, statistics, bad records
   tokenize INPUT... --tokenizer DIR --output DIR
                                    text / jsonl / parquet -> memmap token shards for pretraining
   create-model PRESET OUTPUT_DIR   write a new random model + tokenizer (presets: tiny-qwen2, tiny-llama, small-qwen2)
@@ -64,6 +66,12 @@ def _api(argv: list[str]) -> int:
     return api_main(argv)
 
 
+def _data(argv: list[str]) -> int:
+    from lmforge.data.commands import data_main
+
+    return data_main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     from lmforge.demo import demo_main
 
@@ -84,6 +92,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "export": _export,
     "chat": _chat,
     "api": _api,
+    "data": _data,
     "demo": _demo,
     "version": _version,
 }
@@ -110,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -95,20 +95,20 @@ def load_conversations(
             f"choose one of: {', '.join(MIX_STRATEGIES)}"
         )
     specs = resolve_datasets(names, dataset_dir)
-    _check_stage(specs, stage)
+    check_stage(specs, stage)
     if allow_empty_response is None:
         allow_empty_response = stage in EMPTY_RESPONSE_STAGES
     parts, drops = [], []
     for spec in specs:
         rows, counter = _load_one(
-            spec, max_samples, seed, placeholders, allow_empty_response, with_kto_tag=stage == "kto"
+            spec, max_samples, seed, placeholders, allow_empty_response, withkto_tag=stage == "kto"
         )
         parts.append(Dataset.from_list(rows, features=_features(spec, stage)))
         drops.append(counter)
     return _merge(parts, mix_strategy, interleave_probs, seed), drops
 
 
-def _check_stage(specs: list[DatasetSpec], stage: str) -> None:
+def check_stage(specs: list[DatasetSpec], stage: str) -> None:
     ranking = [s.name for s in specs if s.ranking]
     single = [s.name for s in specs if not s.ranking]
     if ranking and single:
@@ -141,12 +141,12 @@ def _load_one(
     seed: int,
     placeholders: dict[str, str] | None,
     allow_empty_response: bool,
-    with_kto_tag: bool,
+    withkto_tag: bool,
 ) -> tuple[list[dict[str, Any]], DropCounter]:
     records = [record for path in spec.paths for record in read_records(path)]
     if not records:
         raise DataError(f"dataset '{spec.name}': {', '.join(spec.paths)} holds no records")
-    present = _check_columns(spec, records)
+    present = check_columns(spec, records)
     indices = _sample(len(records), spec.num_samples, seed)
     if max_samples is not None:
         indices = indices[:max_samples]  # LLaMA-Factory truncates each dataset, after num_samples
@@ -158,8 +158,8 @@ def _load_one(
         try:
             sample = convert_record(record, spec, placeholders=placeholders, allow_empty_response=allow_empty_response)
             row = pair_to_dict(sample) if isinstance(sample, PairSample) else sample.to_dict()
-            if with_kto_tag:
-                row["kto_tag"] = _kto_tag(record, spec.columns.kto_tag)
+            if withkto_tag:
+                row["kto_tag"] = kto_tag(record, spec.columns.kto_tag)
         except InvalidRecord as err:
             counter.drop(err.reason, index)
             continue
@@ -177,7 +177,7 @@ def _load_one(
     return rows, counter
 
 
-def _check_columns(spec: DatasetSpec, records: list[dict[str, Any]]) -> set[str]:
+def check_columns(spec: DatasetSpec, records: list[dict[str, Any]]) -> set[str]:
     """Raise unless each column the entry names explicitly exists; return the fields the file has."""
     present: set[str] = set()
     for record in records:
@@ -207,7 +207,7 @@ def _sample(total: int, num_samples: int | None, seed: int) -> list[int]:
     return indices
 
 
-def _kto_tag(record: dict[str, Any], column: str | None) -> bool:
+def kto_tag(record: dict[str, Any], column: str | None) -> bool:
     tag = record.get(column) if column else None
     if not isinstance(tag, bool):
         raise InvalidRecord("kto_tag is not true/false")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,24 +64,67 @@ def list_data_files(file_name: str, dataset_dir: Path, *, dataset: str, source: 
     return paths
 
 
+@dataclass(frozen=True)
+class LocatedRecord:
+    """One record of a file and where it starts, or why the record at that place cannot be read."""
+
+    path: Path
+    row: int  # 0-based, in file order
+    line: int | None  # 1-based line where the record starts, for text files
+    record: dict[str, Any] | None
+    error: str | None = None
+
+    @property
+    def where(self) -> str:
+        """`file:line` for text files (what editors and grep understand), else `file row N`."""
+        return f"{self.path}:{self.line}" if self.line is not None else f"{self.path} row {self.row}"
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Every record of one data file, in file order.
 
     Raises:
         DataError: The file is missing, unreadable, or a record is malformed (the message names the line).
     """
+    records = []
+    for located in scan_records(path):
+        if located.error is not None:
+            where = f"line {located.line}" if located.line is not None else f"row {located.row}"
+            raise DataError(f"{located.path.name} {where}: {located.error} in {located.path}")
+        records.append(located.record)
+    return records
+
+
+def scan_records(path: str | Path) -> Iterator[LocatedRecord]:
+    """Every record of one data file with its place, reading on past broken records where the format allows
+    (JSON lines, CSV rows); a broken JSON list or binary file ends the scan with one error.
+
+    Raises:
+        DataError: The file is missing or of an unsupported type.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} not found; check the path (relative paths start at dataset_dir)")
     kind = _kind(path, str(path))
     if kind in ("json", "jsonl"):
-        return _read_json(path, allow_array=kind == "json")
-    if kind == "txt":
+        yield from _scan_json(path, allow_array=kind == "json")
+    elif kind == "txt":
         with path.open(encoding="utf-8") as f:
-            return [{"text": line.rstrip("\r\n")} for line in f if line.strip()]
-    if kind == "csv":
-        return _read_csv(path)
-    return _read_arrow_table(path, kind).to_pylist()
+            row = 0
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    yield LocatedRecord(path, row, lineno, {"text": line.rstrip("\r\n")})
+                    row += 1
+    elif kind == "csv":
+        yield from _scan_csv(path)
+    else:
+        try:
+            table = _read_arrow_table(path, kind)
+        except DataError as err:
+            yield LocatedRecord(path, 0, None, None, str(err))
+            return
+        for row, record in enumerate(table.to_pylist()):
+            yield LocatedRecord(path, row, None, record)
 
 
 def peek_record(path: str | Path) -> dict[str, Any] | None:
@@ -132,37 +176,75 @@ def _kind(path: Path, dataset: str) -> str:
     return SUPPORTED_EXTENSIONS[ext]
 
 
-def _read_json(path: Path, allow_array: bool) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a byte-order mark from Windows editors
+def _scan_json(path: Path, allow_array: bool) -> Iterator[LocatedRecord]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a byte-order mark from Windows editors
+    except UnicodeDecodeError as err:
+        yield LocatedRecord(path, 0, None, None, f"not UTF-8 text ({err.reason} at byte {err.start})")
+        return
     if allow_array and text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path} line {err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(records, list):
-            raise DataError(f"{path}: expected a JSON list of records")
-        for i, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise DataError(f"{path}: record {i} is {type(record).__name__}, expected an object")
-        return records
+        yield from _scan_json_array(path, text)
+        return
     if allow_array and _is_single_object(text):
-        raise DataError(
-            f"{path}: holds one JSON object; expected a list of records ([{{...}}, {{...}}]) or one record per line"
-        )
-    records = []
+        yield LocatedRecord(path, 0, 1, None, "holds one JSON object; expected a list of records ([{...}, {...}]) "
+                            "or one record per line")
+        return
+    row = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(
-                f"{path.name} line {lineno}: invalid JSON ({err.msg} at column {err.colno}) in {path}"
-            ) from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path.name} line {lineno}: expected a JSON object, got {type(record).__name__} in {path}")
-        records.append(record)
-    return records
+            yield LocatedRecord(path, row, lineno, None, f"invalid JSON ({err.msg} at column {err.colno})")
+        else:
+            if isinstance(record, dict):
+                yield LocatedRecord(path, row, lineno, record)
+            else:
+                yield LocatedRecord(path, row, lineno, None, f"expected a JSON object, got {type(record).__name__}")
+        row += 1
+
+
+def _scan_json_array(path: Path, text: str) -> Iterator[LocatedRecord]:
+    """Records of a JSON list one at a time, each with the line it starts on."""
+    decoder = json.JSONDecoder()
+    position, line, counted_to = text.index("[") + 1, 1, 0
+    row = 0
+    while True:
+        position = _skip_space(text, position)
+        if position < len(text) and text[position] == "]":
+            if text[position + 1 :].strip():
+                yield LocatedRecord(path, row, _line_at(text, position + 1), None, "text after the end of the list")
+            return
+        if row and text[position : position + 1] == ",":
+            position = _skip_space(text, position + 1)
+        line += text.count("\n", counted_to, position)
+        counted_to = position
+        try:
+            record, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as err:
+            yield LocatedRecord(path, row, err.lineno, None, f"invalid JSON ({err.msg} at column {err.colno})")
+            return
+        if isinstance(record, dict):
+            yield LocatedRecord(path, row, line, record)
+        else:
+            yield LocatedRecord(path, row, line, None, f"expected a JSON object, got {type(record).__name__}")
+        position, row = end, row + 1
+        following = _skip_space(text, position)
+        if following >= len(text) or text[following] not in ",]":
+            yield LocatedRecord(path, row, _line_at(text, following), None,
+                                "invalid JSON (expected ',' or ']' after a record)")
+            return
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _line_at(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
 
 
 def _is_single_object(text: str) -> bool:
@@ -176,18 +258,19 @@ def _is_single_object(text: str) -> bool:
         return False
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
+def _scan_csv(path: Path) -> Iterator[LocatedRecord]:
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
+        row, start_line = 0, 2  # line 1 holds the header
         try:
-            records = []
-            for row in reader:
-                if None in row:  # more cells than header names
-                    raise DataError(f"{path.name} line {reader.line_num}: more cells than columns in {path}")
-                records.append(dict(row))
+            for record in reader:
+                if None in record:  # more cells than header names
+                    yield LocatedRecord(path, row, start_line, None, "more cells than columns")
+                else:
+                    yield LocatedRecord(path, row, start_line, dict(record))
+                row, start_line = row + 1, reader.line_num + 1
         except csv.Error as err:
-            raise DataError(f"{path.name} line {reader.line_num}: invalid CSV ({err}) in {path}") from None
-    return records
+            yield LocatedRecord(path, row, reader.line_num, None, f"invalid CSV ({err})")
 
 
 def _read_arrow_table(path: Path, kind: str):
