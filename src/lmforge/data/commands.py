@@ -34,6 +34,7 @@ def data_main(argv: list[str]) -> int:
 
 def _parser(command: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"lmforge data {command}", description=description)
+    parser.set_defaults(command=command)
     parser.add_argument("config", help="the training YAML/JSON")
     parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
     return parser
@@ -61,8 +62,57 @@ def _validate(argv: list[str]) -> int:
 
 
 def _stats(argv: list[str]) -> int:
-    raise NotImplementedError
+    import os
+
+    from lmforge.data.stats import data_statistics, format_report, plot_lengths
+
+    parser = _parser("stats", "Counts, drops, token lengths, truncation, padding and steps per epoch.")
+    parser.add_argument("--plot", metavar="FILE.png", help="write a histogram of sample lengths with the cutoff")
+    args = parser.parse_args(argv)
+    cfg, tokenizer, template = _tokenizer_and_template(args)
+    stats = data_statistics(cfg, tokenizer, template)
+    print(format_report(cfg, template.name, stats, world_size=int(os.environ.get("WORLD_SIZE", "1"))))
+    if args.plot:
+        plot_lengths(stats, cfg.data.cutoff_len, args.plot)
+        print(f"\nlength histogram written to {args.plot}")
+    return 0
+
+
+def _tokenizer_and_template(args, stages=("sft",)):
+    """The config, its tokenizer (no model) and template, as `lmforge train` resolves them."""
+    from lmforge.config import load_config
+    from lmforge.errors import ConfigError
+    from lmforge.model.tokenizer import load_tokenizer
+    from lmforge.train.workflow import resolve_template
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.finetuning.stage not in stages:
+        raise ConfigError(f"lmforge data {args.command}: stage '{cfg.finetuning.stage}' is not covered; it reads "
+                          f"the data of stage {' or '.join(stages)}")
+    tokenizer = load_tokenizer(cfg.model)
+    return cfg, tokenizer, resolve_template(cfg.data.template, tokenizer)
 
 
 def _preview(argv: list[str]) -> int:
-    raise NotImplementedError
+    from pathlib import Path
+
+    from lmforge.data.preview import preview_samples, render_html, render_terminal
+
+    parser = _parser("preview", "Processed samples with trained tokens marked, as the trainer sees them.")
+    parser.add_argument("-n", type=int, default=3, help="how many samples (default 3)")
+    parser.add_argument("--tokens", action="store_true", help="show token boundaries")
+    parser.add_argument("--eval", action="store_true", help="preview eval_dataset instead of dataset")
+    parser.add_argument("--html", metavar="FILE.html", help="also write the preview as a web page")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="ANSI colours (auto: when printing to a terminal; never: trained text in [[ ]])")
+    args = parser.parse_args(argv)
+    cfg, tokenizer, template = _tokenizer_and_template(args, stages=("sft", "rm", "dpo"))
+    samples = preview_samples(cfg, tokenizer, template, args.n, per_token=args.tokens,
+                              split="eval" if args.eval else "train")
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    print(f"stage {cfg.finetuning.stage}, template {template.name}, cutoff_len {cfg.data.cutoff_len}")
+    print(render_terminal(samples, cfg.data.cutoff_len, color=color, per_token=args.tokens))
+    if args.html:
+        Path(args.html).write_text(render_html(samples, cfg.data.cutoff_len, per_token=args.tokens), encoding="utf-8")
+        print(f"\npreview written to {args.html}")
+    return 0

@@ -73,11 +73,14 @@ class LocatedRecord:
     line: int | None  # 1-based line where the record starts, for text files
     record: dict[str, Any] | None
     error: str | None = None
+    in_list: bool = False  # one of the records of a JSON list, whose lines may hold several records
 
     @property
     def where(self) -> str:
         """`file:line` for text files (what editors and grep understand), else `file row N`."""
-        return f"{self.path}:{self.line}" if self.line is not None else f"{self.path} row {self.row}"
+        if self.line is None:
+            return f"{self.path} row {self.row}"
+        return f"{self.path}:{self.line} (record {self.row})" if self.in_list else f"{self.path}:{self.line}"
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -214,7 +217,8 @@ def _scan_json_array(path: Path, text: str) -> Iterator[LocatedRecord]:
         position = _skip_space(text, position)
         if position < len(text) and text[position] == "]":
             if text[position + 1 :].strip():
-                yield LocatedRecord(path, row, _line_at(text, position + 1), None, "text after the end of the list")
+                yield LocatedRecord(path, row, _line_at(text, position + 1), None, "text after the end of the list",
+                                    True)
             return
         if row and text[position : position + 1] == ",":
             position = _skip_space(text, position + 1)
@@ -223,17 +227,17 @@ def _scan_json_array(path: Path, text: str) -> Iterator[LocatedRecord]:
         try:
             record, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as err:
-            yield LocatedRecord(path, row, err.lineno, None, f"invalid JSON ({err.msg} at column {err.colno})")
+            yield LocatedRecord(path, row, err.lineno, None, f"invalid JSON ({err.msg} at column {err.colno})", True)
             return
         if isinstance(record, dict):
-            yield LocatedRecord(path, row, line, record)
+            yield LocatedRecord(path, row, line, record, None, True)
         else:
-            yield LocatedRecord(path, row, line, None, f"expected a JSON object, got {type(record).__name__}")
+            yield LocatedRecord(path, row, line, None, f"expected a JSON object, got {type(record).__name__}", True)
         position, row = end, row + 1
         following = _skip_space(text, position)
         if following >= len(text) or text[following] not in ",]":
             yield LocatedRecord(path, row, _line_at(text, following), None,
-                                "invalid JSON (expected ',' or ']' after a record)")
+                                "invalid JSON (expected ',' or ']' after a record)", True)
             return
 
 
