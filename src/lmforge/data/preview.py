@@ -81,9 +81,8 @@ def preview_samples(cfg, tokenizer, template, count: int = 3, per_token: bool = 
             if not pair.prompt.system and data.default_system:
                 pair.prompt.system = data.default_system
             encoded = encode_pairwise(pair, template, tokenizer, data.cutoff_len)
-            prompt_ids, _ = prompt_and_response(pair.prompt, pair.chosen, template, tokenizer)
             for side, response in (("chosen", pair.chosen), ("rejected", pair.rejected)):
-                _, response_ids = prompt_and_response(pair.prompt, response, template, tokenizer)
+                prompt_ids, response_ids = prompt_and_response(pair.prompt, response, template, tokenizer)
                 ids, labels = encoded[f"{side}_input_ids"], encoded[f"{side}_labels"]
                 sample.sides.append(Rendered(side, _pieces(tokenizer, ids, labels, per_token), len(ids),
                                              len(prompt_ids) + len(response_ids)))

@@ -51,9 +51,9 @@ def run_predict(cfg, trainer, tokenizer, template) -> dict[str, float]:
     from lmforge.data.pipeline import build_generation_data
     from lmforge.eval.text_metrics import similarity_scores
 
-    data = build_generation_data(cfg.data, tokenizer, template, cfg.training.seed, training=cfg.training.do_train)
     if not trainer.is_world_process_zero():
         return {}
+    data = build_generation_data(cfg.data, tokenizer, template, cfg.training.seed, training=cfg.training.do_train)
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
     prompts = data["input_ids"]

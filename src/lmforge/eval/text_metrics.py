@@ -15,6 +15,7 @@ two more dependencies; `tests/eval/test_text_metrics.py` pins them against value
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -30,10 +31,15 @@ _SENTENCE_END = [  # rouge_chinese's sentence split, whose only effect is to tur
 
 def segment(text: str) -> list[str]:
     """Words of `text` as jieba cuts them (whitespace pieces included, as jieba returns them)."""
+    return list(_jieba().cut(text))
+
+
+@functools.cache
+def _jieba():
     import jieba
 
-    jieba.setLogLevel(logging.WARNING)
-    return list(jieba.cut(text))
+    jieba.setLogLevel(logging.WARNING)  # once: its dictionary-loading chatter is not the user's concern
+    return jieba
 
 
 def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:

@@ -11,7 +11,6 @@ import json
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -44,10 +43,6 @@ def create_app(engine, api_key: str | None = None, model_name: str | None = None
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return problem(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
-        return problem(ApiError(400, f"invalid request: {exc.errors()[:1]}"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
