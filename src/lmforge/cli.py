@@ -22,6 +22,7 @@ commands:
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
   data preview|stats|validate CONFIG
                                    the config's data as the trainer sees it: samples, statistics, bad records
+  estimate MODEL [options]         memory per device, largest micro-batch, training time (estimate mfu: a run's MFU)
   tokenize INPUT... --tokenizer DIR --output DIR
                                    text / jsonl / parquet -> memmap token shards for pretraining
   create-model PRESET OUTPUT_DIR   write a new random model + tokenizer (presets: tiny-qwen2, tiny-llama, small-qwen2)
@@ -72,6 +73,12 @@ def _data(argv: list[str]) -> int:
     return data_main(argv)
 
 
+def _estimate(argv: list[str]) -> int:
+    from lmforge.planner.commands import estimate_main
+
+    return estimate_main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     from lmforge.demo import demo_main
 
@@ -93,6 +100,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "chat": _chat,
     "api": _api,
     "data": _data,
+    "estimate": _estimate,
     "demo": _demo,
     "version": _version,
 }

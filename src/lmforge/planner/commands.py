@@ -1,0 +1,205 @@
+"""`lmforge estimate`: memory per device, the largest micro-batch that fits, training time, and run MFU.
+
+    lmforge estimate models/qwen2.5-1.5b --seq-len 2048 --micro-batch 4 --zero 2 --devices 8 --device-memory 80GiB
+    lmforge estimate config.json --finetuning-type lora --tokens 1B --mfu 0.4 --gpu H100
+    lmforge estimate mfu --params 65B --tokens 1.4T --time 21d --devices 2048 --peak-tflops 312
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.errors import ConfigError
+from lmforge.planner.activations import ATTENTION_KINDS
+from lmforge.planner.memory import DTYPE_BYTES, OFFLOAD, OPTIMIZER_STATE_BYTES, MemoryPlan, Setup, estimate_memory, max_micro_batch
+from lmforge.planner.shape import ModelShape, load_shape
+from lmforge.planner.timing import (
+    format_duration,
+    parse_bytes,
+    parse_count,
+    parse_duration,
+    run_mfu,
+    train_seconds,
+)
+
+UNITS = {"GiB": 2**30, "GB": 1e9}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # a usage mistake is a user error: one line, exit 2, no traceback
+        raise ConfigError(f"estimate: {message}")
+
+
+def _memory_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lmforge estimate", description="Memory per device, largest micro-batch and training time "
+                "for a model under a training setup (nothing is loaded: the model is built on the meta device).")
+    p.add_argument("model", help="a config.json or a model directory holding one")
+    p.add_argument("--seq-len", type=int, default=2048, help="tokens per row (cutoff_len; packed rows: the pack length)")
+    p.add_argument("--micro-batch", type=int, default=1, help="rows per device per forward (per_device_train_batch_size)")
+    p.add_argument("--dtype", choices=list(DTYPE_BYTES), default="bf16", help="training precision (bf16/fp16: mixed)")
+    p.add_argument("--finetuning-type", choices=["full", "freeze", "lora"], default="full")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-target", default="all", help="comma-separated linear module names, or all")
+    p.add_argument("--freeze-trainable-layers", type=int, default=2, help="freeze: last N layers train (-N: first N)")
+    p.add_argument("--optimizer", default="adamw_torch", help=f"the `optim` key: {', '.join(OPTIMIZER_STATE_BYTES)}")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer in backward")
+    p.add_argument("--zero", type=int, choices=[0, 1, 2, 3], default=None, help="DeepSpeed ZeRO stage (unset: DDP)")
+    p.add_argument("--offload", choices=list(OFFLOAD), default="none", help="DeepSpeed offload to host memory")
+    p.add_argument("--devices", "--gpus", type=int, default=1, help="data-parallel devices (all nodes)")
+    p.add_argument("--attention", choices=sorted(ATTENTION_KINDS), default="sdpa",
+                   help="eager keeps [heads, s, s] probabilities; fused kernels do not")
+    p.add_argument("--device-type", choices=["cuda", "cpu"], default="cuda",
+                   help="cpu: frozen weights stay fp32 (lmforge loads fp32 for CPU training)")
+    p.add_argument("--supervised-fraction", type=float, default=1.0,
+                   help="share of tokens with a loss (1 for pt; the loss keeps only these rows)")
+    p.add_argument("--device-memory", help="memory of one device (80GiB, 80GB; a plain number is GiB): "
+                   "print the largest micro-batch that fits")
+    p.add_argument("--tokens", help="tokens to train (1B, 3e9): print the time at --mfu")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for --tokens (default 0.4)")
+    p.add_argument("--peak-tflops", type=float, help="peak dense TFLOP/s of one device in --dtype")
+    p.add_argument("--gpu", help="look the peak up by name (H100, A100, ...) instead of --peak-tflops")
+    p.add_argument("--units", choices=list(UNITS), default="GiB", help="GiB = 2^30 bytes (default), GB = 10^9")
+    return p
+
+
+def _mfu_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lmforge estimate mfu", description="The MFU a finished run reached: FLOPs per token x "
+                "tokens / (devices x peak FLOP/s x time), with 6N FLOPs per token (N = parameters).")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--params", help="parameters N (65B, 6.5e10): 6N FLOPs per token")
+    size.add_argument("--model", help="a config.json or model directory: 6N from its parameters, and lmforge's count")
+    p.add_argument("--tokens", required=True, help="tokens trained (1.4T, 300B)")
+    p.add_argument("--time", required=True, help="wall time (21d, 504h, 90m, seconds)")
+    p.add_argument("--devices", "--gpus", type=int, required=True)
+    p.add_argument("--peak-tflops", type=float, help="peak dense TFLOP/s of one device")
+    p.add_argument("--gpu", help="look the peak up by name (A100, H100, ...) in bf16")
+    p.add_argument("--seq-len", type=int, default=2048, help="with --model: sequence length for the attention term")
+    return p
+
+
+def estimate_main(argv: list[str]) -> int:
+    if argv and argv[0] == "mfu":
+        return _mfu_main(_mfu_parser().parse_args(argv[1:]))
+    args = _memory_parser().parse_args(argv)
+    finetuning = FinetuningArguments(
+        finetuning_type=args.finetuning_type,
+        lora_rank=args.lora_rank,
+        lora_target=args.lora_target,
+        freeze_trainable_layers=args.freeze_trainable_layers,
+    )
+    shape = load_shape(args.model, finetuning)
+    setup = Setup(
+        seq_len=args.seq_len, micro_batch=args.micro_batch, dtype=args.dtype, optimizer=args.optimizer,
+        gradient_checkpointing=args.gradient_checkpointing, zero=args.zero, offload=args.offload,
+        devices=args.devices, attention=args.attention, device_type=args.device_type,
+        supervised_fraction=args.supervised_fraction,
+    )
+    plan = estimate_memory(shape, setup)
+    unit, scale = args.units, UNITS[args.units]
+    print(format_plan(shape, plan, unit, scale))
+    if args.device_memory:
+        device_bytes = parse_bytes(args.device_memory, "--device-memory")
+        best = max_micro_batch(shape, setup, device_bytes)
+        per_row = estimate_memory(shape, _with_batch(setup, 2)).total - estimate_memory(shape, _with_batch(setup, 1)).total
+        print(f"\nlargest micro-batch in {device_bytes / scale:.2f} {unit}: {best}"
+              f"  (each row adds {per_row / scale:.3f} {unit}; fixed part {plan.static / scale:.2f} {unit})")
+    if args.tokens:
+        tokens = parse_count(args.tokens, "--tokens")
+        peak = _peak_flops(args.peak_tflops, args.gpu, args.dtype)
+        per_token = shape.flops.per_token(args.seq_len)
+        seconds = train_seconds(flops_per_token=per_token, tokens=tokens, devices=args.devices, peak_flops=peak,
+                                mfu=args.mfu)
+        print(f"\ntime for {tokens:.3g} tokens at MFU {args.mfu:.0%} on {args.devices} x {peak / 1e12:g} TFLOP/s: "
+              f"{format_duration(seconds)}  ({per_token:.4g} FLOPs/token: lmforge's count at seq {args.seq_len}, "
+              f"6N = {6 * shape.flops.matmul_params:.4g})")
+    return 0
+
+
+def _with_batch(setup: Setup, micro_batch: int) -> Setup:
+    from dataclasses import replace
+
+    return replace(setup, micro_batch=micro_batch)
+
+
+def _peak_flops(tflops: float | None, gpu: str | None, dtype: str) -> float:
+    if tflops:
+        return tflops * 1e12
+    if gpu:
+        import torch
+
+        from lmforge.train.peak_flops import lookup_peak_flops
+
+        found = lookup_peak_flops(gpu, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32))
+        if found is None:
+            raise ConfigError(f"--gpu: no datasheet peak for '{gpu}' in {dtype}; pass --peak-tflops")
+        return found[0]
+    raise ConfigError("--tokens needs the device peak: pass --peak-tflops N or --gpu NAME (e.g. H100)")
+
+
+def format_plan(shape: ModelShape, plan: MemoryPlan, unit: str, scale: float) -> str:
+    """The memory breakdown as printed by `lmforge estimate`."""
+    s = plan.setup
+    regime = (f"DeepSpeed ZeRO-{s.zero}" + (f", offload {s.offload}" if s.offload != "none" else "")
+              if s.deepspeed else ("DDP" if s.devices > 1 else "one device, no ZeRO"))
+    precision = {"fp32": "fp32", "bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision"}[s.dtype]
+    lines = [
+        f"model: {shape.name} ({shape.model_type}): {shape.total_params:,} parameters, {shape.num_layers} layers, "
+        f"hidden {shape.hidden_size}, MLP {shape.intermediate_size}, {shape.num_heads} heads "
+        f"({shape.num_kv_heads} KV), vocab {shape.vocab_size}",
+        f"training: {shape.trainable_params:,} trainable ({shape.trainable_params / shape.total_params:.2%}), "
+        f"{s.optimizer}, {precision}, {regime}, {s.devices} device(s)",
+        f"micro-batch: {s.micro_batch} x {s.seq_len} tokens, {s.attention} attention, "
+        f"checkpointing {'on' if s.gradient_checkpointing else 'off'}, supervised share {s.supervised_fraction:g}",
+        "",
+        f"memory per device ({unit}; 1 GiB = 2^30 bytes, 1 GB = 10^9 bytes)",
+    ]
+    rows = [
+        ("weights", plan.weights, _per_param(plan.weights, shape.total_params)),
+        ("gradients", plan.gradients, _per_param(plan.gradients, shape.trainable_params, "trainable")),
+        ("optimizer states", plan.optimizer, _per_param(plan.optimizer, shape.trainable_params, "trainable")),
+    ]
+    if plan.gathered:
+        rows.append(("ZeRO-3 gathered params", plan.gathered, "two largest layers/embedding in the compute dtype"))
+    acts = plan.activations
+    rows += [
+        ("activations", acts.layers + acts.recompute,
+         f"{(acts.layers + acts.recompute) / (s.micro_batch * s.seq_len):,.0f} bytes/token"),
+    ]
+    if acts.weight_copies:
+        rows.append(("autocast weight copies", acts.weight_copies, f"{s.compute_bytes} bytes per cast matmul weight"))
+    rows.append(("logits / loss", acts.loss, f"chunked CE, {s.loss_chunk}-token chunks"))
+    for name, value, note in rows:
+        lines.append(f"  {name:<24}{value / scale:>10.3f} {unit}   {note}")
+    lines.append(f"  {'total (peak)':<24}{plan.total / scale:>10.3f} {unit}")
+    if plan.host:
+        lines.append(f"  {'host memory (offload)':<24}{plan.host / scale:>10.3f} {unit}   per device's share")
+    lines += [f"  note: {note}" for note in plan.notes]
+    return "\n".join(lines)
+
+
+def _per_param(value: float, params: int, which: str = "") -> str:
+    if not params:
+        return ""
+    return f"{value / params:.3g} bytes/param{' (' + which + ')' if which else ''}"
+
+
+def _mfu_main(args) -> int:
+    tokens = parse_count(args.tokens, "--tokens")
+    seconds = parse_duration(args.time, "--time")
+    peak = _peak_flops(args.peak_tflops, args.gpu, "bf16") if (args.peak_tflops or args.gpu) else None
+    if peak is None:
+        raise ConfigError("estimate mfu: pass --peak-tflops N or --gpu NAME")
+    if args.params:
+        params = parse_count(args.params, "--params")
+        counts = [("6N", 6 * params)]
+    else:
+        shape = load_shape(args.model)
+        params = shape.total_params
+        counts = [("6N", 6 * params), (f"lmforge's count at seq {args.seq_len}", shape.flops.per_token(args.seq_len))]
+    print(f"{tokens:.4g} tokens in {format_duration(seconds)} on {args.devices} devices x {peak / 1e12:g} TFLOP/s, "
+          f"N = {params:.4g} parameters")
+    for name, per_token in counts:
+        mfu = run_mfu(flops_per_token=per_token, tokens=tokens, seconds=seconds, devices=args.devices, peak_flops=peak)
+        print(f"  MFU ({name}, {per_token:.4g} FLOPs/token): {mfu:.1%}")
+    return 0

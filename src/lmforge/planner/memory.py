@@ -1,0 +1,191 @@
+"""Memory per device of a training setup: weights, gradients, optimizer states, activations, loss buffers.
+
+    shape = load_shape("config.json", FinetuningArguments(finetuning_type="full"))
+    plan = estimate_memory(shape, Setup(seq_len=2048, micro_batch=4, dtype="bf16", zero=2, devices=8))
+    plan.total, plan.weights / shape.total_params    # bytes per device; bytes per parameter
+
+Bytes per parameter, the ZeRO paper's accounting (Rajbhandari et al. 2020) for mixed-precision Adam:
+
+* DeepSpeed (`zero` set, bf16/fp16): the model lives in half precision: weights 2, gradients 2, and the
+  optimizer keeps an fp32 master copy plus Adam's two fp32 moments: 4 + 8 = 12. Total 16 bytes per
+  trainable parameter. ZeRO-1 divides the 12 by the device count, ZeRO-2 also the gradients
+  (2 + 14/N), ZeRO-3 also the weights (16/N), plus the gathered layers ZeRO-3 works on.
+* HF Trainer without DeepSpeed (DDP or one device, `bf16: true`): trainable weights stay fp32 and autocast
+  runs the matmuls in bf16: weights 4, gradients 4, Adam 8, again 16 bytes, plus a bf16 copy of each
+  matmul weight made in forward and kept for backward (counted with the activations). With more than one
+  device DDP keeps its own gradient buckets, one more gradient-sized buffer. Frozen weights (LoRA base,
+  frozen layers) load in the checkpoint's half dtype on GPUs and in fp32 on CPUs (lmforge's loader).
+
+Activations and loss buffers come from `activations.py`; everything here is bytes on one device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from math import prod
+
+from lmforge.errors import ConfigError
+from lmforge.planner.activations import ATTENTION_KINDS, ActivationBytes, activation_bytes
+from lmforge.planner.shape import ModelShape
+
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+
+OPTIMIZER_STATE_BYTES: dict[str, float | None] = {
+    # bytes of optimizer state per trainable parameter (the fp32 master copy DeepSpeed adds is not here);
+    # None: factored, sized from the parameter shapes (Adafactor).
+    "adamw_torch": 8, "adamw_torch_fused": 8, "adamw": 8, "adam": 8, "paged_adamw_32bit": 8,
+    "adamw_8bit": 2, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2,
+    "lion_32bit": 4, "lion_8bit": 1, "paged_lion_32bit": 4, "paged_lion_8bit": 1,
+    "rmsprop": 4, "adagrad": 4, "sgd": 0, "adafactor": None,
+}
+OFFLOAD = ("none", "optimizer", "all")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How the model is trained: the `lmforge estimate` options (see `--help` for each)."""
+
+    seq_len: int = 2048
+    micro_batch: int = 1
+    dtype: str = "bf16"
+    optimizer: str = "adamw_torch"
+    gradient_checkpointing: bool = False
+    zero: int | None = None
+    offload: str = "none"
+    devices: int = 1
+    attention: str = "sdpa"
+    device_type: str = "cuda"
+    supervised_fraction: float = 1.0
+    loss_chunk: int = 1024
+
+    def __post_init__(self):
+        if self.dtype not in DTYPE_BYTES:
+            raise ConfigError(f"dtype: '{self.dtype}' is not one of {', '.join(DTYPE_BYTES)}")
+        if self.optimizer not in OPTIMIZER_STATE_BYTES:
+            from lmforge.errors import did_you_mean
+
+            raise ConfigError(f"optimizer: '{self.optimizer}' is not known{did_you_mean(self.optimizer, OPTIMIZER_STATE_BYTES)}; "
+                              f"known: {', '.join(OPTIMIZER_STATE_BYTES)}")
+        if self.zero not in (None, 0, 1, 2, 3):
+            raise ConfigError(f"zero: {self.zero} is not a ZeRO stage (0, 1, 2 or 3)")
+        if self.offload not in OFFLOAD:
+            raise ConfigError(f"offload: '{self.offload}' is not one of {', '.join(OFFLOAD)}")
+        if self.offload != "none" and not self.zero:
+            raise ConfigError("offload needs DeepSpeed ZeRO: set zero to 1, 2 or 3 (offload all: zero 3)")
+        if self.offload == "all" and self.zero != 3:
+            raise ConfigError("offload all (parameters too) needs zero 3")
+        if self.attention not in ATTENTION_KINDS:
+            raise ConfigError(f"attention: '{self.attention}' is not one of {', '.join(sorted(ATTENTION_KINDS))}")
+        for name in ("seq_len", "micro_batch", "devices", "loss_chunk"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.supervised_fraction <= 1:
+            raise ConfigError(f"supervised_fraction must be in (0, 1], got {self.supervised_fraction}")
+
+    @property
+    def compute_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def deepspeed(self) -> bool:
+        return self.zero is not None
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes on one device (and on the host, for offloaded states) for one setup."""
+
+    setup: Setup
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: ActivationBytes
+    gathered: float = 0.0
+    """ZeRO-3: the parameters gathered for the layers being computed (two of the largest at a time)."""
+    host: float = 0.0
+    """Offloaded optimizer states / parameters, in host memory (per device's share)."""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.gathered + self.activations.total
+
+    @property
+    def static(self) -> float:
+        """What does not grow with the micro-batch."""
+        return self.weights + self.gradients + self.optimizer + self.gathered + self.activations.weight_copies
+
+
+def optimizer_state_bytes(shape: ModelShape, optimizer: str) -> float:
+    """Optimizer state bytes for all trainable parameters (no master copy)."""
+    per_param = OPTIMIZER_STATE_BYTES[optimizer]
+    if per_param is not None:
+        return per_param * shape.trainable_params
+    # Adafactor keeps fp32 row and column second moments for matrices and a full one for vectors.
+    return sum(4 * (s[-2] + s[-1]) if len(s) >= 2 else 4 * prod(s) for s in shape.trainable_shapes)
+
+
+def estimate_memory(shape: ModelShape, setup: Setup) -> MemoryPlan:
+    """Per-device memory of training `shape` with `setup` (bytes; see the module docstring)."""
+    half = setup.compute_bytes == 2
+    trainable, frozen = shape.trainable_params, shape.frozen_params
+    states = optimizer_state_bytes(shape, setup.optimizer)
+    notes = []
+    if setup.deepspeed:
+        weight_bytes = setup.compute_bytes
+        weights = weight_bytes * (trainable + frozen)
+        gradients = weight_bytes * trainable
+        optimizer = states + (4 * trainable if half else 0)  # fp32 master weights
+        weights_in_compute = True
+    else:
+        frozen_bytes = 2 if (half and setup.device_type != "cpu") else 4
+        weights = 4 * trainable + frozen_bytes * frozen
+        gradients = 4 * trainable
+        optimizer = states
+        weights_in_compute = not half or (shape.lora_rank > 0 and frozen_bytes == 2)
+        if setup.devices > 1:
+            gradients *= 2
+            notes.append("DDP: gradients counted twice (param.grad and DDP's bucket buffers)")
+    n = setup.devices
+    host = 0.0
+    if setup.deepspeed and setup.zero >= 1:
+        optimizer /= n
+    if setup.deepspeed and setup.zero >= 2:
+        gradients /= n
+    gathered = 0.0
+    if setup.deepspeed and setup.zero == 3:
+        weights /= n
+        largest = max(shape.largest_layer_params, shape.vocab_size * shape.hidden_size)
+        gathered = 2 * largest * setup.compute_bytes
+    if setup.offload in ("optimizer", "all"):
+        host += optimizer
+        optimizer = 0.0
+    if setup.offload == "all":
+        host += weights
+        weights = 0.0
+    activations = activation_bytes(
+        shape,
+        micro_batch=setup.micro_batch,
+        seq_len=setup.seq_len,
+        compute_bytes=setup.compute_bytes,
+        weights_in_compute_dtype=weights_in_compute,
+        attention=setup.attention,
+        checkpointing=setup.gradient_checkpointing,
+        supervised_fraction=setup.supervised_fraction,
+        loss_chunk=setup.loss_chunk,
+    )
+    return MemoryPlan(setup, weights, gradients, optimizer, activations, gathered, host, tuple(notes))
+
+
+def max_micro_batch(shape: ModelShape, setup: Setup, device_bytes: float, limit: int = 1 << 16) -> int:
+    """The largest micro-batch whose estimate fits in `device_bytes` (0 if not even one row fits)."""
+    if estimate_memory(shape, replace(setup, micro_batch=1)).total > device_bytes:
+        return 0
+    low, high = 1, limit
+    while low < high:  # memory grows with the micro-batch, so bisect
+        mid = (low + high + 1) // 2
+        if estimate_memory(shape, replace(setup, micro_batch=mid)).total <= device_bytes:
+            low = mid
+        else:
+            high = mid - 1
+    return low
