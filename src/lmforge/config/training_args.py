@@ -110,6 +110,10 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             # transformers refuses mixed precision without a GPU unless told it runs on CPU; bf16 autocast
             # on CPU is a real fast path (AMX / AVX512-BF16), so lmforge says so for the user.
             self.use_cpu = True
+        if not torch.accelerator.is_available():
+            # Without use_cpu, accelerate does not join torchrun's workers into one gloo group on a CPU machine:
+            # each process silently trains alone on its own shard (world size 1).
+            self.use_cpu = True
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader
         super().__post_init__()

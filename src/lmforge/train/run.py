@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from transformers import set_seed
@@ -19,6 +20,10 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    from lmforge.launcher import relaunch, wants_torchrun
+
+    if wants_torchrun(os.environ):
+        return relaunch(argv)  # the config is valid: now start the workers, each of which runs this again
     if cfg.training.use_cpu or not torch.accelerator.is_available():
         tune_malloc_for_cpu_training()  # before the model and data take their memory
     if cfg.training.do_train:

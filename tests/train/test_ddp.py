@@ -1,0 +1,87 @@
+"""`lmforge train` under torchrun: DDP over gloo on CPU gives the losses of one process with the global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmforge.launcher import torchrun_command, wants_torchrun
+
+
+def sft_config(path: Path, model: Path, data: Path, output: Path, batch: int) -> Path:
+    config = {
+        "model_name_or_path": str(model), "stage": "sft", "finetuning_type": "full", "template": "qwen",
+        "dataset_dir": str(data), "dataset": "qa", "cutoff_len": 64, "output_dir": str(output),
+        "overwrite_output_dir": True, "per_device_train_batch_size": batch, "max_steps": 5, "learning_rate": 1e-3,
+        "lr_scheduler_type": "constant", "logging_steps": 1, "save_strategy": "no", "seed": 3,
+        "dataloader_num_workers": 0,
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def losses(output: Path) -> list[float]:
+    records = [json.loads(line) for line in (output / "trainer_log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def run_train(config: Path, cwd: Path, **env) -> str:
+    environment = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK")}
+    environment.update(env)
+    done = subprocess.run([sys.executable, "-m", "lmforge.cli", "train", str(config)], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stderr
+
+
+def test_two_gloo_processes_match_one_process_with_the_global_batch(tiny_model_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "qa.jsonl", "w") as f:
+        for i in range(40):  # answers of different lengths, so rows pad differently per rank
+            f.write(json.dumps({"instruction": f"Count to {i % 9}", "output": " ".join(map(str, range(i % 9 + 1)))}) + "\n")
+    (data / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl"}}))
+
+    single = tmp_path / "single"
+    run_train(sft_config(tmp_path / "single.json", tiny_model_dir, data, single, batch=4), tmp_path,
+              NPROC_PER_NODE="1")
+    ddp = tmp_path / "ddp"
+    log = run_train(sft_config(tmp_path / "ddp.json", tiny_model_dir, data, ddp, batch=2), tmp_path,
+                    NPROC_PER_NODE="2")
+    assert "torch.distributed.run" in log and "--nproc_per_node 2" in log  # relaunched itself
+
+    expected, got = losses(single), losses(ddp)
+    assert len(expected) == len(got) == 5
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert expected[-1] < expected[0] - 0.5  # it trained: the five steps are not all the same number
+    state = json.loads((ddp / "trainer_state.json").read_text()) if (ddp / "trainer_state.json").exists() else None
+    if state:
+        assert state["global_step"] == 5
+
+
+def test_when_to_relaunch_and_the_command():
+    assert not wants_torchrun({"NPROC_PER_NODE": "1"})
+    assert wants_torchrun({"NPROC_PER_NODE": "2"})
+    assert wants_torchrun({"NPROC_PER_NODE": "1", "FORCE_TORCHRUN": "1"})
+    assert not wants_torchrun({"NPROC_PER_NODE": "2", "LOCAL_RANK": "0"})  # already a worker: never again
+    env = {"NPROC_PER_NODE": "4", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "29511"}
+    command = torchrun_command(["cfg.yaml", "learning_rate=1e-4"], env)
+    assert command[1:] == ["-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "1", "--nproc_per_node", "4",
+                           "--master_addr", "10.1.2.3", "--master_port", "29511", "-m", "lmforge.cli", "train",
+                           "cfg.yaml", "learning_rate=1e-4"]
+
+
+def test_launch_errors_name_the_variable(tmp_path, tiny_model_dir):
+    from lmforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="NPROC_PER_NODE='two'"):
+        wants_torchrun({"NPROC_PER_NODE": "two"})
+    with pytest.raises(ConfigError, match="MASTER_ADDR"):
+        torchrun_command(["c.yaml"], {"NPROC_PER_NODE": "2", "NNODES": "2", "NODE_RANK": "0"})
+    with pytest.raises(ConfigError, match="NODE_RANK=2 must be below NNODES=2"):
+        torchrun_command(["c.yaml"], {"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "h"})
