@@ -85,3 +85,55 @@ def test_launch_errors_name_the_variable(tmp_path, tiny_model_dir):
         torchrun_command(["c.yaml"], {"NPROC_PER_NODE": "2", "NNODES": "2", "NODE_RANK": "0"})
     with pytest.raises(ConfigError, match="NODE_RANK=2 must be below NNODES=2"):
         torchrun_command(["c.yaml"], {"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "h"})
+
+
+def fsdp_keys(config: Path) -> Path:
+    """The FSDP keys of examples/scale_out/sft_full_fsdp.yaml added to a config."""
+    import yaml
+
+    example = yaml.safe_load((Path(__file__).parents[2] / "examples/scale_out/sft_full_fsdp.yaml").read_text())
+    fields = json.loads(config.read_text())
+    fields.update({key: example[key] for key in ("fsdp", "fsdp_config")})
+    config.write_text(json.dumps(fields))
+    return config
+
+
+def test_fsdp_from_the_yaml_shards_and_matches_one_process(tiny_model_dir, tmp_path):
+    """FSDP2 FULL_SHARD over 2 gloo processes, set by the example's keys: the same losses as 1 x batch 4."""
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "qa.jsonl", "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"instruction": f"Count to {i % 9}", "output": " ".join(map(str, range(i % 9 + 1)))}) + "\n")
+    (data / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl"}}))
+    single = tmp_path / "single"
+    run_train(sft_config(tmp_path / "single.json", tiny_model_dir, data, single, batch=4), tmp_path,
+              NPROC_PER_NODE="1")
+    sharded = tmp_path / "fsdp"
+    config = fsdp_keys(sft_config(tmp_path / "fsdp.json", tiny_model_dir, data, sharded, batch=2))
+    log = run_train(config, tmp_path, NPROC_PER_NODE="2")
+    assert "--nproc_per_node 2" in log
+    assert losses(sharded) == pytest.approx(losses(single), abs=1e-5)
+    assert (sharded / "model.safetensors").exists()  # the full state dict is gathered for the save
+
+
+def test_deepspeed_examples(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    root = Path(__file__).parents[2]
+    stages = {p.name: json.loads(p.read_text())["zero_optimization"]["stage"]
+              for p in sorted((root / "examples/deepspeed").glob("*.json"))}
+    assert stages == {"ds_z0_config.json": 0, "ds_z2_config.json": 2, "ds_z2_offload_config.json": 2,
+                      "ds_z3_config.json": 3, "ds_z3_offload_config.json": 3}
+    offload = json.loads((root / "examples/deepspeed/ds_z3_offload_config.json").read_text())["zero_optimization"]
+    assert offload["offload_optimizer"]["device"] == offload["offload_param"]["device"] == "cpu"
+
+    import importlib.util
+
+    from lmforge.cli import main
+
+    monkeypatch.chdir(root)
+    if importlib.util.find_spec("deepspeed") is None:  # CI: a one-line error before any model loads
+        code = main(["train", "examples/scale_out/sft_full_ds_z2.yaml", f"model_name_or_path={tiny_model_dir}",
+                     f"output_dir={tmp_path / 'out'}"])
+        assert code == 2 and "pip install 'lmforge[deepspeed]'" in capsys.readouterr().err
+    code = main(["train", "examples/scale_out/sft_full_ds_z2.yaml", "deepspeed=examples/deepspeed/missing.json"])
+    assert code == 2 and "deepspeed: 'examples/deepspeed/missing.json' is not a file" in capsys.readouterr().err

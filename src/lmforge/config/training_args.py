@@ -114,6 +114,8 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             # Without use_cpu, accelerate does not join torchrun's workers into one gloo group on a CPU machine:
             # each process silently trains alone on its own shard (world size 1).
             self.use_cpu = True
+        if self.deepspeed:
+            check_deepspeed(self.deepspeed)
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader
         super().__post_init__()
@@ -122,3 +124,27 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     def checkpoint_every_n_layers(self) -> int:
         """With activation checkpointing, which decoder layers recompute: every n-th (1 = all of them)."""
         return int((self.activation_checkpointing_kwargs or {}).get("every_n_layers", 1))
+
+
+def check_deepspeed(value) -> None:
+    """`deepspeed: path.json` (or an inline dict): the file must exist and parse, and deepspeed must be installed.
+
+    transformers would otherwise fail inside TrainingArguments with a package-metadata traceback.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    if isinstance(value, str):
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(f"deepspeed: '{value}' is not a file; point it at a DeepSpeed JSON config "
+                              "(examples/deepspeed/ds_z2_config.json is one)")
+        try:
+            json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"deepspeed: {value}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    elif not isinstance(value, dict):
+        raise ConfigError(f"deepspeed: expected a JSON file path or a mapping, got {type(value).__name__}")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("deepspeed: the deepspeed package is not installed; pip install 'lmforge[deepspeed]' "
+                          "(it needs a CUDA machine), or remove the key to train with DDP")
