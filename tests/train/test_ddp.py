@@ -56,6 +56,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tiny_model_d
     assert "torch.distributed.run" in log and "--nproc_per_node 2" in log  # relaunched itself
 
     expected, got = losses(single), losses(ddp)
+    print("1 x batch 4:", expected, "\n2 x batch 2:", got)
     assert len(expected) == len(got) == 5
     assert got == pytest.approx(expected, abs=1e-5)
     assert expected[-1] < expected[0] - 0.5  # it trained: the five steps are not all the same number
