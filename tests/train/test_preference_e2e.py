@@ -177,11 +177,16 @@ def test_reward_model_ranks_held_out_pairs_and_reloads_with_the_same_scores(
     assert torch.isfinite(scores).all()
 
 
+# Peak RSS of the training itself: ru_maxrss would start from the forking pytest process's RSS (Linux keeps
+# the high-water mark across fork and exec), which hid both runs' peaks once pytest had grown past them.
 MEASURE = """
-import resource, sys
+import sys
+from pathlib import Path
 from lmforge.cli import main
+Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
 code = main(["train", sys.argv[1]])
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+print("MAXRSS_KB", hwm.split()[1])
 sys.exit(code)
 """
 
