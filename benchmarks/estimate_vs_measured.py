@@ -117,7 +117,6 @@ def run_case(name: str, work: Path) -> dict:
     from lmforge.model.from_config import create_model
     from lmforge.planner.memory import Setup, estimate_memory
     from lmforge.planner.shape import load_shape
-    from lmforge.train.losses import default_chunk_size
 
     preset, overrides, finetuning_type, bf16, seq_len, micro_batch, checkpointing = CASES[name]
     model_dir = work / f"model-{name.split('-')[0]}"
@@ -152,7 +151,7 @@ def run_case(name: str, work: Path) -> dict:
     shape = load_shape(model_dir, finetuning)
     setup = Setup(seq_len=seq_len, micro_batch=micro_batch, dtype="bf16" if bf16 else "fp32",
                   optimizer="adamw_torch_fused", gradient_checkpointing=checkpointing, attention="sdpa_varlen",
-                  device_type="cpu", loss_chunk=default_chunk_size(shape.vocab_size, "cpu"))
+                  device_type="cpu")
     plan = estimate_memory(shape, setup)
     return {"case": name, "params": shape.total_params, "trainable": shape.trainable_params,
             "predicted": plan.total, "measured": measured, "allocated": allocated, "seconds": time.time() - start,

@@ -39,14 +39,19 @@ def run_train(config: Path, cwd: Path, **env) -> str:
     return done.stderr
 
 
-def test_two_gloo_processes_match_one_process_with_the_global_batch(tiny_model_dir, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    with open(data / "qa.jsonl", "w") as f:
-        for i in range(40):  # answers of different lengths, so rows pad differently per rank
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """40 counting samples; answers of different lengths, so rows pad differently per rank."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with open(folder / "qa.jsonl", "w") as f:
+        for i in range(40):
             f.write(json.dumps({"instruction": f"Count to {i % 9}", "output": " ".join(map(str, range(i % 9 + 1)))}) + "\n")
-    (data / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl"}}))
+    (folder / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl"}}))
+    return folder
 
+
+def test_two_gloo_processes_match_one_process_with_the_global_batch(tiny_model_dir, data, tmp_path):
     single = tmp_path / "single"
     run_train(sft_config(tmp_path / "single.json", tiny_model_dir, data, single, batch=4), tmp_path,
               NPROC_PER_NODE="1")
@@ -56,13 +61,10 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tiny_model_d
     assert "torch.distributed.run" in log and "--nproc_per_node 2" in log  # relaunched itself
 
     expected, got = losses(single), losses(ddp)
-    print("1 x batch 4:", expected, "\n2 x batch 2:", got)
     assert len(expected) == len(got) == 5
     assert got == pytest.approx(expected, abs=1e-5)
     assert expected[-1] < expected[0] - 0.5  # it trained: the five steps are not all the same number
-    state = json.loads((ddp / "trainer_state.json").read_text()) if (ddp / "trainer_state.json").exists() else None
-    if state:
-        assert state["global_step"] == 5
+    assert json.loads((ddp / "trainer_state.json").read_text())["global_step"] == 5
 
 
 def test_when_to_relaunch_and_the_command():
@@ -99,14 +101,8 @@ def fsdp_keys(config: Path) -> Path:
     return config
 
 
-def test_fsdp_from_the_yaml_shards_and_matches_one_process(tiny_model_dir, tmp_path):
+def test_fsdp_from_the_yaml_shards_and_matches_one_process(tiny_model_dir, data, tmp_path):
     """FSDP2 FULL_SHARD over 2 gloo processes, set by the example's keys: the same losses as 1 x batch 4."""
-    data = tmp_path / "data"
-    data.mkdir()
-    with open(data / "qa.jsonl", "w") as f:
-        for i in range(40):
-            f.write(json.dumps({"instruction": f"Count to {i % 9}", "output": " ".join(map(str, range(i % 9 + 1)))}) + "\n")
-    (data / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl"}}))
     single = tmp_path / "single"
     run_train(sft_config(tmp_path / "single.json", tiny_model_dir, data, single, batch=4), tmp_path,
               NPROC_PER_NODE="1")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.errors import ConfigError
@@ -101,7 +102,8 @@ def estimate_main(argv: list[str]) -> int:
     if args.device_memory:
         device_bytes = parse_bytes(args.device_memory, "--device-memory")
         best = max_micro_batch(shape, setup, device_bytes)
-        per_row = estimate_memory(shape, _with_batch(setup, 2)).total - estimate_memory(shape, _with_batch(setup, 1)).total
+        per_row = (estimate_memory(shape, replace(setup, micro_batch=2)).total
+                   - estimate_memory(shape, replace(setup, micro_batch=1)).total)
         print(f"\nlargest micro-batch in {device_bytes / scale:.2f} {unit}: {best}"
               f"  (each row adds {per_row / scale:.3f} {unit}; fixed part {plan.static / scale:.2f} {unit})")
     if args.tokens:
@@ -116,12 +118,6 @@ def estimate_main(argv: list[str]) -> int:
     return 0
 
 
-def _with_batch(setup: Setup, micro_batch: int) -> Setup:
-    from dataclasses import replace
-
-    return replace(setup, micro_batch=micro_batch)
-
-
 def _peak_flops(tflops: float | None, gpu: str | None, dtype: str) -> float:
     if tflops:
         return tflops * 1e12
@@ -134,7 +130,7 @@ def _peak_flops(tflops: float | None, gpu: str | None, dtype: str) -> float:
         if found is None:
             raise ConfigError(f"--gpu: no datasheet peak for '{gpu}' in {dtype}; pass --peak-tflops")
         return found[0]
-    raise ConfigError("--tokens needs the device peak: pass --peak-tflops N or --gpu NAME (e.g. H100)")
+    raise ConfigError("the device peak is needed: pass --peak-tflops N or --gpu NAME (e.g. H100)")
 
 
 def format_plan(shape: ModelShape, plan: MemoryPlan, unit: str, scale: float) -> str:
@@ -187,9 +183,7 @@ def _per_param(value: float, params: int, which: str = "") -> str:
 def _mfu_main(args) -> int:
     tokens = parse_count(args.tokens, "--tokens")
     seconds = parse_duration(args.time, "--time")
-    peak = _peak_flops(args.peak_tflops, args.gpu, "bf16") if (args.peak_tflops or args.gpu) else None
-    if peak is None:
-        raise ConfigError("estimate mfu: pass --peak-tflops N or --gpu NAME")
+    peak = _peak_flops(args.peak_tflops, args.gpu, "bf16")
     if args.params:
         params = parse_count(args.params, "--params")
         counts = [("6N", 6 * params)]

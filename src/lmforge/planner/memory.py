@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from math import prod
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, did_you_mean
 from lmforge.planner.activations import ATTENTION_KINDS, ActivationBytes, activation_bytes
 from lmforge.planner.shape import ModelShape
 
@@ -56,14 +56,13 @@ class Setup:
     attention: str = "sdpa"
     device_type: str = "cuda"
     supervised_fraction: float = 1.0
-    loss_chunk: int = 1024
+    loss_chunk: int | None = None
+    """Tokens per chunk of the chunked loss; None: what the trainer picks for the device type and vocabulary."""
 
     def __post_init__(self):
         if self.dtype not in DTYPE_BYTES:
             raise ConfigError(f"dtype: '{self.dtype}' is not one of {', '.join(DTYPE_BYTES)}")
         if self.optimizer not in OPTIMIZER_STATE_BYTES:
-            from lmforge.errors import did_you_mean
-
             raise ConfigError(f"optimizer: '{self.optimizer}' is not known{did_you_mean(self.optimizer, OPTIMIZER_STATE_BYTES)}; "
                               f"known: {', '.join(OPTIMIZER_STATE_BYTES)}")
         if self.zero not in (None, 0, 1, 2, 3):
@@ -77,7 +76,7 @@ class Setup:
         if self.attention not in ATTENTION_KINDS:
             raise ConfigError(f"attention: '{self.attention}' is not one of {', '.join(sorted(ATTENTION_KINDS))}")
         for name in ("seq_len", "micro_batch", "devices", "loss_chunk"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.supervised_fraction <= 1:
             raise ConfigError(f"supervised_fraction must be in (0, 1], got {self.supervised_fraction}")
@@ -127,6 +126,10 @@ def optimizer_state_bytes(shape: ModelShape, optimizer: str) -> float:
 
 def estimate_memory(shape: ModelShape, setup: Setup) -> MemoryPlan:
     """Per-device memory of training `shape` with `setup` (bytes; see the module docstring)."""
+    if setup.loss_chunk is None:
+        from lmforge.train.losses import default_chunk_size
+
+        setup = replace(setup, loss_chunk=default_chunk_size(shape.vocab_size, setup.device_type))
     half = setup.compute_bytes == 2
     trainable, frozen = shape.trainable_params, shape.frozen_params
     states = optimizer_state_bytes(shape, setup.optimizer)

@@ -12,7 +12,6 @@ transformers knows. Only the activation model (activations.py) assumes Llama-sty
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from torch import nn
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.errors import ConfigError, ModelError
 from lmforge.train.flops import ModelFlops, model_flops
-
-_LAYER_PATH = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.\d+\.")
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ def load_shape(path: str | Path, finetuning: FinetuningArguments | None = None) 
 
 def shape_of(model: nn.Module, config, *, name: str, finetuning: FinetuningArguments) -> ModelShape:
     """Read a (meta or real) model's shape; see `load_shape`."""
-    from lmforge.model.adapters.targets import find_decoder_layers
+    from lmforge.model.adapters.targets import find_decoder_layers, is_in_layer
 
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     num_layers = text.num_hidden_layers
@@ -130,11 +127,11 @@ def shape_of(model: nn.Module, config, *, name: str, finetuning: FinetuningArgum
     lora = finetuning.finetuning_type == "lora"
     lora_modules = sum(1 for m in layers[0].modules() if lora and hasattr(m, "lora_A"))
     norm_trains = any(
-        p.requires_grad for n, m in layers[-1].named_modules() if "norm" in type(m).__name__.lower()
+        p.requires_grad for m in layers[-1].modules() if "norm" in type(m).__name__.lower()
         for p in m.parameters(recurse=False)
     )
     final_norm_trains = any(
-        p.requires_grad for n, p in model.named_parameters() if "norm" in n and not _LAYER_PATH.search(n)
+        p.requires_grad for n, p in model.named_parameters() if "norm" in n and not is_in_layer(n)
     )
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
