@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lmforge.config.finetuning_args import FinetuningArguments
-from lmforge.errors import ConfigError, ModelError
+from lmforge.errors import ModelError
 from lmforge.train.flops import ModelFlops, model_flops
 
 
