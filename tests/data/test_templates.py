@@ -3,7 +3,9 @@ rendered by `apply_chat_template` on a tokenizer trained on the spot.
 
 What is checked, in numbers: the turn pairs concatenate to exactly the oracle's token ids; each response span
 decodes to exactly the assistant text plus its end-of-turn tokens; `auto` splits the tokenizer's own template
-into the same spans as the named row; unknown names and unusable tokenizers fail with ConfigError.
+into the same spans as the named row; unknown names and unusable tokenizers fail with ConfigError. Where an
+answer would merge into its prompt's last characters, every template (and `auto`) trains on the prompt ids
+that generation sends for the same history, and on the answer's own ids.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import pytest
 
 from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
 from lmforge.data.templates import TEMPLATES, HfChatTemplate, Template, get_template
-from lmforge.data.templates.template import tokenize_segments
+from lmforge.data.templates.template import encode_segments
 from lmforge.errors import ConfigError, DataError
-from lmforge.model.new_tokenizer import ALL_CHAT_TOKENS, CHATML_TOKENS, build_tokenizer
+from lmforge.model.new_tokenizer import ALL_CHAT_TOKENS, CHATML_TOKENS, build_tokenizer, read_corpus
 from lmforge.types import IGNORE_INDEX, Conversation, Message, Role
 
 ORACLES = Path(__file__).parents[1] / "assets" / "chat_templates"
@@ -300,24 +302,130 @@ def test_pairs_give_the_processor_end_of_turn_labels():
     assert tokenizer.decode(labelled) == "The capital of France is Paris.<|im_end|>\nRome<|im_end|>\n"
 
 
-# ---- exact tokenization at turn boundaries --------------------------------------------------------------------
+# ---- turn boundaries: training sees the prompt ids that generation sends -------------------------------------
 
 
-def test_segments_always_concatenate_to_the_whole_text_tokenization():
-    """Cut a text at every character: ids must equal the whole-text ids even where a merge spans the cut."""
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# The fixture corpus plus a little markdown, so that ':**' and '\n\n\n' are single tokens, as in real vocabularies.
+MARKDOWN_CORPUS = (*read_corpus(), *["Note:**important**\n\n\n"] * 20)
+
+
+def markdown_tokenizer():
+    return build_tokenizer(special_tokens=ALL_CHAT_TOKENS, corpus=list(MARKDOWN_CORPUS))
+
+
+def test_default_template_trains_on_the_prompt_generation_sends_when_the_answer_would_merge_into_it():
+    """Issue 16's case: 'Assistant:' + '**Yes**' tokenizes to '...Assistant', ':**', ... as one text."""
+    tokenizer = markdown_tokenizer()
+    template = get_template("default", tokenizer)
+    conv = Conversation([Message(Role.USER, "Reply in bold."), Message(Role.ASSISTANT, "**Yes**")])
+    whole = encode(tokenizer, "Human: Reply in bold.<|endoftext|>\nAssistant:**Yes**<|endoftext|>\n")
+    assert ":**" in tokenizer.convert_ids_to_tokens(whole)  # the merge the whole text makes
+
+    ((prompt, response),) = template.encode_turns(tokenizer, conv)
+    generation_prompt = template.encode_prompt(tokenizer, Conversation(conv.messages[:1]))
+    assert prompt == generation_prompt == encode(tokenizer, "Human: Reply in bold.<|endoftext|>\nAssistant:")
+    assert tokenizer.convert_ids_to_tokens(prompt)[-2:] == ["Assistant", ":"]
+    assert response == encode(tokenizer, "**Yes**<|endoftext|>\n")
+    assert tokenizer.convert_ids_to_tokens(response)[0] == "**"
+
+
+# Texts that merge across turn boundaries: ':' + '\n' is one token in both tokenizers, '\n' + '\n' too, and
+# ':**' and '\n\n\n' in the markdown one. Answers open with a newline or '**' after headers that end in one
+# or in ':' (default's 'Assistant:'), and with `empty` each text meets the last one's ':'.
+MERGING = Conversation(
+    [
+        Message(Role.USER, "List two cities:"),
+        Message(Role.ASSISTANT, "\n**Paris**\n- Rome:"),
+        Message(Role.USER, "\nWhy those?"),
+        Message(Role.ASSISTANT, "**Capitals.**"),
+    ],
+    system="Answer:",
+)
+
+BOUNDARY_CASES = [
+    *[(name, False) for name in sorted(TEMPLATES.names())],
+    *[(path.stem, True) for path in sorted(ORACLES.glob("*.jinja"))],  # template: auto on each model's own
+]
+
+
+@pytest.mark.parametrize(("name", "auto"), BOUNDARY_CASES, ids=[n + "-auto" * a for n, a in BOUNDARY_CASES])
+@pytest.mark.parametrize("corpus", [None, MARKDOWN_CORPUS], ids=["fixture", "markdown"])
+def test_training_prompts_are_the_ids_generation_sends_for_the_same_history(name, auto, corpus):
+    """Whole-text tokenization failed this for default, empty, chatml, qwen, qwen3_nothink, gemma, phi (and
+    llama3 with the markdown tokenizer), and for auto on the chatml, default, phi, qwen and qwen3_nothink ones."""
+    bos, eos = CASES.get(name, (None, "<|endoftext|>"))[:2]
+    tokenizer = build_tokenizer(
+        special_tokens=ALL_CHAT_TOKENS, bos_token=bos, eos_token=eos, corpus=list(corpus) if corpus else None,
+        chat_template=oracle(name) if auto else None,
+    )
+    template = get_template("auto" if auto else name, tokenizer)
+    pairs = template.encode_turns(tokenizer, MERGING)
+    segments = template.render_segments(tokenizer, MERGING)
+
+    assert tokenizer.decode(flat(pairs)) == "".join(segments)  # every character is trained on, once
+    for turn, (prompt, response) in enumerate(pairs):
+        history = Conversation(MERGING.messages[: 2 * turn + 1], MERGING.system)
+        assert flat(pairs[:turn]) + prompt == template.encode_prompt(tokenizer, history)
+        # The answer is its own text tokenized from its start: what the model must generate after the prompt.
+        assert response == encode(tokenizer, segments[2 * turn + 1])
+
+
+def legacy_sentencepiece_tokenizer():
+    """A BPE like Llama 2's legacy tokenizer: every text (each run between special tokens) gets a '▁' dummy
+    prefix and spaces become '▁'; no pre-tokenizer, so merges may cross any character."""
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(BPE(unk_token=None))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Strip(" ", 1, 0)])
+    alphabet = sorted(set("".join(read_corpus())) | set("▁"))
+    trainer = BpeTrainer(vocab_size=800, show_progress=False, initial_alphabet=alphabet)
+    backend.train_from_iterator(read_corpus(), trainer)
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<s>", "</s>")])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token=None)
+
+
+@pytest.mark.parametrize("name", ["llama2", "mistral", "default", "empty"])
+def test_a_dummy_prefix_tokenizer_gets_no_prefix_mid_text(name):
+    """Segments that open with plain text are read as continuations: ' The capital' after '[/INST]' stays
+    '▁The', as in the whole text, where encoding it alone would give '▁▁', 'The' (a token generation after
+    '[/INST]' would never start with)."""
+    tokenizer = legacy_sentencepiece_tokenizer()
+    template = get_template(name, tokenizer)
+    segments = template.render_segments(tokenizer, CONV)
+    assert [tok for seg in segments for tok in encode(tokenizer, seg)] != encode(tokenizer, "".join(segments))
+
+    pairs = template.encode_turns(tokenizer, CONV)
+    assert flat(pairs) == encode(tokenizer, "".join(segments))  # no merge here, so the whole text's ids
+    for conv in (CONV, MERGING):  # with merges too, training and generation agree
+        pairs = template.encode_turns(tokenizer, conv)
+        history = Conversation(conv.messages[:3], conv.system)
+        assert flat(pairs[:1]) + pairs[1][0] == template.encode_prompt(tokenizer, history)
+
+
+def test_segments_are_cut_where_generation_cuts_them():
+    """Cut a text at every character: the head is always the head's own ids (what generation encodes); the
+    tail is the whole text's ids after them where no token spans the cut, else the tail's own ids."""
     tokenizer = make_tokenizer("qwen")
-    text = "Hello world,  the harbor\n\nwas full.<|im_end|>\n"
-    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    text = "Hello world,  the harbor\n\nwas full:\n**yes**<|im_end|>\n"
+    whole = encode(tokenizer, text)
     spanned = 0
     for cut in range(1, len(text)):
-        segments = [text[:cut], text[cut:]]
-        head, tail = tokenize_segments(tokenizer, segments)
-        assert head + tail == whole
-        alone = tokenizer(segments, add_special_tokens=False)["input_ids"]
-        spanned += alone[0] + alone[1] != whole
-        # A token spanning the cut goes to the later segment: the head never holds text past the cut.
-        assert text[:cut].startswith(tokenizer.decode(head))
-    assert spanned >= 5  # the fallback path really ran
+        head, tail = encode_segments(tokenizer, [text[:cut], text[cut:]])
+        assert head == encode(tokenizer, text[:cut])
+        if whole[: len(head)] == head:
+            assert head + tail == whole
+        else:
+            spanned += 1
+            assert tail == encode(tokenizer, text[cut:])
+    assert spanned >= 5  # the merge path really ran
 
 
 def test_template_rows_are_picklable_for_dataset_map_workers():

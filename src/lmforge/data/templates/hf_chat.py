@@ -8,6 +8,11 @@ message's segment. Templates that rewrite earlier turns once later ones follow (
 drops old <think> blocks, Phi-3.5 appends eos after the last turn) are not prefix-stable and are refused
 with a ConfigError, since no split of their text is faithful.
 
+The segments are encoded one by one, as for a named template (`encode_segments` in template.py), and so is
+the generation prompt: where a chat template ends its generation prompt with plain text (a newline, or
+'Assistant:') and an answer would merge into it, the ids differ from `apply_chat_template(tokenize=True)`
+on purpose, so that training puts before each answer the ids generation sends.
+
 Example:
     template = HfChatTemplate(tokenizer)          # what get_template("auto", tokenizer) returns
     pairs = template.encode_turns(tokenizer, conv)
@@ -21,8 +26,8 @@ from __future__ import annotations
 import json
 
 from lmforge.data.templates.template import (
-    check_roles,
     encode_text,
+    prompt_ids,
     single_token_id,
     turn_pairs,
 )
@@ -64,13 +69,13 @@ class HfChatTemplate:
         self.end_of_turn = _end_of_turn(tokenizer, probe[1], _PROBE.messages[1].content)
 
     def encode_turns(self, tokenizer, conv: Conversation) -> list[tuple[list[int], list[int]]]:
-        """One (prompt_ids, response_ids) pair per response turn; their concatenation is the full render."""
+        """One (prompt_ids, response_ids) pair per response turn; their concatenation encodes the full render."""
         return turn_pairs(tokenizer, conv, self.render_segments)
 
     def encode_prompt(self, tokenizer, conv: Conversation) -> list[int]:
-        """Ids of a conversation ending in a prompt turn, with the generation prompt."""
-        check_roles(conv, ends_with_response=False)
-        return encode_text(tokenizer, self._render(tokenizer, conv, len(conv.messages), add_generation_prompt=True))
+        """Ids of a conversation ending in a prompt turn, with the generation prompt: the ids `encode_turns`
+        puts before the answer to that same history."""
+        return prompt_ids(tokenizer, conv, self.render_segments)
 
     def stop_token_ids(self, tokenizer) -> list[int]:
         """eos and the token the chat_template closes assistant turns with."""

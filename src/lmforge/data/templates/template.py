@@ -14,8 +14,13 @@ Example:
     template = Template(name="mine", user="<u>{{content}}</u><a>", assistant="{{content}}{{eos}}")
     pairs = template.encode_turns(tokenizer, conversation)   # [(prompt_ids, response_ids), ...]
 
-Token ids are always the tokenization of the whole rendered text (what `apply_chat_template` gives); see
-`tokenize_segments` for how the turn boundaries are placed without changing a single id.
+Token ids are made one message at a time (`encode_segments`), as LLaMA-Factory encodes each message on its own:
+training puts before each answer exactly the ids `encode_prompt` sends the model for the same history, and
+the answer is its own text tokenized from its start. Tokenizing the whole text at once (what
+`apply_chat_template` does) would let a BPE merge span the boundary (e.g. 'Assistant:' + '**Yes**' ->
+'Assistant', ':**', ...): the merged token would be trained as answer, yet generation, whose prompt ends
+with ':', never sees it. Where no token spans a boundary, the ids equal the whole text's ids, so templates
+whose boundaries are special tokens give `apply_chat_template`'s ids token for token.
 """
 
 from __future__ import annotations
@@ -73,13 +78,13 @@ class Template:
     # ---- the interface the processors and the inference engine use ----------------------------------------
 
     def encode_turns(self, tokenizer, conv: Conversation) -> list[tuple[list[int], list[int]]]:
-        """One (prompt_ids, response_ids) pair per response turn; their concatenation is the full render."""
+        """One (prompt_ids, response_ids) pair per response turn; their concatenation encodes the full render."""
         return turn_pairs(tokenizer, conv, self.render_segments)
 
     def encode_prompt(self, tokenizer, conv: Conversation) -> list[int]:
-        """Ids of a conversation ending in a prompt turn, up to and including the assistant header."""
-        check_roles(conv, ends_with_response=False)
-        return encode_text(tokenizer, "".join(self.render_segments(tokenizer, conv)))
+        """Ids of a conversation ending in a prompt turn, up to and including the assistant header: the ids
+        `encode_turns` puts before the answer to that same history."""
+        return prompt_ids(tokenizer, conv, self.render_segments)
 
     def stop_token_ids(self, tokenizer) -> list[int]:
         """eos and the template's stop words that the tokenizer holds as single tokens, in that order."""
@@ -172,32 +177,41 @@ def encode_text(tokenizer, text: str) -> list[int]:
 def turn_pairs(tokenizer, conv: Conversation, render_segments) -> list[tuple[list[int], list[int]]]:
     """(prompt_ids, response_ids) per response turn from a template's per-message text segments."""
     check_roles(conv, ends_with_response=True)
-    ids = tokenize_segments(tokenizer, render_segments(tokenizer, conv))
+    ids = encode_segments(tokenizer, render_segments(tokenizer, conv))
     return [(ids[i], ids[i + 1]) for i in range(0, len(ids), 2)]
 
 
-def tokenize_segments(tokenizer, segments: list[str]) -> list[list[int]]:
-    """Split the token ids of `"".join(segments)` into one list per segment.
+def prompt_ids(tokenizer, conv: Conversation, render_segments) -> list[int]:
+    """Ids of a conversation ending in a prompt turn, segment by segment as `turn_pairs` encodes them."""
+    check_roles(conv, ends_with_response=False)
+    return [tok for ids in encode_segments(tokenizer, render_segments(tokenizer, conv)) for tok in ids]
 
-    The concatenation is always exactly the tokenization of the whole text, so training sees the same ids
-    as `apply_chat_template`. Usually each segment tokenized alone already concatenates to that (a segment
-    boundary next to a special token cannot be merged across, since tokenizers split text at special tokens
-    first). When it does not (a BPE merge or a sentencepiece dummy prefix spans a boundary), each boundary
-    is placed after the longest run of whole-text ids that the text before it tokenizes to, so a token
-    spanning a boundary goes to the later segment (the response keeps all of its own text).
+
+def encode_segments(tokenizer, segments: list[str]) -> list[list[int]]:
+    """Token ids of each segment (one rendered message), so that no token spans two segments.
+
+    Generation encodes a history the same way, so the ids training puts before an answer are the ids the
+    model is prompted with, and the answer's ids are its own text tokenized from its start (as
+    LLaMA-Factory encodes each message on its own). A segment is read as the continuation of the one before:
+    when the two tokenized together start with the earlier one's ids, it gets the ids after them, which is
+    the whole text's tokenization (so nothing changes where no merge happens, and a sentencepiece tokenizer
+    adds no dummy prefix mid-text: '[/INST]' + ' Paris' keeps '▁Paris'). When a token would span the
+    boundary (a BPE merge such as ':' + '**' -> ':**', or '\n' + '\n' -> '\n\n'), the segment is tokenized
+    alone instead. The ids then differ from `apply_chat_template`'s, on purpose: that tokenization would
+    train the merged token as the answer's first, which generation, prompted with the text up to ':', can
+    never produce.
     """
-    text = "".join(segments)
-    *pieces, full = tokenizer([*segments, text], add_special_tokens=False)["input_ids"]
-    if [tok for piece in pieces for tok in piece] == full:
-        return pieces
-    cuts, end, prev = [], 0, 0
-    for segment in segments[:-1]:
-        end += len(segment)
-        head = encode_text(tokenizer, text[:end])
-        common = next((i for i, (a, b) in enumerate(zip(head, full)) if a != b), min(len(head), len(full)))
-        prev = max(prev, common)  # boundaries never move backwards
-        cuts.append(prev)
-    return [full[a:b] for a, b in zip([0, *cuts], [*cuts, len(full)])]
+    if not segments:
+        return []
+    alone = tokenizer(segments, add_special_tokens=False)["input_ids"]
+    if len(segments) == 1:
+        return alone
+    pairs = tokenizer([a + b for a, b in zip(segments, segments[1:])], add_special_tokens=False)["input_ids"]
+    ids = [alone[0]]
+    for i, joined in enumerate(pairs, start=1):
+        head = alone[i - 1]
+        ids.append(joined[len(head) :] if joined[: len(head)] == head else alone[i])
+    return ids
 
 
 def single_token_id(tokenizer, token: str) -> int | None:
