@@ -110,6 +110,8 @@ def test_fsdp_from_the_yaml_shards_and_matches_one_process(tiny_model_dir, data,
     config = fsdp_keys(sft_config(tmp_path / "fsdp.json", tiny_model_dir, data, sharded, batch=2))
     log = run_train(config, tmp_path, NPROC_PER_NODE="2")
     assert "--nproc_per_node 2" in log
+    # sharded, not replicated: accelerate used to fall back to DDP on CPUs and give the same losses
+    assert "distributed: FSDP over 2 processes" in log and "(50.0%)" in log
     assert losses(sharded) == pytest.approx(losses(single), abs=1e-5)
     assert (sharded / "model.safetensors").exists()  # the full state dict is gathered for the save
 

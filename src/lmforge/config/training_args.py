@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import torch
 from transformers import Seq2SeqTrainingArguments
 
+from lmforge.config.accelerate_env import check_fsdp_on_cpu, launched_fsdp_config
 from lmforge.errors import ConfigError
 
 
@@ -114,6 +116,12 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             # Without use_cpu, accelerate does not join torchrun's workers into one gloo group on a CPU machine:
             # each process silently trains alone on its own shard (world size 1).
             self.use_cpu = True
+            launched = launched_fsdp_config(os.environ)
+            if launched is not None and not self.fsdp:
+                # use_cpu makes accelerate skip its own FSDP variables (plain DDP instead): pass them on as
+                # transformers' fsdp arguments, the route that runs FSDP2 over gloo.
+                self.fsdp, self.fsdp_config = True, launched
+            check_fsdp_on_cpu(self.fsdp, self.fsdp_config)
         if self.deepspeed:
             check_deepspeed(self.deepspeed)
         if not torch.cuda.is_available():

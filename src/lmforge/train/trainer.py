@@ -21,12 +21,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from accelerate import PartialState
+from accelerate.utils import DistributedType
 from transformers import Trainer
 
 from lmforge.data.memmap.dataset import EpochPermutationSampler, MemmapChunks
 from lmforge.data.samplers import TokenBudgetBatchSampler
 from lmforge.logging import get_logger
 from lmforge.model.hidden_states import forward_hidden
+from lmforge.train.callbacks.sharding import ShardingReportCallback
 from lmforge.train.checkpoint import AtomicCheckpointMixin
 from lmforge.train.losses import shift_labels, token_cross_entropy
 from lmforge.train.optimization import OptimizationMixin
@@ -49,10 +52,25 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        kind = self.accelerator.state.distributed_type
+        self.add_callback(ShardingReportCallback(str(getattr(kind, "value", kind)), self.accelerator.num_processes))
         self.batch_observers = list(batch_observers or [])
         self.loss_chunk_size = loss_chunk_size
         self.loss_weighting = loss_weighting
         self.max_tokens_per_batch = max_tokens_per_batch
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        state = self.accelerator.state
+        if self.args.fsdp_plugin_args is not None and state.distributed_type == DistributedType.MULTI_CPU:
+            # accelerate drops the FSDP plugin when the processes are CPUs (multi-CPU means DDP to it), so an FSDP
+            # config would train as plain DDP. FSDP2 runs over gloo on CPU: hand accelerate the plugin it dropped.
+            from accelerate.utils import FullyShardedDataParallelPlugin
+
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            state.distributed_type = DistributedType.FSDP
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.is_fsdp_enabled = True
 
     # -- batches ---------------------------------------------------------------------------------------
 
@@ -103,6 +121,15 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             count = self.accelerator.gather(count).sum()
         return count
+
+    def _finalize_training(self, *args, **kwargs):
+        # transformers gathers the loss across ranks at each logging step, but adds the steps since the last
+        # log from this rank alone, where it is scaled by the world size (see compute_loss): `train_loss` came
+        # out larger with every extra process. Gather that remainder like the logged part.
+        if self.accelerator.num_processes > 1:
+            remainder = self._tr_loss.detach().reshape(1).to(self.args.device)
+            self._tr_loss = self.accelerator.gather(remainder).mean()
+        return super()._finalize_training(*args, **kwargs)
 
     # -- loss ------------------------------------------------------------------------------------------
 
