@@ -14,9 +14,10 @@ from lmforge.cli import main
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-# Examples that train from scratch; the ones that use a trained run (do_train: false) run after sft_lora below.
+# Examples that train from scratch; the ones that use a trained run (predict-only: do_predict without do_train)
+# run after sft_lora below.
 TRAIN_EXAMPLES = sorted(p.stem for p in EXAMPLES.glob("*.yaml")
-                        if "\nstage:" in p.read_text() and "\ndo_train: false" not in p.read_text())
+                        if "\nstage:" in p.read_text() and "\ndo_predict: true" not in p.read_text())
 
 
 @pytest.mark.parametrize("name", TRAIN_EXAMPLES)

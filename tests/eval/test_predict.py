@@ -59,7 +59,7 @@ def test_train_then_predict_writes_scored_predictions_equal_to_chat(tmp_path, ti
     before = json.loads((out / "predict_results.json").read_text())
     assert before["predict_rouge-1"] < 20 and before["predict_samples"] == 12
 
-    assert main(["train", config(tmp_path, tiny_model_dir, data_dir)]) == 0
+    assert main(["train", config(tmp_path, tiny_model_dir, data_dir, do_train=True)]) == 0
     results = json.loads((out / "predict_results.json").read_text())
     rows = read_predictions(out)
     assert [r["label"] for r in rows] == [r["output"] for r in records]  # dataset order
@@ -97,9 +97,26 @@ def test_prompt_truncation_keeps_the_assistant_header(tiny_model_dir):
 @pytest.mark.parametrize(("keys", "message"), [
     ({"predict_with_generate": False}, "predict_with_generate"),
     ({"stage": "dpo"}, "do_predict"),
-    ({"eval_dataset": None}, "eval_dataset"),
+    ({"eval_dataset": None, "do_train": True}, "eval_dataset"),
 ])
 def test_predict_config_errors_name_the_key(tmp_path, tiny_model_dir, colours, capsys, keys, message):
     data_dir, _ = colours
     assert main(["train", config(tmp_path, tiny_model_dir, data_dir, **keys)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_config_with_only_do_predict_is_predict_only(tmp_path, tiny_model_dir, colours, caplog):
+    """LLaMA-Factory's nlg_eval YAML: do_predict, eval_dataset, no dataset, no do_train: predicts, never trains."""
+    data_dir, records = colours
+    keys = {"model_name_or_path": str(tiny_model_dir), "stage": "sft", "do_predict": True, "finetuning_type": "full",
+            "eval_dataset": "colours", "dataset_dir": str(data_dir), "template": "qwen", "cutoff_len": 64,
+            "max_samples": 50, "output_dir": str(tmp_path / "predict"), "overwrite_output_dir": True,
+            "report_to": "none", "per_device_eval_batch_size": 4, "predict_with_generate": True,
+            "max_new_tokens": 4, "ddp_timeout": 180000000, "data_cache_dir": str(tmp_path / "cache")}
+    path = tmp_path / "llama3_lora_predict.yaml"
+    path.write_text(yaml.safe_dump(keys))
+    assert main(["train", str(path)]) == 0
+    out = tmp_path / "predict"
+    assert len(read_predictions(out)) == len(records) == 12
+    assert not (out / "trainer_log.jsonl").exists() and not (out / "model.safetensors").exists()  # nothing trained
+    assert "predict-only run: nothing is trained" in caplog.text

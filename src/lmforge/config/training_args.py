@@ -21,7 +21,11 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     LLaMA-Factory YAML still uses; they are accepted here and translated once, in `__post_init__`.
     """
 
-    do_train: bool = field(default=True, metadata={"help": "Run training (set false with do_eval for eval only)."})
+    do_train: bool | None = field(
+        default=None,
+        metadata={"help": "Run training. Unset: true, unless 'do_predict: true' is set (a predict-only config, as "
+                  "LLaMA-Factory and transformers read it, whose do_train defaults to false)."},
+    )
     report_to: str | list[str] | None = field(
         default="none", metadata={"help": "Experiment trackers to log to (none by default: nothing leaves the machine)."}
     )
@@ -81,6 +85,10 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     )
 
     def __post_init__(self):
+        if self.do_train is None:
+            # lmforge trains by default (a config without do_train is a training run), except where a
+            # LLaMA-Factory config would not: one that asks for predictions and never mentions training.
+            self.do_train = not self.do_predict
         if self.warmup_ratio and not self.warmup_steps:
             # transformers 5 reads a float warmup_steps in [0, 1) as a ratio of the total steps.
             self.warmup_steps = self.warmup_ratio

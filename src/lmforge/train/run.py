@@ -9,9 +9,12 @@ import torch
 from transformers import set_seed
 
 from lmforge.config import load_config
+from lmforge.logging import get_logger
 from lmforge.train.host_memory import tune_malloc_for_cpu_training
 from lmforge.train.stages import get_stage
 from lmforge.train.workflow import resume_checkpoint
+
+logger = get_logger(__name__)
 
 
 def train_main(argv: list[str]) -> int:
@@ -26,6 +29,10 @@ def train_main(argv: list[str]) -> int:
         return relaunch(argv)  # the config is valid: now start the workers, each of which runs this again
     if cfg.training.use_cpu or not torch.accelerator.is_available():
         tune_malloc_for_cpu_training()  # before the model and data take their memory
+    if not cfg.training.do_train:
+        asked = [key for key in ("do_predict", "do_eval") if getattr(cfg.training, key)]
+        logger.info("%s run: nothing is trained (set 'do_train: true' to train first)",
+                    "predict-only" if cfg.training.do_predict else "evaluation-only" if asked else "no-training")
     if cfg.training.do_train:
         resume_checkpoint(cfg)  # fail on a used output_dir now, not after minutes of tokenizing
     # Seeded before anything random happens (new adapter weights, data shuffles), not only when the Trainer
