@@ -31,7 +31,34 @@ class ModelError(UserError):
     """A model or tokenizer directory cannot be loaded or does not fit the config."""
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: insertions, deletions, substitutions and adjacent swaps."""
+    previous2, previous = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if previous2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice `name` is most likely a slip of: a few typed characters off (about one per four), or the
+    same name with a word missing or extra (`per_device_batch_size`); None when nothing is that close."""
+    candidates = list(choices)
+    if not candidates:
+        return None
+    allowed = max(1, min(3, len(name) // 4))
+    best = min(candidates, key=lambda c: (edit_distance(name.lower(), c.lower()), c))
+    if edit_distance(name.lower(), best.lower()) <= allowed:
+        return best
+    matches = difflib.get_close_matches(name, candidates, n=1, cutoff=0.85)
+    return matches[0] if matches else None
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Return ` (did you mean 'x'?)` for the closest choice, or '' when nothing is close."""
-    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{matches[0]}'?)" if matches else ""
+    """Return ` (did you mean 'x'?)` for a genuinely close choice, or '' when nothing is close."""
+    match = closest(name, choices)
+    return f" (did you mean '{match}'?)" if match else ""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+PREF_LOSSES = ("sigmoid", "hinge", "ipo", "orpo", "simpo")
+"""The `pref_loss` values (train/preference_losses.py implements each)."""
+
 
 @dataclass(frozen=True)
 class FinetuningArguments:

@@ -24,23 +24,22 @@ from lmforge.config.export_args import ExportArguments
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.config.generation_args import GenerationArguments
 from lmforge.config.model_args import ModelArguments
-from lmforge.config.training_args import TrainingArguments
-from lmforge.errors import ConfigError
+from lmforge.config.ranges import check_ranges
+from lmforge.config.training_fields import annotation_of, resolve_do_train, training_fields
+from lmforge.errors import ConfigError, did_you_mean
 
-GROUPS: dict[str, type] = {
+if typing.TYPE_CHECKING:
+    from lmforge.config.training_args import TrainingArguments
+
+LIGHT_GROUPS: dict[str, type] = {
     "model": ModelArguments,
     "data": DataArguments,
     "finetuning": FinetuningArguments,
     "generation": GenerationArguments,
-    "training": TrainingArguments,
     "export": ExportArguments,
 }
-
-IGNORED_KEYS = {
-    # LLaMA-Factory keys that mean nothing to lmforge; accepted so its configs run unchanged.
-    "ddp_timeout": "kept by transformers",
-    "infer_backend": "lmforge serves with transformers (huggingface)",
-}
+"""The groups that are plain dataclasses; `training` (transformers' arguments) is built last, after validation."""
+GROUP_NAMES = ("model", "data", "finetuning", "generation", "training", "export")
 
 
 @dataclass(frozen=True)
@@ -58,38 +57,87 @@ class RunConfig:
 
 def _group_of_key() -> dict[str, str]:
     owner: dict[str, str] = {}
-    for group, cls in GROUPS.items():
+    for group, cls in LIGHT_GROUPS.items():
         for f in dataclasses.fields(cls):
             if not f.init:
                 continue
-            if f.name in owner and group != "training":
+            if f.name in owner:
                 raise AssertionError(f"config key '{f.name}' is in both {owner[f.name]} and {group}")
-            owner.setdefault(f.name, group)
+            owner[f.name] = group
+    for name in training_fields()["fields"]:
+        owner.setdefault(name, "training")  # a smaller group's key of the same name wins
     return owner
 
 
 KEY_GROUP = _group_of_key()
 FIELD_TYPES = {
-    name: hint
-    for group in reversed(GROUPS.values())  # the smaller groups win where a name also exists in training
-    for name, hint in typing.get_type_hints(group).items()
+    **{name: annotation_of(spec["kinds"]) for name, spec in training_fields()["fields"].items()},
+    **{name: hint for group in LIGHT_GROUPS.values() for name, hint in typing.get_type_hints(group).items()},
 }
 
 
+class TrainingView:
+    """The training keys as given (coerced) over their defaults, for the rules checked before transformers loads."""
+
+    def __init__(self, values: dict[str, Any]):
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        fields = training_fields()["fields"]
+        if name in self._values:
+            value = self._values[name]
+        elif name in fields:
+            value = fields[name]["default"]
+        else:
+            raise AttributeError(name)
+        if name == "do_train":
+            return resolve_do_train(value, self.do_predict)
+        return value
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML or JSON file; a file that is missing, not text, not UTF-8 or not a mapping is a
+    ConfigError naming it (UTF-16 files with a byte-order mark, as some Windows editors save them, are read)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give the YAML or JSON file inside it")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = decode_text(path.read_bytes(), str(path))
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
+    except (OSError, RecursionError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot be read as {kind}: {type(exc).__name__}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of key: value, got {type(data).__name__}")
+    bad = [repr(k) for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{path}: keys must be names, got {', '.join(bad[:5])}")
     return data
+
+
+def decode_text(raw: bytes, name: str) -> str:
+    """UTF-8 (with or without a BOM) or BOM-marked UTF-16/32 text; binary or other encodings are a ConfigError."""
+    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                          (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if raw.startswith(bom):
+            try:
+                return raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{name}: starts with a {encoding} byte-order mark but is not {encoding} text "
+                                  f"({exc.reason} at byte {exc.start})") from None
+    if b"\x00" in raw[:4096]:
+        raise ConfigError(f"{name}: binary data (NUL bytes), not a YAML/JSON text file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the "
+                          "file as UTF-8") from None
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -106,14 +154,24 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Turn YAML/CLI values into the field's declared type, so `learning_rate=1e-4` (a YAML string) works."""
+    """Turn YAML/CLI values into the field's declared type, so `learning_rate=1e-4` (a YAML string) works.
+
+    A value of the wrong shape (a list or mapping where a scalar is expected, or the reverse) is a ConfigError
+    naming the key, never passed on to fail later.
+    """
     if value is None or annotation is Any:
         return value
     is_union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
     options = [o for o in (typing.get_args(annotation) if is_union else (annotation,)) if o is not type(None)]
-    plain = [o for o in options if isinstance(o, type)]
-    if any(typing.get_origin(o) in (dict, list) for o in options) and isinstance(value, (dict, list)):
-        return value
+    containers = {typing.get_origin(o) or o for o in options} & {dict, list, tuple}
+    plain = [o for o in options if isinstance(o, type) and o not in (dict, list, tuple)]
+    if isinstance(value, (dict, list)):
+        if (dict if isinstance(value, dict) else list) in containers or (isinstance(value, list) and tuple in containers):
+            return value
+        wanted = " or ".join([o.__name__ for o in plain] + sorted(c.__name__ for c in containers))
+        shape = "a mapping" if isinstance(value, dict) else "a list"
+        raise ConfigError(f"key '{key}' expects {wanted or 'a value'}, got {shape}: {value!r}"
+                          + (" (write several names as one comma-separated string)" if str in plain else ""))
     if any(isinstance(value, o) for o in plain) and not (isinstance(value, bool) and bool not in plain):
         return value
     for option in plain:
@@ -124,38 +182,85 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 number = option(value)
                 if not (option is int and isinstance(value, float) and number != value):
                     return number
-            if option is str and not isinstance(value, (dict, list)):
+            if option is str:
                 return str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
-    if not plain:
-        return value
-    names = " or ".join(o.__name__ for o in plain)
+    names = " or ".join([o.__name__ for o in plain] + sorted("mapping" if c is dict else "list" for c in containers))
     raise ConfigError(f"key '{key}' expects {names}, got {value!r}")
 
 
+def _check_training_choices(values: dict[str, Any]) -> None:
+    """Enum-typed training keys (eval_strategy, lr_scheduler_type, optim, ...) and report_to, by name."""
+    fields = training_fields()["fields"]
+    for key, value in values.items():
+        choices = fields.get(key, {}).get("choices")
+        if choices and isinstance(value, str) and value not in choices:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
+    reporters = values.get("report_to")
+    if reporters is not None:
+        known = training_fields()["report_to"]
+        names = [reporters] if isinstance(reporters, str) else reporters
+        for name in names:
+            if not isinstance(name, str) or name not in known:
+                raise ConfigError(f"report_to: {name!r} is not one of {', '.join(known)}{did_you_mean(str(name), known)}")
+
+
+def route_and_coerce(raw: dict[str, Any], source: str, groups: tuple[str, ...] = GROUP_NAMES) -> dict[str, dict]:
+    """Flat keys -> {group: {key: typed value}} for `groups` (keys of other groups are left out), range-checked."""
+    per_group: dict[str, dict[str, Any]] = {g: {} for g in groups}
+    where = f"{source}: " if source else ""
+    for key, value in raw.items():
+        group = KEY_GROUP.get(key)
+        if group not in per_group:
+            continue  # another group's key, an accepted LLaMA-Factory key at its default, or one reported as unused
+        try:
+            per_group[group][key] = _coerce(key, value, FIELD_TYPES[key])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
+    if "training" in per_group:
+        try:
+            _check_training_choices(per_group["training"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
+    check_ranges({k: v for group in per_group.values() for k, v in group.items()}, source)
+    return per_group
+
+
+def _light_groups(per_group: dict[str, dict], source: str) -> dict[str, Any]:
+    try:
+        return {g: LIGHT_GROUPS[g](**values) for g, values in per_group.items() if g in LIGHT_GROUPS}
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source or 'config'}: {exc}") from None
+
+
+def build_training_arguments(values: dict[str, Any], source: str) -> TrainingArguments:
+    """transformers' arguments from checked values: the first import of torch and transformers."""
+    from lmforge.config.training_args import TrainingArguments
+
+    try:
+        return TrainingArguments(**values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source or 'config'}: {exc}") from None
+
+
 def build_config(raw: dict[str, Any], source: str = "") -> RunConfig:
-    """Route flat keys into groups, coerce types and run the cross-field checks."""
+    """Route flat keys into groups, coerce types and run every check; only then build transformers' arguments.
+
+    Everything a user can get wrong in the file (unknown keys, types, ranges, contradicting keys) is reported
+    before torch or transformers is imported.
+    """
+    from lmforge.config.compat import report_unhonoured
     from lmforge.config.validate import validate_config, validate_keys
 
-    validate_keys(raw, KEY_GROUP, IGNORED_KEYS, source)
-    per_group: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
-    for key, value in raw.items():
-        if key in IGNORED_KEYS and key not in KEY_GROUP:
-            continue
-        group = KEY_GROUP[key]
-        per_group[group][key] = _coerce(key, value, FIELD_TYPES[key])
+    validate_keys(raw, KEY_GROUP, source)
+    report_unhonoured(raw)
+    per_group = route_and_coerce(raw, source)
     if "output_dir" not in per_group["training"]:
         raise ConfigError(f"{source or 'config'}: set 'output_dir' (where checkpoints and the model are saved)")
-    groups: dict[str, Any] = {}
-    for group, cls in GROUPS.items():
-        try:
-            groups[group] = cls(**per_group[group])
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{source or 'config'}: {exc}") from None
-    cfg = RunConfig(**groups, source=source)
-    validate_config(cfg)
-    return cfg
+    light = _light_groups(per_group, source)
+    validate_config(RunConfig(**light, training=TrainingView(per_group["training"]), source=source))
+    return RunConfig(**light, training=build_training_arguments(per_group["training"], source), source=source)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -178,21 +283,15 @@ class InferenceConfig:
 
 def load_inference_config(path: str | Path | None, overrides: list[str] | None = None) -> InferenceConfig:
     """A config for using a model: training keys in the file (a training YAML reused) are read and ignored."""
+    from lmforge.config.compat import report_unhonoured
+
     raw = read_config_file(path) if path else {}
     raw.update(parse_overrides(overrides or []))
     source = str(path or "command line")
     validate_keys_only(raw, source)
-    used = ("model", "data", "finetuning", "generation", "export")
-    per_group: dict[str, dict[str, Any]] = {g: {} for g in used}
-    for key, value in raw.items():
-        group = KEY_GROUP.get(key)
-        if group in per_group:
-            per_group[group][key] = _coerce(key, value, FIELD_TYPES[key])
-    try:
-        groups = {g: GROUPS[g](**per_group[g]) for g in used}
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    cfg = InferenceConfig(**groups, source=source)
+    report_unhonoured(raw, inference=True)
+    per_group = route_and_coerce(raw, source, groups=tuple(LIGHT_GROUPS))
+    cfg = InferenceConfig(**_light_groups(per_group, source), source=source)
     if not cfg.model.model_name_or_path:
         raise ConfigError(f"{source}: set 'model_name_or_path' to a local model directory")
     if cfg.export.export_legacy_format:
@@ -203,4 +302,4 @@ def load_inference_config(path: str | Path | None, overrides: list[str] | None =
 def validate_keys_only(raw: dict[str, Any], source: str) -> None:
     from lmforge.config.validate import validate_keys
 
-    validate_keys(raw, KEY_GROUP, IGNORED_KEYS, source)
+    validate_keys(raw, KEY_GROUP, source)

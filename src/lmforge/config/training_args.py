@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Seq2SeqTrainingArguments
 
+from lmforge.config.training_fields import resolve_do_train
 from lmforge.config.accelerate_env import check_fsdp_on_cpu, launched_fsdp_config
 from lmforge.errors import ConfigError
 
@@ -85,10 +86,7 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     )
 
     def __post_init__(self):
-        if self.do_train is None:
-            # lmforge trains by default (a config without do_train is a training run), except where a
-            # LLaMA-Factory config would not: one that asks for predictions and never mentions training.
-            self.do_train = not self.do_predict
+        self.do_train = resolve_do_train(self.do_train, self.do_predict)
         if self.warmup_ratio and not self.warmup_steps:
             # transformers 5 reads a float warmup_steps in [0, 1) as a ratio of the total steps.
             self.warmup_steps = self.warmup_ratio

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import ConfigError, did_you_mean
-from lmforge.train.preference_losses import PREF_LOSSES
+from lmforge.config.finetuning_args import PREF_LOSSES
 
 if TYPE_CHECKING:
     from lmforge.config.loader import RunConfig
@@ -23,11 +23,20 @@ DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 LORA_ONLY_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "additional_target", "use_dora", "use_rslora")
 
 
-def validate_keys(raw: dict[str, Any], known: dict[str, str], ignored: dict[str, str], source: str) -> None:
-    for key in raw:
-        if key not in known and key not in ignored:
-            where = f"{source}: " if source else ""
-            raise ConfigError(f"{where}unknown key '{key}'{did_you_mean(key, list(known))}")
+def validate_keys(raw: dict[str, Any], known: dict[str, str], source: str) -> None:
+    """Every key lmforge does not take, reported at once: typos (with a suggestion only when genuinely close)
+    and LLaMA-Factory options not supported yet. A LLaMA-Factory key left at its default passes."""
+    from lmforge.config.compat import ACCEPTED_UNUSED, unknown_key_message
+
+    names = list(known)
+    lines = [line for key, value in raw.items() if key not in known and key not in ACCEPTED_UNUSED
+             if (line := unknown_key_message(key, value, names)) is not None]
+    if not lines:
+        return
+    where = f"{source}: " if source else ""
+    if len(lines) == 1:
+        raise ConfigError(where + lines[0])
+    raise ConfigError(f"{where}{len(lines)} keys are not accepted:\n  " + "\n  ".join(lines))
 
 
 def check_choices(cfg: RunConfig) -> None:
@@ -181,6 +190,32 @@ def check_predict(cfg: RunConfig) -> None:
                           "'do_train: false' to predict on 'dataset')")
 
 
+def check_output_dir(cfg: RunConfig) -> None:
+    from pathlib import Path
+
+    output = Path(str(cfg.training.output_dir))
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output_dir: {output} is a file; point 'output_dir' at a directory (new or existing)")
+    blocked = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(f"output_dir: {output} cannot be created because {blocked} is a file")
+
+
+def check_interleave_probs(cfg: RunConfig) -> None:
+    raw = cfg.data.interleave_probs
+    if raw is None:
+        return
+    pieces = [p.strip() for p in str(raw).split(",")]
+    try:
+        probs = [float(p) for p in pieces]
+    except ValueError:
+        raise ConfigError(f"'interleave_probs' must be comma-separated numbers (one per dataset), got '{raw}'") from None
+    if any(not 0 <= p <= 1 for p in probs):
+        raise ConfigError(f"'interleave_probs' are probabilities in [0, 1], got '{raw}'")
+    if cfg.data.mix_strategy == "concat":
+        raise ConfigError("'interleave_probs' applies to mix_strategy interleave_under / interleave_over, not concat")
+
+
 def check_streaming(cfg: RunConfig) -> None:
     if cfg.data.streaming:
         raise ConfigError("'streaming' is not supported; tokenize large corpora once into memmap shards instead")
@@ -201,6 +236,8 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_cutoff,
     check_predict,
     check_streaming,
+    check_output_dir,
+    check_interleave_probs,
 )
 
 

@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-from transformers import set_seed
-
 from lmforge.config import load_config
 from lmforge.logging import get_logger
-from lmforge.train.host_memory import tune_malloc_for_cpu_training
-from lmforge.train.stages import get_stage
-from lmforge.train.workflow import resume_checkpoint
 
 logger = get_logger(__name__)
 
@@ -22,7 +16,14 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("config", help="YAML or JSON file of LLaMA-Factory-style keys")
     parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)  # every config error is raised here, before torch loads
+    import torch
+    from transformers import set_seed
+
+    from lmforge.train.host_memory import tune_malloc_for_cpu_training
+    from lmforge.train.stages import get_stage
+    from lmforge.train.workflow import resume_checkpoint
+
     from lmforge.launcher import relaunch, wants_torchrun
 
     if wants_torchrun(os.environ):

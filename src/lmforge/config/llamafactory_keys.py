@@ -1,0 +1,316 @@
+"""LLaMA-Factory config keys that lmforge does not implement, by feature, with LLaMA-Factory's default.
+
+Read from LLaMA-Factory's argument dataclasses (0.9.6.dev0, its hparams package; key names and defaults only).
+A key set to its default asks for nothing and is accepted; any other value stops the run with
+"LLaMA-Factory's <feature> option is not supported yet" instead of "unknown key". The empty feature name is for
+single keys, named by themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+UNSUPPORTED: dict[str, dict[str, Any]] = {
+    'Adam-mini': {
+        'use_adam_mini': False,
+    },
+    'APOLLO': {
+        'apollo_layerwise': False,
+        'apollo_proj': 'random',
+        'apollo_proj_type': 'std',
+        'apollo_rank': 16,
+        'apollo_scale': 32.0,
+        'apollo_scale_front': False,
+        'apollo_scale_type': 'channel',
+        'apollo_target': 'all',
+        'apollo_update_interval': 200,
+        'use_apollo': False,
+    },
+    'ASFT loss': {
+        'asft_alpha': 0.1,
+        'use_asft_loss': False,
+    },
+    'BAdam': {
+        'badam_mask_mode': 'adjacent',
+        'badam_mode': 'layer',
+        'badam_start_block': None,
+        'badam_switch_interval': 50,
+        'badam_switch_mode': 'ascending',
+        'badam_update_ratio': 0.05,
+        'badam_verbose': 0,
+        'use_badam': False,
+    },
+    'benchmark evaluation (MMLU/CMMLU/C-Eval)': {
+        'batch_size': 4,
+        'download_mode': 'reuse_dataset_if_exists',
+        'lang': 'en',
+        'n_shot': 5,
+        'save_dir': None,
+        'task': None,
+        'task_dir': 'evaluation',
+    },
+    'dataset streaming': {
+        'buffer_size': 16384,
+    },
+    'DFT loss': {
+        'use_dft_loss': False,
+    },
+    'DPO/preference': {
+        'ld_alpha': None,
+        'pref_bco_weight': 0.0,
+    },
+    'EAFT loss': {
+        'eaft_alpha': 1.0,
+        'use_eaft_loss': False,
+    },
+    'early stopping': {
+        'early_stopping_steps': None,
+    },
+    'export': {
+        'export_hub_model_id': None,
+        'export_quantization_bit': None,
+        'export_quantization_dataset': None,
+        'export_quantization_maxlen': 1024,
+        'export_quantization_nsamples': 128,
+    },
+    'fp32 upcasting': {
+        'upcast_layernorm': False,
+        'upcast_lmhead_output': False,
+    },
+    'FP8 training': {
+        'fp8': False,
+        'fp8_backend': 'auto',
+        'fp8_enable_fsdp_float8_all_gather': False,
+    },
+    'GaLore': {
+        'galore_layerwise': False,
+        'galore_proj_type': 'std',
+        'galore_rank': 16,
+        'galore_scale': 2.0,
+        'galore_target': 'all',
+        'galore_update_interval': 200,
+        'use_galore': False,
+    },
+    'generation (decoding)': {
+        'max_length': 1024,
+    },
+    'gradient checkpointing': {
+        'use_reentrant_gc': True,
+    },
+    'hub auth tokens': {
+        'hf_hub_token': None,
+        'ms_hub_token': None,
+        'om_hub_token': None,
+    },
+    'HyperParallel': {
+        'hyper_parallel_args': None,
+        'hyper_parallel_cp_size': 1,
+        'use_hyper_parallel': False,
+    },
+    'inference': {
+        'infer_dtype': 'auto',
+        'use_kv_cache': True,
+    },
+    'KTransformers': {
+        'kt_config': None,
+        'kt_cpu_activation': None,
+        'kt_expert_checkpoint_path': None,
+        'kt_lora_expert_intermediate_size': None,
+        'kt_lora_expert_num': None,
+        'kt_non_expert_weight_path': None,
+        'kt_use_lora_experts': None,
+        'kt_weight_path': None,
+        'use_kt': False,
+    },
+    'Liger kernel': {
+        'enable_liger_kernel': False,
+    },
+    'LLaMA Pro': {
+        'use_llama_pro': False,
+    },
+    'LoRA+': {
+        'loraplus_lr_embedding': 1e-06,
+        'loraplus_lr_ratio': None,
+    },
+    'MCA (Megatron Core Adapter)': {
+        'use_mca': False,
+    },
+    'Megatron Bridge': {
+        'account_for_embedding_in_pipeline_split': None,
+        'account_for_loss_in_pipeline_split': None,
+        'apply_rope_fusion': None,
+        'bias_activation_fusion': None,
+        'calculate_per_token_loss': None,
+        'context_parallel_size': 1,
+        'cross_entropy_loss_fusion': None,
+        'expert_model_parallel_size': 1,
+        'export_hf_on_finish': False,
+        'extra_config': None,
+        'masked_softmax_fusion': None,
+        'megatron_pretrained_checkpoint': None,
+        'mixed_precision': 'bf16_mixed',
+        'moe_grouped_gemm': None,
+        'moe_token_dispatcher_type': None,
+        'overlap_grad_reduce': True,
+        'overlap_param_gather': True,
+        'pipeline_model_parallel_size': 1,
+        'recompute_granularity': None,
+        'recompute_method': None,
+        'recompute_num_layers': None,
+        'sequence_parallel': False,
+        'tensor_model_parallel_size': 1,
+        'use_distributed_optimizer': True,
+        'use_megatron_bridge': False,
+        'use_packed_sequences': False,
+        'virtual_pipeline_model_parallel_size': None,
+    },
+    'Mixture-of-Depths': {
+        'mixture_of_depths': None,
+    },
+    'MoE': {
+        'moe_aux_loss_coef': None,
+    },
+    'multimodal (image/video/audio)': {
+        'audio_sampling_rate': 16000,
+        'crop_to_patches': False,
+        'freeze_language_model': False,
+        'freeze_multi_modal_projector': True,
+        'freeze_vision_tower': True,
+        'image_do_pan_and_scan': False,
+        'image_max_pixels': 589824,
+        'image_min_pixels': 1024,
+        'media_dir': None,
+        'use_audio_in_video': False,
+        'video_fps': 2.0,
+        'video_max_pixels': 65536,
+        'video_maxlen': 128,
+        'video_min_pixels': 256,
+    },
+    'Muon': {
+        'use_muon': False,
+    },
+    'OFT': {
+        'module_dropout': 0.0,
+        'oft_block_size': 32,
+        'oft_rank': 0,
+        'oft_target': 'all',
+    },
+    'PiSSA': {
+        'pissa_convert': False,
+        'pissa_init': False,
+        'pissa_iter': 16,
+    },
+    'PPO': {
+        'ppo_buffer_size': 1,
+        'ppo_epochs': 4,
+        'ppo_score_norm': False,
+        'ppo_target': 6.0,
+        'ppo_whiten_rewards': False,
+        'reward_model': None,
+        'reward_model_adapters': None,
+        'reward_model_quantization_bit': None,
+        'reward_model_type': 'lora',
+    },
+    'pure bf16': {
+        'pure_bf16': False,
+    },
+    'quantization (QLoRA)': {
+        'double_quantization': True,
+        'quantization_bit': None,
+        'quantization_device_map': None,
+        'quantization_method': 'bnb',
+        'quantization_type': 'nf4',
+    },
+    'Ray': {
+        'master_addr': None,
+        'master_port': None,
+        'ray_init_kwargs': None,
+        'ray_num_workers': 1,
+    },
+    'reasoning (thinking mode)': {
+        'enable_thinking': True,
+        'preserve_thinking': False,
+    },
+    'reference model (DPO/PPO)': {
+        'ref_model_adapters': None,
+        'ref_model_quantization_bit': None,
+    },
+    'RoPE scaling': {
+        'rope_scaling': None,
+    },
+    'SGLang inference': {
+        'sglang_config': None,
+        'sglang_lora_backend': 'triton',
+        'sglang_maxlen': 4096,
+        'sglang_mem_fraction': 0.7,
+        'sglang_tp_size': -1,
+    },
+    'SwanLab logging': {
+        'swanlab_api_key': None,
+        'swanlab_lark_secret': None,
+        'swanlab_lark_webhook_url': None,
+        'swanlab_logdir': None,
+        'swanlab_mode': 'cloud',
+        'swanlab_project': 'llamafactory',
+        'swanlab_run_name': None,
+        'swanlab_workspace': None,
+        'use_swanlab': False,
+    },
+    'S²-Attn (LongLoRA shift attention)': {
+        'shift_attn': False,
+    },
+    'tool calling': {
+        'tool_format': None,
+    },
+    'torch profiler': {
+        'enable_torch_profiler': False,
+        'profile_modules': None,
+        'profiler_active_steps': 1,
+        'profiler_output_dir': None,
+        'profiler_profile_memory': True,
+        'profiler_record_shapes': True,
+        'profiler_repeat': 1,
+        'profiler_wait_steps': 1,
+        'profiler_warmup_steps': 1,
+        'profiler_with_stack': True,
+    },
+    'Unsloth': {
+        'use_unsloth': False,
+        'use_unsloth_gc': False,
+    },
+    'v1 kernels': {
+        'use_v1_kernels': False,
+    },
+    'vLLM inference': {
+        'vllm_config': None,
+        'vllm_enforce_eager': False,
+        'vllm_gpu_util': 0.7,
+        'vllm_max_lora_rank': 32,
+        'vllm_maxlen': 4096,
+    },
+    'vocab/special tokens': {
+        'add_special_tokens': None,
+        'add_tokens': None,
+        'init_special_tokens': 'noise_init',
+        'new_special_tokens_config': None,
+        'resize_vocab': False,
+    },
+    '': {
+        'adapter_folder': None,
+        'compute_accuracy': False,
+        'data_shared_file_system': False,
+        'disable_shuffling': False,
+        'eval_num_beams': None,
+        'eval_on_each_dataset': False,
+        'ignore_pad_token_for_loss': True,
+        'include_effective_tokens_per_second': False,
+        'model_revision': 'main',
+        'offload_folder': 'offload',
+        'print_param_status': False,
+        'split_special_tokens': False,
+        'train_from_scratch': False,
+    },
+}
+
+FEATURE_OF_KEY: dict[str, str] = {key: feature for feature, keys in UNSUPPORTED.items() for key in keys}
+DEFAULT_OF_KEY: dict[str, Any] = {key: default for keys in UNSUPPORTED.values() for key, default in keys.items()}
