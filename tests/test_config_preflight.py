@@ -60,6 +60,18 @@ def test_config_errors_come_before_torch_and_transformers_are_imported(tmp_path,
     assert done.stderr.startswith("lmforge: error:") and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [["data", "validate"], ["data", "stats"], ["data", "preview"], ["chat"], ["api"],
+                                     ["export"]])
+def test_every_command_reports_config_errors_before_torch(tmp_path, command):
+    config = write(tmp_path, lora_rnak=8)
+    code = ("import sys; from lmforge.cli import main; rc = main(sys.argv[1:]); "
+            "print(rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, *command, config], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert "unknown key 'lora_rnak' (did you mean 'lora_rank'?)" in done.stderr
+
+
 def test_every_unknown_key_is_reported_at_once_with_only_close_suggestions(tmp_path, capsys):
     err = error_of(tmp_path, capsys, use_galore=True, use_muon=True, ray_num_workers=4, lora_rnak=8,
                    completely_made_up=1)

@@ -64,12 +64,12 @@ def _validate(argv: list[str]) -> int:
 def _stats(argv: list[str]) -> int:
     import os
 
-    from lmforge.data.stats import data_statistics, format_report, plot_lengths
-
     parser = _parser("stats", "Counts, drops, token lengths, truncation, padding and steps per epoch.")
     parser.add_argument("--plot", metavar="FILE.png", help="write a histogram of sample lengths with the cutoff")
     args = parser.parse_args(argv)
     cfg, tokenizer, template = _tokenizer_and_template(args)
+    from lmforge.data.stats import data_statistics, format_report, plot_lengths
+
     stats = data_statistics(cfg, tokenizer, template)
     print(format_report(cfg, template.name, stats, world_size=int(os.environ.get("WORLD_SIZE", "1"))))
     if args.plot:
@@ -82,21 +82,20 @@ def _tokenizer_and_template(args, stages=("sft",)):
     """The config, its tokenizer (no model) and template, as `lmforge train` resolves them."""
     from lmforge.config import load_config
     from lmforge.errors import ConfigError
-    from lmforge.model.tokenizer import load_tokenizer
-    from lmforge.train.workflow import resolve_template
 
     cfg = load_config(args.config, args.overrides)
     if cfg.finetuning.stage not in stages:
         raise ConfigError(f"lmforge data {args.command}: stage '{cfg.finetuning.stage}' is not covered; it reads "
                           f"the data of stage {' or '.join(stages)}")
+    from lmforge.model.tokenizer import load_tokenizer
+    from lmforge.train.workflow import resolve_template
+
     tokenizer = load_tokenizer(cfg.model)
     return cfg, tokenizer, resolve_template(cfg.data.template, tokenizer)
 
 
 def _preview(argv: list[str]) -> int:
     from pathlib import Path
-
-    from lmforge.data.preview import preview_samples, render_html, render_terminal
 
     parser = _parser("preview", "Processed samples with trained tokens marked, as the trainer sees them.")
     parser.add_argument("-n", type=int, default=3, help="how many samples (default 3)")
@@ -107,6 +106,8 @@ def _preview(argv: list[str]) -> int:
                         help="ANSI colours (auto: when printing to a terminal; never: trained text in [[ ]])")
     args = parser.parse_args(argv)
     cfg, tokenizer, template = _tokenizer_and_template(args, stages=("sft", "rm", "dpo"))
+    from lmforge.data.preview import preview_samples, render_html, render_terminal
+
     samples = preview_samples(cfg, tokenizer, template, args.n, per_token=args.tokens,
                               split="eval" if args.eval else "train")
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())

@@ -15,17 +15,15 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from lmforge.config import InferenceConfig, load_inference_config
 from lmforge.errors import ConfigError
-from lmforge.inference.engine import trained_template
 from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
 
-EXPORT_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                 "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+EXPORT_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+                 "fp32": "float32", "float32": "float32"}
+"""export_dtype names -> torch dtype names (torch is imported only once the config has been checked)."""
 
 
 def export_model(cfg: InferenceConfig) -> Path:
@@ -34,10 +32,6 @@ def export_model(cfg: InferenceConfig) -> Path:
     Raises:
         ConfigError: no export_dir, a non-empty export_dir without export_overwrite, an unknown export_dtype.
     """
-    from lmforge.model.loader import config_dtype, load_model
-    from lmforge.model.tokenizer import load_tokenizer
-    from lmforge.train.workflow import RUN_INFO_FILE, resolve_template
-
     export = cfg.export
     if not export.export_dir:
         raise ConfigError(f"{cfg.source}: set 'export_dir' (where the merged model is written)")
@@ -53,12 +47,19 @@ def export_model(cfg: InferenceConfig) -> Path:
             )
         shutil.rmtree(out)
     adapters = [p.strip() for p in (cfg.model.adapter_name_or_path or "").split(",") if p.strip()]
+    import torch
+
+    from lmforge.inference.engine import trained_template
+    from lmforge.model.loader import config_dtype, load_model
+    from lmforge.model.tokenizer import load_tokenizer
+    from lmforge.train.workflow import RUN_INFO_FILE, resolve_template
 
     model_args = replace(cfg.model, torch_dtype="fp32")
     finetuning = replace(cfg.finetuning, finetuning_type="lora" if adapters else "full")
     model = load_model(model_args, finetuning, is_trainable=False)  # adapters merged, frozen
     saved = config_dtype(model.config)
-    dtype = EXPORT_DTYPES.get(export.export_dtype) or saved or torch.float32
+    named = EXPORT_DTYPES.get(export.export_dtype)
+    dtype = getattr(torch, named) if named else saved or torch.float32
     model = model.to(dtype)
     model.config.use_cache = True
 

@@ -19,9 +19,10 @@ def chat_main(argv: list[str]) -> int:
     parser.add_argument("--system", default=None, help="system prompt (default: the config's default_system)")
     args = parser.parse_args(argv)
 
+    cfg = load_inference_config(args.config, args.overrides)  # config errors before torch loads
     from lmforge.inference.engine import ChatEngine
 
-    engine = ChatEngine(load_inference_config(args.config, args.overrides))
+    engine = ChatEngine(cfg)
     print(f"lmforge chat: {engine.model_name} (template {engine.template.name}). "
           "Type 'clear' to start over, 'exit' to leave.", flush=True)
     history: list[dict] = []

@@ -30,12 +30,13 @@ def api_main(argv: list[str]) -> int:
     except ValueError:
         raise ConfigError(f"API_PORT must be a port number, got {os.environ['API_PORT']!r}") from None
 
+    cfg = load_inference_config(args.config, args.overrides)  # config errors before torch loads
     import uvicorn
 
     from lmforge.inference.api.app import create_app
     from lmforge.inference.engine import ChatEngine
 
-    engine = ChatEngine(load_inference_config(args.config, args.overrides))
+    engine = ChatEngine(cfg)
     api_key = os.environ.get("API_KEY") or None
     app = create_app(engine, api_key=api_key, model_name=os.environ.get("API_MODEL_NAME") or None)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
