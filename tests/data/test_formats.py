@@ -95,7 +95,7 @@ def test_alpaca_ranking():
     [
         ({"instruction": "", "input": "", "output": "a"}, "missing prompt"),
         ({"output": "a"}, "missing prompt"),
-        ({"instruction": "q"}, "missing response"),
+        ({"instruction": "q"}, "missing response field 'output'"),
         ({"instruction": "q", "output": "  "}, "empty response"),
         ({"instruction": 3, "output": "a"}, "prompt is not text"),
         (
@@ -118,7 +118,7 @@ def test_pretraining_text_with_no_response():
     # c4_demo: {"text": ...} with columns {"prompt": "text"}; pt reads messages[0].
     conv = convert_record({"text": "A document."}, spec(prompt="text"), allow_empty_response=True)
     assert conv == Conversation(msgs((U, "A document.")))
-    assert reason({"text": "A document."}, spec(prompt="text")) == "missing response"
+    assert reason({"text": "A document."}, spec(prompt="text")) == "missing response field 'output'"
     assert reason({"text": ""}, spec(prompt="text"), allow_empty_response=True) == "missing prompt"
 
 

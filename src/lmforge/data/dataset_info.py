@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.data.formats import FORMATS
-from lmforge.data.sources import SUPPORTED_EXTENSIONS, list_data_files, peek_record
+from lmforge.data.sources import SUPPORTED_EXTENSIONS, list_data_files, peek_record, text_problem
 from lmforge.errors import DataError, did_you_mean
 from lmforge.logging import get_logger
 
@@ -254,8 +254,21 @@ def infer_spec(path_name: str, dataset_dir: Path) -> DatasetSpec:
 
 
 def _read_info(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    problem = text_problem(data[:8192])
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    if not data.strip():
+        raise DataError(f'{path} is empty; it should hold an object like {{"my_data": {{"file_name": "data.json"}}}}')
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the file as UTF-8"
+        ) from None
+    try:
+        info = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path} line {err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(info, dict):

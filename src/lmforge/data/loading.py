@@ -145,7 +145,7 @@ def _load_one(
 ) -> tuple[list[dict[str, Any]], DropCounter]:
     records = [record for path in spec.paths for record in read_records(path)]
     if not records:
-        raise DataError(f"dataset '{spec.name}': {', '.join(spec.paths)} holds no records")
+        raise no_records(spec)
     present = check_columns(spec, records)
     indices = _sample(len(records), spec.num_samples, seed)
     if max_samples is not None:
@@ -166,15 +166,30 @@ def _load_one(
         rows.append(row)
 
     if not rows:
+        fix = (
+            f"Check 'formatting' and 'columns' of '{spec.name}' in {spec.source}"
+            if spec.source
+            else "A bare data file is read with the default field names; for other names, add an entry for it "
+            "with 'columns' to dataset_info.json"
+        )
         raise DataError(
-            f"{counter.summary()}: none left. Check 'formatting' and 'columns' of '{spec.name}'"
-            f"{f' in {spec.source}' if spec.source else ''} (formatting {spec.formatting}; "
+            f"{counter.summary()}: none left. {fix} (formatting {spec.formatting}; "
             f"the file's fields are: {', '.join(sorted(present))})"
         )
     if counter.total:
-        logger.warning("%s (record numbers count from 0, in file order)", counter.summary())
+        logger.warning(drop_report(counter))
     logger.info("dataset '%s': %d samples (%s)", spec.name, len(rows), spec.formatting)
     return rows, counter
+
+
+def no_records(spec: DatasetSpec) -> DataError:
+    """The error for a dataset whose files hold no record (`train` and `data validate` raise the same)."""
+    return DataError(f"dataset '{spec.name}': {', '.join(spec.paths)} holds no records")
+
+
+def drop_report(counter: DropCounter) -> str:
+    """The warning that reports one dataset's dropped records (repeated when the tokenized cache is reused)."""
+    return f"{counter.summary()} (record numbers count from 0, in file order)"
 
 
 def check_columns(spec: DatasetSpec, records: list[dict[str, Any]]) -> set[str]:

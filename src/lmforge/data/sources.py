@@ -11,8 +11,10 @@ so a broken record is reported by line number, and nothing is written to the Hug
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -74,10 +76,13 @@ class LocatedRecord:
     record: dict[str, Any] | None
     error: str | None = None
     in_list: bool = False  # one of the records of a JSON list, whose lines may hold several records
+    whole_file: bool = False  # the error is about the file (binary, UTF-16, unreadable), not one record
 
     @property
     def where(self) -> str:
         """`file:line` for text files (what editors and grep understand), else `file row N`."""
+        if self.whole_file:
+            return str(self.path)
         if self.line is None:
             return f"{self.path} row {self.row}"
         return f"{self.path}:{self.line} (record {self.row})" if self.in_list else f"{self.path}:{self.line}"
@@ -92,6 +97,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     records = []
     for located in scan_records(path):
         if located.error is not None:
+            if located.whole_file:
+                raise DataError(f"{located.path}: {located.error}")
             where = f"line {located.line}" if located.line is not None else f"row {located.row}"
             raise DataError(f"{located.path.name} {where}: {located.error} in {located.path}")
         records.append(located.record)
@@ -100,7 +107,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 def scan_records(path: str | Path) -> Iterator[LocatedRecord]:
     """Every record of one data file with its place, reading on past broken records where the format allows
-    (JSON lines, CSV rows); a broken JSON list or binary file ends the scan with one error.
+    (JSON lines and txt lines, non-UTF-8 ones included; CSV rows); a broken JSON list, CSV quoting or binary
+    file ends the scan with one error.
 
     Raises:
         DataError: The file is missing or of an unsupported type.
@@ -109,51 +117,135 @@ def scan_records(path: str | Path) -> Iterator[LocatedRecord]:
     if not path.is_file():
         raise DataError(f"data file {path} not found; check the path (relative paths start at dataset_dir)")
     kind = _kind(path, str(path))
-    if kind in ("json", "jsonl"):
-        yield from _scan_json(path, allow_array=kind == "json")
-    elif kind == "txt":
-        with path.open(encoding="utf-8") as f:
-            row = 0
-            for lineno, line in enumerate(f, start=1):
-                if line.strip():
-                    yield LocatedRecord(path, row, lineno, {"text": line.rstrip("\r\n")})
-                    row += 1
-    elif kind == "csv":
-        yield from _scan_csv(path)
-    else:
+    if kind in ("parquet", "arrow"):
         try:
             table = _read_arrow_table(path, kind)
         except DataError as err:
-            yield LocatedRecord(path, 0, None, None, str(err))
+            yield LocatedRecord(path, 0, None, None, str(err).removeprefix(f"{path}: "), whole_file=True)
             return
         for row, record in enumerate(table.to_pylist()):
             yield LocatedRecord(path, row, None, record)
+        return
+
+    # The one guard every text reader goes through: the bytes are checked and decoded here, never by `open`.
+    data = path.read_bytes()
+    problem = text_problem(data[:_SNIFF_BYTES])
+    if problem:
+        yield LocatedRecord(path, 0, None, None, problem, whole_file=True)
+        return
+    data = data.removeprefix(codecs.BOM_UTF8)  # tolerate a byte-order mark from Windows editors
+    try:
+        text: str | None = data.decode("utf-8")
+        bad_byte = None
+    except UnicodeDecodeError as err:
+        text, bad_byte = None, err
+    if kind == "csv" or (kind == "json" and data.lstrip()[:1] == b"["):
+        if text is None:  # quoted CSV cells and JSON lists span lines: no record after the bad byte is certain
+            line = data.count(b"\n", 0, bad_byte.start) + 1
+            yield LocatedRecord(path, 0, line, None, _not_utf8(data, bad_byte))
+        elif kind == "csv":
+            yield from _scan_csv(path, text)
+        else:
+            yield from _scan_json_array(path, text)
+        return
+    if kind == "json" and text is not None and _is_single_object(text):
+        yield LocatedRecord(path, 0, 1, None, "holds one JSON object; expected a list of records ([{...}, {...}]) "
+                            "or one record per line")
+        return
+    lines = _lines(data, text)
+    yield from (_scan_txt(path, lines) if kind == "txt" else _scan_json_lines(path, lines))
+
+
+_SNIFF_BYTES = 8192
+_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def text_problem(head: bytes) -> str | None:
+    """Why a file starting with `head` cannot be UTF-8 text, or None when it may be.
+
+    Catches what a UTF-8 decoder reports only as a bad byte somewhere: UTF-16/32 text (what Windows tools
+    often write), gzip-compressed files under a plain name, and binary files (NUL bytes never occur in text).
+    """
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return f"not UTF-8 text: {encoding} (save it as UTF-8, e.g. `iconv -f {encoding} -t UTF-8`)"
+    if head.startswith(b"\x1f\x8b"):
+        return "not text: gzip-compressed (decompress it first, e.g. `gunzip -k`)"
+    if b"\x00" in head:
+        if len(head) >= 16 and max(head[0::2].count(0), head[1::2].count(0)) > len(head) // 4:
+            return "not UTF-8 text: UTF-16 without a byte-order mark (save it as UTF-8, e.g. `iconv -f UTF-16LE`)"
+        return "not text: a binary file (it holds NUL bytes)"
+    return None
+
+
+def _not_utf8(data: bytes, err: UnicodeDecodeError) -> str:
+    column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+    return f"not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}; save the file as UTF-8)"
+
+
+def _lines(data: bytes, text: str | None) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text or None, error or None) of each line; lines split at "\\n" as editors count them.
+
+    When the whole file decodes, its text is split; otherwise each line is decoded on its own, so one bad line
+    is reported by number and the others still read.
+    """
+    if text is not None:
+        for number, line in enumerate(text.split("\n"), start=1):
+            yield number, line.removesuffix("\r"), None
+        return
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            yield number, raw.decode("utf-8").removesuffix("\r"), None
+        except UnicodeDecodeError as err:
+            yield number, None, _not_utf8(raw, err)
+
+
+def _scan_txt(path: Path, lines) -> Iterator[LocatedRecord]:
+    row = 0
+    for lineno, line, error in lines:
+        if error is not None:
+            yield LocatedRecord(path, row, lineno, None, error)
+        elif line.strip():
+            yield LocatedRecord(path, row, lineno, {"text": line})
+        else:
+            continue
+        row += 1
 
 
 def peek_record(path: str | Path) -> dict[str, Any] | None:
-    """The first record of a file, reading no more than needed where the format allows."""
+    """The first readable record of a file (None when there is none), reading no more than needed where the
+    format allows. Problems are left for the full read to report, with their line numbers."""
     path = Path(path)
     kind = _kind(path, str(path))
     if kind in ("jsonl", "json"):
-        with path.open(encoding="utf-8") as f:
+        with path.open("rb") as f:
             head = f.read(1)
             while head and head.isspace():
                 head = f.read(1)
-            if head == "{":  # JSON lines: the first non-blank line is the first record
-                first = head + f.readline()
+            if head == b"{":  # JSON lines: the first non-blank line is the first record
                 try:
-                    return json.loads(first)
-                except json.JSONDecodeError:
-                    pass  # a pretty-printed object spanning lines; fall through to a full read
+                    record = json.loads((head + f.readline()).decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    record = None  # a pretty-printed object spanning lines, or a bad line: the full scan decides
+                if isinstance(record, dict):
+                    return record
     if kind == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1):
-            rows = batch.to_pylist()
-            return rows[0] if rows else None
-        return None
-    records = read_records(path)
-    return records[0] if records else None
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=1):
+                rows = batch.to_pylist()
+                return rows[0] if rows else None
+            return None
+        except (pa.ArrowException, OSError):
+            pass  # not parquet after all: the scan below reports nothing readable, the full read says why
+    return next((located.record for located in scan_records(path) if located.error is None), None)
 
 
 def file_fingerprint(paths: Iterable[str | Path]) -> str:
@@ -179,21 +271,13 @@ def _kind(path: Path, dataset: str) -> str:
     return SUPPORTED_EXTENSIONS[ext]
 
 
-def _scan_json(path: Path, allow_array: bool) -> Iterator[LocatedRecord]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a byte-order mark from Windows editors
-    except UnicodeDecodeError as err:
-        yield LocatedRecord(path, 0, None, None, f"not UTF-8 text ({err.reason} at byte {err.start})")
-        return
-    if allow_array and text.lstrip().startswith("["):
-        yield from _scan_json_array(path, text)
-        return
-    if allow_array and _is_single_object(text):
-        yield LocatedRecord(path, 0, 1, None, "holds one JSON object; expected a list of records ([{...}, {...}]) "
-                            "or one record per line")
-        return
+def _scan_json_lines(path: Path, lines) -> Iterator[LocatedRecord]:
     row = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line, error in lines:
+        if error is not None:
+            yield LocatedRecord(path, row, lineno, None, error)
+            row += 1
+            continue
         if not line.strip():
             continue
         try:
@@ -262,19 +346,21 @@ def _is_single_object(text: str) -> bool:
         return False
 
 
-def _scan_csv(path: Path) -> Iterator[LocatedRecord]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        row, start_line = 0, 2  # line 1 holds the header
-        try:
-            for record in reader:
-                if None in record:  # more cells than header names
-                    yield LocatedRecord(path, row, start_line, None, "more cells than columns")
-                else:
-                    yield LocatedRecord(path, row, start_line, dict(record))
-                row, start_line = row + 1, reader.line_num + 1
-        except csv.Error as err:
-            yield LocatedRecord(path, row, reader.line_num, None, f"invalid CSV ({err})")
+def _scan_csv(path: Path, text: str) -> Iterator[LocatedRecord]:
+    # strict: an unterminated quote (a file cut short inside a cell) is an error, not a cell running to the end
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    row, start_line = 0, 2  # line 1 holds the header
+    try:
+        for record in reader:
+            if None in record:  # more cells than header names
+                yield LocatedRecord(path, row, start_line, None, "more cells than columns")
+            elif None in record.values():  # a row cut short, e.g. the last one of a truncated file
+                yield LocatedRecord(path, row, start_line, None, "fewer cells than columns")
+            else:
+                yield LocatedRecord(path, row, start_line, dict(record))
+            row, start_line = row + 1, reader.line_num + 1
+    except csv.Error as err:
+        yield LocatedRecord(path, row, reader.line_num, None, f"invalid CSV ({err})")
 
 
 def _read_arrow_table(path: Path, kind: str):
@@ -292,5 +378,6 @@ def _read_arrow_table(path: Path, kind: str):
             except pa.ArrowInvalid:
                 source.seek(0)
                 return pa.ipc.open_file(source).read_all()
-    except (pa.ArrowInvalid, OSError) as err:
-        raise DataError(f"cannot read {path} as {kind}: {err}") from None
+    except (pa.ArrowException, OSError) as err:
+        empty = " (the file is empty)" if path.stat().st_size == 0 else ""
+        raise DataError(f"{path}: not a readable {kind} file{empty}: {err}") from None

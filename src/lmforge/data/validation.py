@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from lmforge.config.data_args import DataArguments
 from lmforge.data.dataset_info import DatasetSpec, resolve_datasets
 from lmforge.data.formats import InvalidRecord, convert_record
-from lmforge.data.loading import EMPTY_RESPONSE_STAGES, check_columns, check_stage, kto_tag
+from lmforge.data.loading import EMPTY_RESPONSE_STAGES, check_columns, check_stage, kto_tag, no_records
 from lmforge.data.sources import scan_records
 from lmforge.errors import DataError
 
@@ -69,10 +69,13 @@ def _validate_one(spec: DatasetSpec, stage: str, placeholders, problems: list[st
                 found.append((file_number, located.row, f"{located.where}: {located.error}"))
             else:
                 readable.append((file_number, located))
+    if not result.records:
+        raise no_records(spec)  # as `train` does: nothing to train on is an error, not "all good"
     try:
-        check_columns(spec, [located.record for _, located in readable])
+        if readable:  # with no readable record, the records' own problems say it all
+            check_columns(spec, [located.record for _, located in readable])
     except DataError as err:  # a column the entry names is missing: no record of the file can load
-        problems.append(str(err))
+        problems.extend([str(err)] + [message for _, _, message in sorted(found)])
         result.bad["missing column"] += len(readable)
         return result
     allow_empty = stage in EMPTY_RESPONSE_STAGES

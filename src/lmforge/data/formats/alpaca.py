@@ -47,7 +47,8 @@ def convert_alpaca(record: dict[str, Any], spec: DatasetSpec, *, allow_empty_res
 
     response = text_field(record, columns.response, "response")
     if response is None and not allow_empty_response:
-        raise InvalidRecord("missing response")
+        # The field is named: a bare file read with the default columns often has its answers under another one.
+        raise InvalidRecord(f"missing response field '{columns.response}'" if columns.response else "missing response")
     if response or not allow_empty_response:
         # An empty response reaches build_sample, which drops it with reason "empty response".
         turns.append((Role.ASSISTANT, response or ""))
