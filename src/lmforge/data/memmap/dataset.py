@@ -40,11 +40,10 @@ class TokenShards:
             hint = " (an interrupted `lmforge tokenize` leaves no meta.json; run it again)" if self.directory.is_dir() else ""
             raise DataError(f"memmap: {self.directory} has no {META_FILE}{hint}")
         try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"memmap: {meta_path}: invalid JSON ({exc.msg})") from exc
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != FORMAT_VERSION:
-            raise DataError(f"memmap: {meta_path} is not an {FORMAT} v{FORMAT_VERSION} directory")
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"memmap: {meta_path}: not valid JSON ({exc}); tokenize the corpus again") from None
+        check_meta(self.meta, meta_path)
         self.dtype = np.dtype(self.meta["dtype"])
         self.shard_tokens = [int(s["num_tokens"]) for s in self.meta["shards"]]
         for shard, expected in zip(self.meta["shards"], self.shard_tokens):
@@ -84,6 +83,51 @@ class TokenShards:
         state = dict(self.__dict__)
         state["_tokens"] = state["_ends"] = None
         return state
+
+
+_TOKEN_DTYPES = ("uint16", "uint32")
+
+
+def check_meta(meta: Any, meta_path: Path) -> None:
+    """Raise a DataError naming the first field of a meta.json that is missing or of the wrong kind.
+
+    Everything the reader uses is checked here, once, so a damaged or hand-edited meta.json never surfaces
+    as a KeyError deep in training.
+    """
+    def bad(field: str, problem: str) -> DataError:
+        return DataError(f"memmap: {meta_path}: field '{field}' {problem}; this meta.json was not written by "
+                         "`lmforge tokenize` or has been damaged: tokenize the corpus again")
+
+    if not isinstance(meta, dict):
+        raise DataError(f"memmap: {meta_path}: expected a JSON object, got {type(meta).__name__}; tokenize the "
+                        "corpus again")
+    for field, expected in (("format", FORMAT), ("version", FORMAT_VERSION)):
+        if field not in meta:
+            raise bad(field, "is missing")
+        if meta[field] != expected:
+            raise DataError(f"memmap: {meta_path} is not an {FORMAT} v{FORMAT_VERSION} directory ('{field}' is "
+                            f"{meta[field]!r}); tokenize the corpus with this lmforge version")
+    if "dtype" not in meta:
+        raise bad("dtype", "is missing")
+    if meta["dtype"] not in _TOKEN_DTYPES:
+        raise bad("dtype", f"is {meta['dtype']!r}, not one of {', '.join(_TOKEN_DTYPES)}")
+    tokenizer = meta.get("tokenizer")
+    if not isinstance(tokenizer, dict):
+        raise bad("tokenizer", "is missing" if tokenizer is None else "is not an object")
+    for key in ("vocab_size", "eos_token_id"):
+        if key not in tokenizer:
+            raise bad(f"tokenizer.{key}", "is missing")
+    shards = meta.get("shards")
+    if not isinstance(shards, list):
+        raise bad("shards", "is missing" if shards is None else "is not a list")
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict):
+            raise bad(f"shards[{i}]", "is not an object")
+        for key, kind in (("tokens", str), ("index", str), ("num_tokens", int)):
+            if key not in shard:
+                raise bad(f"shards[{i}].{key}", "is missing")
+            if not isinstance(shard[key], kind) or isinstance(shard[key], bool):
+                raise bad(f"shards[{i}].{key}", f"is {shard[key]!r}, not {'text' if kind is str else 'a whole number'}")
 
 
 class MemmapChunks(Dataset):

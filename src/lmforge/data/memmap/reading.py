@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.data.sources import text_problem
 from lmforge.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
@@ -60,41 +61,67 @@ def _kind(path: Path) -> str:
     )
 
 
-def _open_text(path: Path):
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
-    return open(path, encoding="utf-8", errors="strict")
-
-
 def iter_batches(files: list[Path], text_key: str, batch_size: int) -> Iterator[Batch]:
-    """Documents of every file in order, `batch_size` at a time; blank lines are not documents."""
+    """Documents of every file in order, `batch_size` at a time; blank lines are not documents.
+
+    Raises:
+        DataError: a file is damaged (gzip, parquet), not UTF-8 text (naming the line), or binary.
+    """
     for path in files:
         kind = _kind(path)
-        if kind == "parquet":
-            yield from _parquet_batches(path, text_key, batch_size)
-            continue
-        items: list[str] = []
-        lines: list[int] = []
         try:
-            with _open_text(path) as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    items.append(line.rstrip("\r\n") if kind == "text" else line)
-                    lines.append(number)
-                    if len(items) == batch_size:
-                        yield Batch(str(path), kind, items, lines)
-                        items, lines = [], []
-        except UnicodeDecodeError as exc:
-            raise DataError(f"tokenize: {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-        if items:
-            yield Batch(str(path), kind, items, lines)
+            if kind == "parquet":
+                yield from _parquet_batches(path, text_key, batch_size)
+            else:
+                yield from _text_batches(path, kind, batch_size)
+        except EOFError:  # what gzip raises for a stream cut short
+            raise DataError(f"tokenize: {path}: the gzip data ends early (the file is truncated); "
+                            "compress or copy it again") from None
+        except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            what = "not gzip-compressed data" if isinstance(exc, gzip.BadGzipFile) else "cannot be read"
+            raise DataError(f"tokenize: {path}: {what} ({exc})") from None
+
+
+def _text_batches(path: Path, kind: str, batch_size: int) -> Iterator[Batch]:
+    items: list[str] = []
+    lines: list[int] = []
+    compressed = path.name.lower().endswith(".gz")
+    with gzip.open(path, "rb") if compressed else open(path, "rb") as handle:
+        # Checked before any line: UTF-16, gzip under a plain name and binary files are whole-file problems.
+        problem = text_problem(handle.peek(8192)[:8192])
+        if problem:
+            raise DataError(f"tokenize: {path}: {problem}")
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"tokenize: {path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                                f"column {exc.start + 1}); save the file as UTF-8") from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark from Windows editors
+            if not line.strip():
+                continue
+            items.append(line.rstrip("\r\n") if kind == "text" else line)
+            lines.append(number)
+            if len(items) == batch_size:
+                yield Batch(str(path), kind, items, lines)
+                items, lines = [], []
+    if items:
+        yield Batch(str(path), kind, items, lines)
 
 
 def _parquet_batches(path: Path, text_key: str, batch_size: int) -> Iterator[Batch]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    try:
+        yield from _parquet_rows(pq.ParquetFile(path), path, text_key, batch_size)
+    except pa.ArrowException as exc:  # not parquet, truncated, or a damaged page
+        empty = " (the file is empty)" if path.stat().st_size == 0 else ""
+        raise DataError(f"tokenize: {path}: not a readable parquet file{empty} ({exc})") from None
+
+
+def _parquet_rows(parquet, path: Path, text_key: str, batch_size: int) -> Iterator[Batch]:
     if text_key not in parquet.schema_arrow.names:
         raise DataError(
             f"tokenize: {path}: no column '{text_key}' (columns: {', '.join(parquet.schema_arrow.names)}); "

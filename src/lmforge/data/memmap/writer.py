@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.memmap.reading import Batch, expand_inputs, iter_batches
-from lmforge.errors import DataError
+from lmforge.errors import ConfigError, DataError
 from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
@@ -190,6 +190,12 @@ def tokenize_corpus(
 
     from lmforge.data.cache import tokenizer_fingerprint
 
+    for option, value in (("--batch-size", batch_size), ("--shard-tokens", shard_tokens), ("--workers", workers)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"tokenize: {option} must be a whole number of at least 1, got {value!r}")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DataError(f"tokenize: --output {output_dir} is a file; give a directory (it is created when missing)")
     files = expand_inputs(inputs)
     tokenizer_dir = Path(tokenizer_dir).resolve()
     try:
@@ -198,9 +204,9 @@ def tokenize_corpus(
         raise DataError(f"tokenize: --tokenizer {tokenizer_dir}: no tokenizer transformers can load ({exc})") from exc
     if append_eos and tokenizer.eos_token_id is None:
         raise DataError(f"tokenize: the tokenizer in {tokenizer_dir} has no eos token; pass --no-eos or add one")
-    out = _prepare_output(Path(output_dir), overwrite)
+    out = _prepare_output(output_dir, overwrite)
     dtype = token_dtype(len(tokenizer))
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = workers or os.cpu_count() or 1
 
     writer = ShardWriter(out, dtype, shard_tokens)
     dropped: dict[str, int] = {}
