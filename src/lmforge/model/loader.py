@@ -24,6 +24,7 @@ Dtype policy (`torch_dtype`):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.config.model_args import ModelArguments
-from lmforge.errors import ConfigError, ModelError
+from lmforge.errors import ConfigError, ModelError, did_you_mean
 from lmforge.logging import get_logger
 from lmforge.model.adapters import ADAPTERS
 from lmforge.model.adapters.targets import split_names
@@ -40,6 +41,11 @@ from lmforge.model.checkpointing import selective_checkpoint_context
 from lmforge.model import attention as _register_sdpa_varlen  # noqa: F401  (registers "sdpa_varlen")
 
 logger = get_logger(__name__)
+
+try:  # what huggingface_hub's strict config dataclasses raise for fields that contradict each other
+    from huggingface_hub.errors import StrictDataclassError as _InvalidConfigFields
+except ImportError:  # older huggingface_hub: those checks do not exist
+    _InvalidConfigFields = ValueError
 
 DTYPES = {
     "bf16": torch.bfloat16,
@@ -78,21 +84,30 @@ def load_model(
         A `PreTrainedModel`, or a `peft.PeftModel` wrapping one when a LoRA adapter trains.
 
     Raises:
-        ModelError: the directory is missing, not local, or holds only pickled (`.bin`) weights.
+        ModelError: the directory is missing, not local, or holds only pickled (`.bin`) weights; config.json
+            is not JSON or names no known model_type; a safetensors file is empty, truncated or damaged; the
+            weights' shapes or names do not fit config.json.
         ConfigError: adapter keys that do not fit this model (unknown module names, layer counts).
     """
     directory = local_model_dir(model_args.model_name_or_path)
     require_safetensors(directory)
-    config = AutoConfig.from_pretrained(
-        directory, trust_remote_code=model_args.trust_remote_code, local_files_only=True
-    )
+    try:
+        config = AutoConfig.from_pretrained(
+            directory, trust_remote_code=model_args.trust_remote_code, local_files_only=True
+        )
+    except (ValueError, OSError, TypeError, _InvalidConfigFields) as exc:  # e.g. layer_types vs layer count
+        raise ModelError(f"model_name_or_path: {directory / 'config.json'}: transformers cannot build a config "
+                         f"from it ({_first_line(exc)}); restore the config.json saved with the model") from None
     dtype = resolve_dtype(
         model_args.torch_dtype, config_dtype(config), device=default_device(), is_trainable=is_trainable
     )
     dtype_name = str(dtype).removeprefix("torch.")
     logger.info("loading %s (dtype %s, attention %s)", directory, dtype_name, model_args.attention)
     # low_cpu_mem_usage is not passed: transformers 5 always loads without a second copy and ignores it.
-    model = AutoModelForCausalLM.from_pretrained(
+    # With these two flags, weights whose shape differs from the config come back as a list (not a RuntimeError
+    # pointing at a logged table), and so do weights the config calls for but the files lack (which
+    # transformers would otherwise initialise randomly, only logging it); check_weights_fit refuses both.
+    model, loading = AutoModelForCausalLM.from_pretrained(
         directory,
         config=config,
         dtype=dtype,
@@ -100,7 +115,10 @@ def load_model(
         trust_remote_code=model_args.trust_remote_code,
         use_safetensors=True,
         local_files_only=True,
+        ignore_mismatched_sizes=True,
+        output_loading_info=True,
     )
+    check_weights_fit(directory, loading)
     if is_trainable and gradient_checkpointing:
         enable_checkpointing(model, every_n_layers=checkpoint_every_n_layers, selective=selective_checkpointing)
 
@@ -151,12 +169,102 @@ def local_model_dir(model_name_or_path: str | None) -> Path:
             f"model_name_or_path: '{model_name_or_path}' has no config.json, so it is not a Hugging Face model "
             "directory (lmforge create-model makes one)"
         )
+    check_model_config(directory)
     return directory
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_model_config(directory: Path) -> None:
+    """Refuse a config.json that is not JSON, or whose `model_type` is missing or unknown to transformers.
+
+    transformers reports these as a ValueError about "Unrecognized model" deep in AutoConfig; checked here,
+    the message names the file and the value. A config with `auto_map` brings its own code, so its
+    model_type is its own business.
+    """
+    path = directory / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"model_name_or_path: {path} is not valid JSON ({exc}); restore the config.json saved "
+                         "with the model") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"model_name_or_path: {path} holds a JSON {type(config).__name__}, not an object")
+    if "auto_map" in config:
+        return
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ModelError(
+            f"model_name_or_path: {path} has no 'model_type', so transformers cannot tell the architecture; add "
+            f"the one the model was saved with (e.g. \"model_type\": \"qwen2\" or \"llama\")"
+        )
+    if model_type not in CONFIG_MAPPING:
+        import transformers
+
+        raise ModelError(
+            f"model_name_or_path: {path}: model_type '{model_type}' is unknown to transformers "
+            f"{transformers.__version__}{did_you_mean(model_type, CONFIG_MAPPING.keys())}; fix the value, or "
+            "upgrade transformers if the architecture is newer than it"
+        )
+
+
+def check_weights_fit(directory: Path, loading: dict) -> None:
+    """Raise unless every weight the config.json architecture has came from the files, with its shape."""
+    mismatched = list(loading.get("mismatched_keys") or [])
+    if mismatched:
+        name, saved, expected = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise ModelError(
+            f"model_name_or_path: the weights in {directory} do not fit its config.json: {name} has shape "
+            f"{list(saved)} in the files but {list(expected)} by the config{more}; restore the config.json "
+            "saved with these weights"
+        )
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelError(
+            f"model_name_or_path: the weights in {directory} lack {missing[0]}{more}, which its config.json "
+            "calls for (more layers or modules than were saved); restore the config.json saved with these "
+            "weights, or the missing weight files"
+        )
+
+
+def check_safetensors_file(path: Path) -> None:
+    """Refuse an empty, truncated or non-safetensors weight file by its header, before any tensor is read.
+
+    Layout: an 8-byte little-endian header length, a JSON header giving each tensor's byte range, the data.
+    """
+    size = path.stat().st_size
+    fix = "save or copy the model again"
+    if size == 0:
+        raise ModelError(f"model_name_or_path: {path} is empty (0 bytes); {fix}")
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little") if size >= 8 else 0
+        try:
+            if not 2 <= length <= min(size - 8, 100 << 20):  # safetensors caps the header at 100 MB
+                raise ValueError
+            header = json.loads(handle.read(length))
+            end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise ModelError(f"model_name_or_path: {path} is not a safetensors file (its header cannot be read; "
+                             f"the file is damaged or truncated); {fix}") from None
+    if 8 + length + end > size:
+        raise ModelError(f"model_name_or_path: {path} is truncated: it has {size:,} bytes, its header describes "
+                         f"{8 + length + end:,}; {fix}")
+
+
 def require_safetensors(directory: Path) -> None:
-    """Refuse directories whose weights exist only as pickles: loading a `.bin` can run arbitrary code."""
-    if any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json")):
+    """Refuse directories whose weights exist only as pickles (loading a `.bin` can run arbitrary code), and
+    safetensors files that are empty, truncated or damaged."""
+    weights = sorted(directory.glob("*.safetensors"))
+    for path in weights:
+        check_safetensors_file(path)
+    if weights or any(directory.glob("*.safetensors.index.json")):
         return
     pickles = sorted(p.name for p in directory.glob("*.bin") if p.name != "training_args.bin")
     if pickles:
