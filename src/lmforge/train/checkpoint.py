@@ -10,12 +10,15 @@ never deleted before a newer complete one exists. A non-finite model is never sa
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
 import torch
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from lmforge.errors import UserError
@@ -30,6 +33,10 @@ _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 class NonFiniteModelError(UserError):
     """The weights hold NaN or inf values; they are not saved over a good checkpoint."""
+
+
+class DamagedCheckpointError(UserError):
+    """The checkpoint to resume from has no readable trainer state."""
 
 
 def is_complete(path: Path) -> bool:
@@ -51,6 +58,47 @@ def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def check_trainer_state(checkpoint: Path) -> None:
+    """Raise unless `checkpoint`'s trainer_state.json is what transformers can resume from.
+
+    A damaged state is an error rather than a silent fall-back to an older checkpoint: resuming from the
+    older one would let rotation (`save_total_limit`, by step number) delete good checkpoints while keeping
+    the damaged newest, so the choice is left to the user, with the previous intact checkpoint named.
+    """
+    path = checkpoint / COMPLETE_MARKER
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(TrainerState)}
+        if not isinstance(state, dict):
+            problem = f"holds a JSON {type(state).__name__}, not an object"
+        elif unknown := sorted(set(state) - known):
+            problem = f"has fields transformers does not know ({', '.join(unknown[:3])})"
+        else:
+            return
+    except FileNotFoundError:
+        problem = "is missing"
+    except UnicodeDecodeError:
+        problem = "is not text"
+    except json.JSONDecodeError as exc:
+        problem = f"is not valid JSON ({exc.msg} at line {exc.lineno})"
+    match = _CHECKPOINT.match(checkpoint.name)
+    step = int(match.group(1)) if match else None
+    older = [
+        (int(m.group(1)), child)
+        for child in (checkpoint.parent.iterdir() if checkpoint.parent.is_dir() else ())
+        if (m := _CHECKPOINT.match(child.name)) and step is not None and int(m.group(1)) < step and is_complete(child)
+    ]
+    fix = (
+        f"delete {checkpoint} to resume from {max(older)[1].name}, the previous complete checkpoint"
+        if older
+        else f"delete {checkpoint} to start over"
+    )
+    raise DamagedCheckpointError(
+        f"cannot resume from {checkpoint}: {path.name} {problem}; {fix}, or set resume_from_checkpoint to "
+        "another checkpoint directory"
+    )
+
+
 def check_finite(model: torch.nn.Module) -> None:
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
@@ -61,7 +109,13 @@ def check_finite(model: torch.nn.Module) -> None:
 
 
 class AtomicCheckpointMixin:
-    """`_save_checkpoint` through a staging directory and a rename (mixed into BaseTrainer)."""
+    """`_save_checkpoint` through a staging directory and a rename (mixed into BaseTrainer); a checkpoint to
+    resume from is checked before transformers reads it."""
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            check_trainer_state(Path(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
         check_finite(self.accelerator.unwrap_model(self.model))
