@@ -4,6 +4,9 @@ The key hashes the data files' bytes, the tokenizer (vocabulary, special tokens,
 template and every argument the processors read. A second identical run loads the cached arrow files
 instead of tokenizing again; any change gives a new key and a fresh tokenization. Writes go to a temporary
 folder renamed into place, so a killed run never leaves a half-written cache entry that looks complete.
+
+Each entry also keeps the drop report of the run that built it (`drop_report.json`: the warnings naming
+dropped records per reason), so a run that loads the entry reports the same drops instead of none.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
 
-CACHE_FORMAT_VERSION = 1  # bump when the processors change what they emit for the same inputs
+CACHE_FORMAT_VERSION = 2  # bump when the processors change what they emit for the same inputs (2: drop report)
+DROP_REPORT = "drop_report.json"
 
 
 def default_cache_root() -> Path:
@@ -50,10 +54,20 @@ def load_cached(path: Path) -> DatasetDict | None:
     return load_from_disk(str(path))
 
 
-def save_atomically(data: DatasetDict, path: Path) -> None:
+def load_drop_report(path: Path) -> list[str]:
+    """The drop warnings saved with a cache entry ([] for an entry saved without any)."""
+    try:
+        report = json.loads((path / DROP_REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [line for line in report if isinstance(line, str)] if isinstance(report, list) else []
+
+
+def save_atomically(data: DatasetDict, path: Path, drop_report: list[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     data.save_to_disk(str(tmp))
+    (tmp / DROP_REPORT).write_text(json.dumps(drop_report or [], indent=1), encoding="utf-8")
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

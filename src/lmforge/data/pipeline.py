@@ -2,19 +2,30 @@
 
     data = build_datasets(cfg.data, stage="sft", tokenizer=tok, template=template, seed=42)
     data.train[0]["input_ids"], data.train[0]["labels"]
+
+Records dropped on the way (by the format converters, or by truncation) are reported as warnings; the
+report is saved with the cache entry and repeated by every run that loads it, so a cached run never hides
+the drops of the run that built it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
 from lmforge.config.data_args import DataArguments
-from lmforge.data.cache import cache_key, default_cache_root, load_cached, save_atomically, tokenizer_fingerprint
+from lmforge.data.cache import (
+    cache_key,
+    default_cache_root,
+    load_cached,
+    load_drop_report,
+    save_atomically,
+    tokenizer_fingerprint,
+)
 from lmforge.data.dataset_info import resolve_datasets
-from lmforge.data.loading import load_conversations
+from lmforge.data.loading import drop_report, load_conversations
 from lmforge.data.formats import pair_from_dict
 from lmforge.data.packing import pack_examples
 from lmforge.data.processors.feedback import encode_feedback, mismatched_responses
@@ -39,16 +50,18 @@ class TokenizedData:
     train: Dataset | None
     eval: Dataset | None
     from_cache: bool = False
+    drop_report: list[str] = field(default_factory=list)  # the drop warnings of the run that tokenized
 
 
 def build_datasets(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> TokenizedData:
     """Tokenized train and eval datasets for `stage`, loaded from the cache when nothing changed."""
     if data_args.tokenized_path and Path(data_args.tokenized_path).exists() and not data_args.overwrite_cache:
-        cached = load_cached(Path(data_args.tokenized_path))
+        path = Path(data_args.tokenized_path)
+        cached = load_cached(path)
         if cached is None:
             raise DataError(f"tokenized_path {data_args.tokenized_path} exists but holds no saved dataset")
         logger.info("loaded tokenized dataset from tokenized_path %s (skipped preprocessing)", data_args.tokenized_path)
-        return TokenizedData(cached.get("train"), cached.get("eval"), from_cache=True)
+        return TokenizedData(cached.get("train"), cached.get("eval"), True, _repeat_drops(load_drop_report(path)))
 
     key = _fingerprint(data_args, stage, tokenizer, template, seed)
     cache_dir = Path(data_args.data_cache_dir) if data_args.data_cache_dir else default_cache_root()
@@ -56,17 +69,24 @@ def build_datasets(data_args: DataArguments, stage: str, tokenizer, template, se
     cached = None if data_args.overwrite_cache else load_cached(entry)
     if cached is not None:
         logger.info("loaded tokenized dataset from cache %s (skipped preprocessing)", entry)
-        data = TokenizedData(cached.get("train"), cached.get("eval"), from_cache=True)
+        data = TokenizedData(cached.get("train"), cached.get("eval"), True, _repeat_drops(load_drop_report(entry)))
     else:
         data = _tokenize_all(data_args, stage, tokenizer, template, seed)
-        save_atomically(_as_dict(data), entry)
+        save_atomically(_as_dict(data), entry, data.drop_report)
         logger.info("tokenized dataset cached at %s", entry)
     if data_args.tokenized_path:
-        save_atomically(_as_dict(data), Path(data_args.tokenized_path))
+        save_atomically(_as_dict(data), Path(data_args.tokenized_path), data.drop_report)
         logger.info("tokenized dataset saved to tokenized_path %s", data_args.tokenized_path)
     _log_stats("train", data.train)
     _log_stats("eval", data.eval)
     return data
+
+
+def _repeat_drops(report: list[str]) -> list[str]:
+    """Log the saved drop warnings again, word for word, as the run that tokenized logged them."""
+    for line in report:
+        logger.warning("%s", line)
+    return report
 
 
 def _fingerprint(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> str:
@@ -86,10 +106,15 @@ def _fingerprint(data_args: DataArguments, stage: str, tokenizer, template, seed
     )
 
 
-def _conversations(data_args: DataArguments, stage: str, seed: int) -> tuple[Dataset | None, Dataset | None]:
-    """(train, eval) conversations: `dataset` and `eval_dataset`, or an eval split of `val_size` records."""
+def _conversations(
+    data_args: DataArguments, stage: str, seed: int, report: list[str] | None = None
+) -> tuple[Dataset | None, Dataset | None]:
+    """(train, eval) conversations: `dataset` and `eval_dataset`, or an eval split of `val_size` records.
+
+    The warning of each dataset that dropped records is appended to `report`.
+    """
     def load(names: list[str]) -> Dataset:
-        dataset, _drops = load_conversations(
+        dataset, drops = load_conversations(
             names,
             data_args.dataset_dir,
             stage=stage,
@@ -99,6 +124,8 @@ def _conversations(data_args: DataArguments, stage: str, seed: int) -> tuple[Dat
             seed=seed,
             placeholders=data_args.placeholders,
         )
+        if report is not None:
+            report.extend(drop_report(counter) for counter in drops if counter.total)
         return dataset
 
     train_convs = load(data_args.dataset_names) if data_args.dataset_names else None
@@ -110,13 +137,13 @@ def _conversations(data_args: DataArguments, stage: str, seed: int) -> tuple[Dat
 
 
 def _tokenize_all(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> TokenizedData:
-    train_convs, eval_convs = _conversations(data_args, stage, seed)
+    report: list[str] = []
+    train_convs, eval_convs = _conversations(data_args, stage, seed, report)
     tokenize = {"pt": _tokenize_pretrain, "rm": _tokenize_pairwise, "dpo": _tokenize_pairwise,
                 "kto": _tokenize_feedback}.get(stage, _tokenize_supervised)
-    return TokenizedData(
-        train=tokenize(train_convs, data_args, tokenizer, template, "train") if train_convs is not None else None,
-        eval=tokenize(eval_convs, data_args, tokenizer, template, "eval") if eval_convs is not None else None,
-    )
+    train = tokenize(train_convs, data_args, tokenizer, template, "train", report) if train_convs is not None else None
+    held_out = tokenize(eval_convs, data_args, tokenizer, template, "eval", report) if eval_convs is not None else None
+    return TokenizedData(train=train, eval=held_out, drop_report=report)
 
 
 def build_generation_data(data_args: DataArguments, tokenizer, template, seed: int, training: bool) -> Dataset:
@@ -149,7 +176,9 @@ def build_generation_data(data_args: DataArguments, tokenizer, template, seed: i
     return encoded
 
 
-def _tokenize_supervised(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:
+def _tokenize_supervised(
+    convs: Dataset, data_args: DataArguments, tokenizer, template, split: str, report: list[str]
+) -> Dataset:
     options = SupervisedOptions(data_args.cutoff_len, data_args.train_on_prompt, data_args.mask_history)
     default_system = data_args.default_system
 
@@ -172,7 +201,7 @@ def _tokenize_supervised(convs: Dataset, data_args: DataArguments, tokenizer, te
         remove_columns=convs.column_names,
         desc=f"tokenizing {split}",
     )
-    kept = _drop_unsupervised(tokenized, ["labels"], data_args, split)
+    kept = _drop_unsupervised(tokenized, ["labels"], data_args, split, report)
     if data_args.packs and split == "train":
         # Eval stays one sample per row, so eval losses are per-sample exact whatever the packing.
         packed, efficiency = pack_examples(kept, data_args.cutoff_len)
@@ -185,7 +214,9 @@ def _tokenize_supervised(convs: Dataset, data_args: DataArguments, tokenizer, te
     return kept
 
 
-def _tokenize_pairwise(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:
+def _tokenize_pairwise(
+    convs: Dataset, data_args: DataArguments, tokenizer, template, split: str, report: list[str]
+) -> Dataset:
     default_system = data_args.default_system
 
     def encode_batch(batch):
@@ -202,10 +233,12 @@ def _tokenize_pairwise(convs: Dataset, data_args: DataArguments, tokenizer, temp
         encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
         num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names, desc=f"tokenizing {split}",
     )
-    return _drop_unsupervised(tokenized, ["chosen_labels", "rejected_labels"], data_args, split)
+    return _drop_unsupervised(tokenized, ["chosen_labels", "rejected_labels"], data_args, split, report)
 
 
-def _tokenize_feedback(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:
+def _tokenize_feedback(
+    convs: Dataset, data_args: DataArguments, tokenizer, template, split: str, report: list[str]
+) -> Dataset:
     default_system = data_args.default_system
 
     def encode_batch(batch):
@@ -223,24 +256,27 @@ def _tokenize_feedback(convs: Dataset, data_args: DataArguments, tokenizer, temp
         encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
         num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names, desc=f"tokenizing {split}",
     )
-    kept = _drop_unsupervised(tokenized, ["labels"], data_args, split)
+    kept = _drop_unsupervised(tokenized, ["labels"], data_args, split, report)
     desirable = sum(kept["kto_tag"])
     logger.info("%s: %d desirable and %d undesirable samples", split, desirable, len(kept) - desirable)
     return kept
 
 
-def _drop_unsupervised(tokenized: Dataset, label_columns: list[str], data_args: DataArguments, split: str) -> Dataset:
-    """Drop rows whose response was cut away entirely (no label left to learn), counting them."""
+def _drop_unsupervised(
+    tokenized: Dataset, label_columns: list[str], data_args: DataArguments, split: str, report: list[str]
+) -> Dataset:
+    """Drop rows whose response was cut away entirely (no label left to learn), counting them in `report`."""
     def has_response(*labels_per_column):
         return all(any(label != IGNORE_INDEX for label in labels[1:]) for labels in labels_per_column)
 
     kept = tokenized.filter(has_response, input_columns=label_columns, num_proc=data_args.preprocessing_num_workers)
     dropped = len(tokenized) - len(kept)
     if dropped:
-        logger.warning(
-            "%s: dropped %d of %d samples with no response token left after truncation to cutoff_len=%d",
-            split, dropped, len(tokenized), data_args.cutoff_len,
+        report.append(
+            f"{split}: dropped {dropped} of {len(tokenized)} samples with no response token left after truncation "
+            f"to cutoff_len={data_args.cutoff_len}"
         )
+        logger.warning("%s", report[-1])
     if len(kept) == 0:
         raise DataError(
             f"{split}: every sample lost its response to truncation; raise 'cutoff_len' (now {data_args.cutoff_len})"
@@ -248,7 +284,9 @@ def _drop_unsupervised(tokenized: Dataset, label_columns: list[str], data_args: 
     return kept
 
 
-def _tokenize_pretrain(convs: Dataset, data_args: DataArguments, tokenizer, template, split: str) -> Dataset:
+def _tokenize_pretrain(
+    convs: Dataset, data_args: DataArguments, tokenizer, template, split: str, report: list[str]
+) -> Dataset:
     add_bos = tokenizer.bos_token_id is not None and tokenizer.bos_token_id != tokenizer.eos_token_id
 
     def encode_batch(batch):
