@@ -107,20 +107,27 @@ class ChatEngine:
         return self.complete(self.prompt_ids(messages, system), stop, **overrides)
 
     def complete(self, prompt: list[int], stop: list[str] | None = None, seed: int | None = None,
-                 **overrides) -> Completion:
-        """The continuation of already encoded `prompt` ids, as a `Completion` to iterate."""
-        return Completion(self, prompt, self._generate_kwargs(prompt, overrides), [s for s in stop or () if s], seed)
+                 cancel: threading.Event | None = None, **overrides) -> Completion:
+        """The continuation of already encoded `prompt` ids, as a `Completion` to iterate. Setting `cancel`
+        (from any thread) ends generation after the current token, even while no piece is due."""
+        return Completion(self, prompt, self._generate_kwargs(prompt, overrides), [s for s in stop or () if s], seed,
+                          cancel)
 
 
 class Completion:
     """The pieces of one answer as it is generated. Once iterated: `finish_reason` ("stop": a stop token or
-    string ended it, "length": max_new_tokens did), `prompt_tokens` and `completion_tokens`.
+    string ended it, "length": max_new_tokens did, "cancelled": the `cancel` event did), `prompt_tokens` and
+    `completion_tokens`.
 
     Closing the iteration early (break, `close()`) ends generation at the next token and releases the engine.
+    So does setting `cancel`, which matters because a piece can be long in coming: the streamer holds text
+    back until a word ends, and so does a stop string's look-ahead, for the whole answer if need be.
     """
 
-    def __init__(self, engine: ChatEngine, prompt: list[int], kwargs: dict, stops: list[str], seed: int | None):
+    def __init__(self, engine: ChatEngine, prompt: list[int], kwargs: dict, stops: list[str], seed: int | None,
+                 cancel: threading.Event | None = None):
         self.engine, self.kwargs, self.stops, self.seed = engine, kwargs, stops, seed
+        self.cancel = cancel or threading.Event()
         self.prompt_tokens = len(prompt)
         self.completion_tokens = 0
         self.finish_reason: str | None = None
@@ -140,7 +147,7 @@ class Completion:
                                         skip_special_tokens=engine.generation.skip_special_tokens)
         finished = threading.Event()  # set when a stop string ended the answer (or the reader left): stop too
         kwargs = {**self.kwargs, "streamer": streamer,
-                  "stopping_criteria": StoppingCriteriaList([_UntilSet(finished)])}
+                  "stopping_criteria": StoppingCriteriaList([_UntilSet(finished, self.cancel)])}
         with engine._lock:
             outcome: dict = {}
 
@@ -184,14 +191,16 @@ class Completion:
             stop_ids = set(engine.stop_ids)
             self.completion_tokens = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), len(ids))
             ended_by_token = bool(ids) and ids[self.completion_tokens - 1] in stop_ids
-            self.finish_reason = "stop" if stopped or ended_by_token else "length"
+            cancelled = self.cancel.is_set() and self.completion_tokens < self.kwargs.get("max_new_tokens", 0)
+            self.finish_reason = "stop" if stopped or ended_by_token else "cancelled" if cancelled else "length"
 
 
 class _UntilSet:
-    """A transformers stopping criterion that ends generation once `event` is set."""
+    """A transformers stopping criterion, asked after every token, that ends generation once an event is set."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, *events: threading.Event):
+        self.events = events
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        done = any(event.is_set() for event in self.events)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)

@@ -1,18 +1,22 @@
 """The FastAPI application: `/v1/models` and `/v1/chat/completions` (JSON or server-sent events).
 
 Every error is OpenAI's JSON envelope with a 4xx status for the client's mistakes (400 malformed body or
-over-long prompt, 401 missing or wrong key, 404 unknown model) and 500 for ours; the server keeps serving.
+over-long prompt, 401 missing or wrong key, 404 unknown model) and 500 for ours. An error response leaves the
+keep-alive connection open for the client's next request, and a request whose client has gone is cancelled at
+once, whether it streams or not, so an abandoned answer never holds the queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmforge.errors import UserError
@@ -48,19 +52,9 @@ def create_app(engine, api_key: str | None = None, model_name: str | None = None
     async def _http(request: Request, exc: StarletteHTTPException):
         return problem(ApiError(exc.status_code, str(exc.detail), kind="invalid_request_error"))
 
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception):
-        logger.exception("request failed")
-        return problem(ApiError(500, f"internal error: {type(exc).__name__}: {exc}", kind="server_error"))
-
-    @app.middleware("http")
-    async def _authenticate(request: Request, call_next):
-        if api_key:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return problem(ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <API_KEY>'",
-                                        kind="authentication_error", code="invalid_api_key"))
-        return await call_next(request)
+    # Not `exception_handler(Exception)`: Starlette runs that one in its outermost middleware, which re-raises
+    # after answering, and uvicorn then closes the connection, failing the client's next request on it.
+    app.add_middleware(_Guard, api_key=api_key, problem=problem)
 
     @app.get("/v1/models")
     async def list_models():
@@ -75,26 +69,95 @@ def create_app(engine, api_key: str | None = None, model_name: str | None = None
         job = Job(**_plan(engine, body))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse(scheduler, job, served, include_usage), media_type="text/event-stream")
-        return await _whole(scheduler, job, served)
+            return StreamingResponse(_sse(scheduler, job, served, include_usage, request.receive),
+                                     media_type="text/event-stream")
+        return await _whole(scheduler, job, served, request.receive)
 
     return app
+
+
+class _Guard:
+    """Around every request: the API key check, and a 500 in OpenAI's shape for a bug, answered without
+    re-raising so the connection stays usable (a plain ASGI middleware: no extra task per request)."""
+
+    def __init__(self, app, api_key: str | None, problem):
+        self.app, self.problem = app, problem
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.expected is not None:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                denied = ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <API_KEY>'",
+                                  kind="authentication_error", code="invalid_api_key")
+                return await self.problem(denied)(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - a bug answers this request only, the server keeps serving
+            logger.exception("request failed")
+            if started:  # half a response is out: only closing the connection tells the client it is cut short
+                raise
+            bug = ApiError(500, f"internal error: {type(exc).__name__}: {exc}", kind="server_error")
+            await self.problem(bug)(scope, receive, send)
 
 
 def _parse(raw: bytes) -> ChatCompletionRequest:
     """The request body (JSON whatever the Content-Type, so plain `curl -d` works), or a 400 naming the field."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_not_a_number)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the request body is not UTF-8 text: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON this server can read: it is nested too deeply") \
+            from None
+    except ValueError as exc:  # JSONDecodeError, NaN, an integer of more than 4300 digits
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    if (where := _lone_surrogate(data)) is not None:
+        raise ApiError(400, f"{where}: contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is "
+                       "not text", param=where)
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        first = exc.errors(include_url=False)[0]
+        # `at`: the field a model-level rule is about (messages.3.role), as pydantic's loc stops at the model
+        parts = (*first["loc"], (first.get("ctx") or {}).get("at", ""))
+        where = ".".join(str(part) for part in parts if part != "")
         raise ApiError(400, f"{where}: {first['msg']}" if where else first["msg"], param=where or None) from None
+
+
+def _not_a_number(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(data) -> str | None:
+    """The path of the first string holding a lone surrogate (JSON allows `"\\ud800"`; no tokenizer or UTF-8
+    encoder does), or None. Iterative: the body may be nested as deep as json.loads allows."""
+    stack = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return where or "body"
+        elif isinstance(value, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+            stack.extend((f"{where} (a key)" if where else "a key", key) for key in value)
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}", item) for i, item in enumerate(value))
+    return None
 
 
 def _plan(engine, body: ChatCompletionRequest) -> dict:
@@ -120,14 +183,29 @@ def _plan(engine, body: ChatCompletionRequest) -> dict:
     return {"prompt": prompt, "n": body.n, "stop": body.stop or [], "seed": body.seed, "overrides": overrides}
 
 
-async def _whole(scheduler: Scheduler, job: Job, model: str) -> dict:
+async def _cancel_when_gone(receive, job: Job) -> None:
+    """Cancel `job` once its client disconnects. The body has been read, so the server's next message for this
+    request is the disconnect (Starlette notices it for a streamed response only when a write fails, and
+    never for a plain one, while the job may hold the queue for seconds)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    job.cancelled.set()
+
+
+async def _whole(scheduler: Scheduler, job: Job, model: str, receive) -> dict | Response:
     scheduler.submit(job)
+    watcher = asyncio.create_task(_cancel_when_gone(receive, job))
     texts, finished = [""] * job.n, [None] * job.n
-    async for event in job.events():
-        if isinstance(event, Finished):
-            finished[event.index] = event
-        else:
-            texts[event.index] += event.text
+    try:
+        async for event in job.events():
+            if isinstance(event, Finished):
+                finished[event.index] = event
+            else:
+                texts[event.index] += event.text
+    finally:
+        watcher.cancel()
+    if job.cancelled.is_set():
+        return Response(status_code=499)  # nginx's "client closed request": nobody is left to read it
     completion_tokens = sum(f.completion_tokens for f in finished)
     return {
         "id": completion_id(), "object": "chat.completion", "created": now(), "model": model,
@@ -138,7 +216,7 @@ async def _whole(scheduler: Scheduler, job: Job, model: str) -> dict:
     }
 
 
-async def _sse(scheduler: Scheduler, job: Job, model: str, include_usage: bool):
+async def _sse(scheduler: Scheduler, job: Job, model: str, include_usage: bool, receive):
     """Server-sent events: a role chunk per choice, content chunks, a finish chunk each, then [DONE]."""
     ident, created = completion_id(), now()
 
@@ -150,6 +228,7 @@ async def _sse(scheduler: Scheduler, job: Job, model: str, include_usage: bool):
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     scheduler.submit(job)
+    watcher = asyncio.create_task(_cancel_when_gone(receive, job))
     started, completion_tokens = set(), 0
     try:
         async for event in job.events():
@@ -167,6 +246,7 @@ async def _sse(scheduler: Scheduler, job: Job, model: str, include_usage: bool):
         yield f"data: {json.dumps(error_body(str(exc), 'server_error'))}\n\n"
         return
     finally:
+        watcher.cancel()
         job.cancelled.set()  # a client that left stops its generation; a finished job ignores this
     if include_usage:
         usage = {"prompt_tokens": len(job.prompt), "completion_tokens": completion_tokens,

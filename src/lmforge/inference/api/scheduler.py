@@ -2,8 +2,9 @@
 
 Requests arrive on the event loop; the model runs on one worker thread that takes jobs from a FIFO queue and
 sends each job's pieces back to the loop. A job always runs to its end or to its cancellation on that thread,
-so a client that disconnects mid-stream cancels its job (generation stops at the next token) without ever
-leaving the engine half-used, and two answers can never interleave.
+so a client that disconnects cancels its job (generation stops after the current token, whether or not a
+piece was due; a job still queued never starts) without ever leaving the engine half-used, and two answers
+can never interleave.
 """
 
 from __future__ import annotations
@@ -89,12 +90,16 @@ class Scheduler:
         for index in range(job.n):
             if job.cancelled.is_set():
                 return
-            seed = None if job.seed is None else job.seed + index
-            completion = self.engine.complete(job.prompt, job.stop, seed=seed, **job.overrides)
+            seed = None if job.seed is None else (job.seed + index) % 2**64  # torch's seeds are unsigned 64-bit
+            completion = self.engine.complete(job.prompt, job.stop, seed=seed, cancel=job.cancelled,
+                                              **job.overrides)
             for text in completion:
                 if job.cancelled.is_set():
                     completion.close()
                     return
                 job.emit(Piece(index, text))
+            if job.cancelled.is_set():
+                logger.debug("job cancelled after %d tokens", completion.completion_tokens)
+                return
             job.emit(Finished(index, completion.finish_reason, completion.prompt_tokens,
                               completion.completion_tokens))
