@@ -233,6 +233,24 @@ def test_dataset_info(tmp_path, capfd, tiny_model_dir, defect, command):
     assert_clear_failure(run_cli(argv, capfd), "dataset_info.json")
 
 
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"formatting": ["alpaca"]}, "'formatting' must be one name"),
+    ({"formatting": "alpacca"}, "did you mean 'alpaca'?"),
+    ({"columns": "prompt"}, "'columns' must be an object"),
+    ({"ranking": "yes"}, "'ranking' must be true or false"),
+    ({"split": ["train"]}, "'split' must be a split name"),
+    ({"num_samples": 0}, "'num_samples' must be a positive integer"),
+    ({"columns": {"prompt": 3}}, "columns.prompt must be a field name"),
+])
+def test_dataset_info_values_of_the_wrong_type_name_the_key(tmp_path, capfd, tiny_model_dir, entry, message):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "good.jsonl").write_bytes(good_bytes("jsonl"))
+    (root / "dataset_info.json").write_text(json.dumps({"bad": {"file_name": "good.jsonl", **entry}}))
+    config = write_config(tmp_path, tiny_model_dir, dataset_dir=str(root), dataset="bad")
+    assert_clear_failure(run_cli(["data", "validate", str(config)], capfd), "entry 'bad'", message)
+
+
 def test_validate_empty_file_fails_as_train_does(tmp_path, capfd, tiny_model_dir):
     config, name = data_config(tmp_path, tiny_model_dir, "jsonl", b"", "entry")
     train_line = assert_clear_failure(run_cli(["train", str(config)], capfd), name)

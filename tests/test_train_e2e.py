@@ -116,6 +116,7 @@ def test_resume_from_latest_checkpoint(tmp_path, tiny_model_dir, data_dir):
     cfg = write_cfg(tmp_path, **keys)
     assert main(["train", cfg, "max_steps=2"]) == 0
     assert (tmp_path / "out" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "out" / ".staging").exists()  # no empty staging folder left in output_dir
     assert main(["train", cfg]) == 2  # checkpoints exist and neither resume nor overwrite was asked
     assert main(["train", cfg, "resume_from_checkpoint=true"]) == 0
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())

@@ -46,7 +46,8 @@ def edit_distance(a: str, b: str) -> int:
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The choice `name` is most likely a slip of: a few typed characters off (about one per four), or the
-    same name with a word missing or extra (`per_device_batch_size`); None when nothing is that close."""
+    same name with a word missing or extra (`per_device_batch_size`), or cut short (`format`); None when nothing
+    is that close."""
     candidates = list(choices)
     if not candidates:
         return None
@@ -54,6 +55,10 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     best = min(candidates, key=lambda c: (edit_distance(name.lower(), c.lower()), c))
     if edit_distance(name.lower(), best.lower()) <= allowed:
         return best
+    lowered = name.lower()
+    prefixed = [c for c in candidates if len(lowered) >= 4 and c.lower().startswith(lowered)]
+    if len(prefixed) == 1:  # a name cut short: 'format' for 'formatting'
+        return prefixed[0]
     matches = difflib.get_close_matches(name, candidates, n=1, cutoff=0.85)
     return matches[0] if matches else None
 

@@ -267,7 +267,7 @@ def test_interleave_probs_must_match_datasets(tmp_path):
         load_conversations(
             ["a", "b"], str(tmp_path), stage="sft", mix_strategy="interleave_under", interleave_probs=[0.2, 0.3, 0.5]
         )
-    with pytest.raises(ConfigError, match=r"unknown mix_strategy 'interleave' \(did you mean 'interleave_over'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown mix_strategy 'interleave'; choose one of: concat, interleave_under, interleave_over"):
         load_conversations(["a"], str(tmp_path), stage="sft", mix_strategy="interleave")
 
 

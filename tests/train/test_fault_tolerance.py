@@ -221,6 +221,7 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tiny_model_dir, shards, 
     finish(start(config, tmp_path, "resume_from_checkpoint=true"))
     assert_bitwise_equal(weights(run), weights(reference))
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-16"]
+    assert not (run / ".staging").exists()  # the killed save's leftovers were replaced, then the empty folder went
 
 
 def test_nonfinite_loss_stops_at_its_step_without_saving(tiny_model_dir, shards, tmp_path):

@@ -158,6 +158,8 @@ def parse_entry(name: str, entry: Any, dataset_dir: Path, source: str) -> Datase
     if not isinstance(file_name, str) or not file_name:
         raise DataError(f"{where}: 'file_name' is required (the data file or folder, relative to '{dataset_dir}')")
     formatting = entry.get("formatting", "alpaca")
+    if not isinstance(formatting, str):
+        raise DataError(f"{where}: 'formatting' must be one name ({', '.join(FORMATS.names())}), got {formatting!r}")
     if formatting not in FORMATS:
         raise DataError(
             f"{where}: unknown formatting '{formatting}'{did_you_mean(str(formatting), FORMATS.names())}; "
@@ -167,6 +169,8 @@ def parse_entry(name: str, entry: Any, dataset_dir: Path, source: str) -> Datase
     if not isinstance(ranking, bool):
         raise DataError(f"{where}: 'ranking' must be true or false, got {ranking!r}")
     split = entry.get("split", "train")
+    if not isinstance(split, str):
+        raise DataError(f"{where}: 'split' must be a split name (a string), got {split!r}")
     if split != "train":
         logger.warning("%s: split '%s' is ignored; a local data file has a single split", where, split)
     num_samples = entry.get("num_samples")

@@ -145,6 +145,7 @@ class AtomicCheckpointMixin:
                 shutil.rmtree(replaced)
             else:
                 os.replace(staged, final)
+            _remove_if_empty(staging_root)  # a run leaves no empty .staging/ behind in output_dir
             _fsync_dir(run_dir)
             if self.state.best_model_checkpoint and str(staging_root) in self.state.best_model_checkpoint:
                 self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
@@ -157,6 +158,13 @@ class AtomicCheckpointMixin:
                 use_mtime=False,  # by step number: a copied or touched directory keeps its place
             )
         self.accelerator.wait_for_everyone()
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:  # not empty (a partial save of another run is kept for inspection) or already gone
+        pass
 
 
 def _fsync_tree(path: Path) -> None:
