@@ -11,6 +11,7 @@ digest covers every column of every row in order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -40,7 +41,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp())
     try:
         shutil.copytree(ROOT / "examples", work / "examples")
-        assert cli(["create-model", "tiny-qwen2", str(work / "models" / "tiny")]) == 0
+        with contextlib.redirect_stdout(sys.stderr):
+            assert cli(["create-model", "tiny-qwen2", str(work / "models" / "tiny")]) == 0
         results = {}
         for path in sorted((work / "examples").glob("*.yaml")):
             text = path.read_text()
