@@ -47,8 +47,16 @@ class Registry(Generic[T]):
                 f"choose one of: {', '.join(sorted(self._entries))}"
             ) from None
 
+    def unregister(self, name: str) -> T:
+        """Remove an entry and return it (a test that registers a toy entry removes it again)."""
+        return self._entries.pop(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+    def __iter__(self):
+        """Names in registration order (built-ins first, as they are declared)."""
+        return iter(list(self._entries))
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -78,15 +78,18 @@ def _stats(argv: list[str]) -> int:
     return 0
 
 
-def _tokenizer_and_template(args, stages=("sft",)):
-    """The config, its tokenizer (no model) and template, as `lmforge train` resolves them."""
+def _tokenizer_and_template(args, kinds=("conversation",)):
+    """The config, its tokenizer (no model) and template, as `lmforge train` resolves them; the config's
+    stage must read one of the data `kinds` (`Stage.data_kind`) the command renders."""
     from lmforge.config import load_config
     from lmforge.errors import ConfigError
+    from lmforge.stages import STAGES
 
     cfg = load_config(args.config, args.overrides)
-    if cfg.finetuning.stage not in stages:
+    if STAGES.get(cfg.finetuning.stage).data_kind not in kinds:
+        covered = [name for name in STAGES if STAGES.get(name).data_kind in kinds]
         raise ConfigError(f"lmforge data {args.command}: stage '{cfg.finetuning.stage}' is not covered; it reads "
-                          f"the data of stage {' or '.join(stages)}")
+                          f"the data of stage {' or '.join(covered)}")
     from lmforge.model.tokenizer import load_tokenizer
     from lmforge.train.workflow import resolve_template
 
@@ -105,7 +108,7 @@ def _preview(argv: list[str]) -> int:
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="ANSI colours (auto: when printing to a terminal; never: trained text in [[ ]])")
     args = parser.parse_args(argv)
-    cfg, tokenizer, template = _tokenizer_and_template(args, stages=("sft", "rm", "dpo"))
+    cfg, tokenizer, template = _tokenizer_and_template(args, kinds=("conversation", "pairwise"))
     from lmforge.data.preview import preview_samples, render_html, render_terminal
 
     samples = preview_samples(cfg, tokenizer, template, args.n, per_token=args.tokens,

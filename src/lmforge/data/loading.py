@@ -19,17 +19,15 @@ from datasets import Dataset, Features, Value, concatenate_datasets, interleave_
 
 from lmforge.data.dataset_info import DatasetSpec, resolve_datasets
 from lmforge.data.formats import InvalidRecord, convert_record, pair_to_dict
+from lmforge.data.processors import PROCESSORS, Processor, processor_for
 from lmforge.data.sources import read_records
 from lmforge.errors import ConfigError, DataError, did_you_mean
 from lmforge.logging import get_logger
+from lmforge.stages import STAGES
 from lmforge.types import DropCounter, PairSample
 
 logger = get_logger(__name__)
 
-PAIRWISE_STAGES = frozenset({"rm", "dpo"})
-"""Stages that train on ranking data (chosen/rejected pairs)."""
-EMPTY_RESPONSE_STAGES = frozenset({"pt", "ppo"})
-"""Stages that read prompts only, so a record without a response is still a sample."""
 MIX_STRATEGIES = {
     "concat": None,
     "interleave_under": "first_exhausted",
@@ -69,15 +67,15 @@ def load_conversations(
     Args:
         names: dataset_info.json entries or data file paths (see `resolve_datasets`).
         dataset_dir: Folder holding dataset_info.json.
-        stage: Training stage; rm/dpo need ranking data, kto needs a kto_tag column, pt/ppo accept records
-            without a response.
+        stage: Training stage; its data kind (`Stage.data_kind`) says what records must hold: ranking data
+            (pairwise), a kto_tag column (feedback), or maybe no response at all (text).
         max_samples: Keep at most this many records of each dataset (its first ones, after `num_samples`).
         mix_strategy: concat, interleave_under (stop when one dataset runs out), interleave_over (until all
             ran out, repeating the shorter) or interleave_once (until all ran out, each record once).
         interleave_probs: Sampling probability of each dataset when interleaving (default: equal turns).
         seed: Seed of `num_samples` sampling and interleaving.
         placeholders: Values for `{{key}}` placeholders in messages and system prompts.
-        allow_empty_response: Keep records without a response; default: only for pt and ppo.
+        allow_empty_response: Keep records without a response; default: as the stage's data kind allows.
 
     Returns:
         The merged dataset and one `DropCounter` per dataset, in the order of `names`.
@@ -96,19 +94,25 @@ def load_conversations(
         )
     specs = resolve_datasets(names, dataset_dir)
     check_stage(specs, stage)
+    kind = data_kind_of(stage)
     if allow_empty_response is None:
-        allow_empty_response = stage in EMPTY_RESPONSE_STAGES
+        allow_empty_response = kind.allows_empty_response
     parts, drops = [], []
     for spec in specs:
-        rows, counter = _load_one(
-            spec, max_samples, seed, placeholders, allow_empty_response, withkto_tag=stage == "kto"
-        )
-        parts.append(Dataset.from_list(rows, features=_features(spec, stage)))
+        rows, counter = _load_one(spec, max_samples, seed, placeholders, allow_empty_response, withkto_tag=kind.tagged)
+        parts.append(Dataset.from_list(rows, features=_features(spec, kind)))
         drops.append(counter)
     return _merge(parts, mix_strategy, interleave_probs, seed), drops
 
 
+def data_kind_of(stage: str) -> Processor:
+    """What the loader must know of `stage`'s data: the processor entry of its data kind."""
+    return processor_for(STAGES.get(stage))
+
+
 def check_stage(specs: list[DatasetSpec], stage: str) -> None:
+    """Raise unless the datasets hold the kind of data `stage` reads (ranking pairs, kto tags)."""
+    kind = data_kind_of(stage)
     ranking = [s.name for s in specs if s.ranking]
     single = [s.name for s in specs if not s.ranking]
     if ranking and single:
@@ -116,21 +120,21 @@ def check_stage(specs: list[DatasetSpec], stage: str) -> None:
             f"cannot mix ranking datasets ({', '.join(ranking)}) with single-response datasets "
             f"({', '.join(single)}); train them in separate stages"
         )
-    if stage in PAIRWISE_STAGES and single:
+    if kind.ranking and single:
         raise DataError(
             f"stage '{stage}' trains on ranking data, but dataset '{single[0]}' has none; use a dataset whose "
             f'dataset_info.json entry sets "ranking": true with chosen and rejected columns'
         )
-    if stage not in PAIRWISE_STAGES and ranking:
+    if not kind.ranking and ranking:
         raise DataError(
             f"dataset '{ranking[0]}' is ranking data (chosen/rejected), which stage '{stage}' cannot use; "
-            f"use it with stage {' or '.join(sorted(PAIRWISE_STAGES))}"
+            f"use it with stage {' or '.join(_ranking_stages())}"
         )
-    if stage == "kto":
+    if kind.tagged:
         for spec in specs:
             if spec.columns.kto_tag is None:
                 raise DataError(
-                    f"stage 'kto' needs a true/false label per record; set columns.kto_tag in the "
+                    f"stage '{stage}' needs a true/false label per record; set columns.kto_tag in the "
                     f"dataset_info.json entry of '{spec.name}'"
                 )
 
@@ -229,9 +233,15 @@ def kto_tag(record: dict[str, Any], column: str | None) -> bool:
     return tag
 
 
-def _features(spec: DatasetSpec, stage: str) -> Features:
+def _ranking_stages() -> list[str]:
+    """The stages that read ranking data, by name (for messages)."""
+    return sorted(name for name in STAGES
+                  if STAGES.get(name).data_kind in PROCESSORS and data_kind_of(name).ranking)
+
+
+def _features(spec: DatasetSpec, kind: Processor) -> Features:
     features = PAIR_FEATURES if spec.ranking else CONVERSATION_FEATURES
-    if stage == "kto":
+    if kind.tagged:
         features = Features({**features, "kto_tag": Value("bool")})
     return features
 

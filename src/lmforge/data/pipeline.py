@@ -26,17 +26,14 @@ from lmforge.data.cache import (
 )
 from lmforge.data.dataset_info import resolve_datasets
 from lmforge.data.loading import drop_report, load_conversations
-from lmforge.data.formats import pair_from_dict
-from lmforge.data.packing import pack_examples
-from lmforge.data.processors.feedback import encode_feedback, mismatched_responses
+from lmforge.data.processors import processor_for
 from lmforge.data.processors.generation import encode_for_generation
-from lmforge.data.processors.pairwise import encode_pairwise
-from lmforge.data.processors.pretrain import pack_documents, tokenize_documents, truncate_documents
-from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
+from lmforge.data.processors.tokenizing import rows
 from lmforge.data.sources import file_fingerprint
 from lmforge.data.splits import split_train_eval
 from lmforge.errors import DataError
 from lmforge.logging import get_logger
+from lmforge.stages import STAGES
 from lmforge.types import IGNORE_INDEX, Conversation
 
 logger = get_logger(__name__)
@@ -54,7 +51,11 @@ class TokenizedData:
 
 
 def build_datasets(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> TokenizedData:
-    """Tokenized train and eval datasets for `stage`, loaded from the cache when nothing changed."""
+    """Tokenized train and eval datasets for `stage`, loaded from the cache when nothing changed.
+
+    The stage's spec (`lmforge.stages`) picks the tokenization by its data kind, and packing by its default.
+    """
+    processor_for(STAGES.get(stage))  # an unknown stage or data kind fails here, before any cache lookup
     if data_args.tokenized_path and Path(data_args.tokenized_path).exists() and not data_args.overwrite_cache:
         path = Path(data_args.tokenized_path)
         cached = load_cached(path)
@@ -137,19 +138,28 @@ def _conversations(
 
 
 def _tokenize_all(data_args: DataArguments, stage: str, tokenizer, template, seed: int) -> TokenizedData:
+    spec = STAGES.get(stage)
+    tokenize = processor_for(spec).tokenize
+    packs = spec.packs_by_default if data_args.packs is None else data_args.packs
     report: list[str] = []
     train_convs, eval_convs = _conversations(data_args, stage, seed, report)
-    tokenize = {"pt": _tokenize_pretrain, "rm": _tokenize_pairwise, "dpo": _tokenize_pairwise,
-                "kto": _tokenize_feedback}.get(stage, _tokenize_supervised)
-    train = tokenize(train_convs, data_args, tokenizer, template, "train", report) if train_convs is not None else None
-    held_out = tokenize(eval_convs, data_args, tokenizer, template, "eval", report) if eval_convs is not None else None
+
+    def run(convs: Dataset | None, split: str) -> Dataset | None:
+        if convs is None:
+            return None
+        return tokenize(convs, data_args, tokenizer, template, split=split, report=report, packs=packs)
+
+    train, held_out = run(train_convs, "train"), run(eval_convs, "eval")
     return TokenizedData(train=train, eval=held_out, drop_report=report)
 
 
-def build_generation_data(data_args: DataArguments, tokenizer, template, seed: int, training: bool) -> Dataset:
+def build_generation_data(
+    data_args: DataArguments, stage: str, tokenizer, template, seed: int, training: bool
+) -> Dataset:
     """Prompts and reference answers to predict: the eval conversations (`eval_dataset` or the `val_size`
-    split), else, when not training, `dataset` itself. Columns: input_ids, labels, reference, truncated."""
-    train_convs, eval_convs = _conversations(data_args, "sft", seed)
+    split), else, when not training, `dataset` itself, read as `stage` reads them (one whose spec `predicts`).
+    Columns: input_ids, labels, reference, truncated."""
+    train_convs, eval_convs = _conversations(data_args, stage, seed)
     convs = eval_convs if eval_convs is not None else (None if training else train_convs)
     if convs is None:
         raise DataError("do_predict: nothing to predict; set 'eval_dataset' or 'val_size' (or 'do_train: false' "
@@ -158,7 +168,7 @@ def build_generation_data(data_args: DataArguments, tokenizer, template, seed: i
 
     def encode_batch(batch):
         out: dict[str, list] = {"input_ids": [], "labels": [], "reference": [], "truncated": []}
-        for row in _rows(batch):
+        for row in rows(batch):
             conv = Conversation.from_dict(row)
             if not conv.system and default_system:
                 conv.system = default_system
@@ -174,141 +184,6 @@ def build_generation_data(data_args: DataArguments, tokenizer, template, seed: i
         logger.warning("predict: %d of %d samples truncated to cutoff_len=%d", truncated, len(encoded),
                        data_args.cutoff_len)
     return encoded
-
-
-def _tokenize_supervised(
-    convs: Dataset, data_args: DataArguments, tokenizer, template, split: str, report: list[str]
-) -> Dataset:
-    options = SupervisedOptions(data_args.cutoff_len, data_args.train_on_prompt, data_args.mask_history)
-    default_system = data_args.default_system
-
-    def encode_batch(batch):
-        out = {"input_ids": [], "attention_mask": [], "labels": []}
-        for row in _rows(batch):
-            conv = Conversation.from_dict(row)
-            if not conv.system and default_system:
-                conv.system = default_system
-            example = encode_supervised(conv, template, tokenizer, options)
-            for name in out:
-                out[name].append(example[name])
-        return out
-
-    tokenized = convs.map(
-        encode_batch,
-        batched=True,
-        batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers,
-        remove_columns=convs.column_names,
-        desc=f"tokenizing {split}",
-    )
-    kept = _drop_unsupervised(tokenized, ["labels"], data_args, split, report)
-    if data_args.packs and split == "train":
-        # Eval stays one sample per row, so eval losses are per-sample exact whatever the packing.
-        packed, efficiency = pack_examples(kept, data_args.cutoff_len)
-        logger.info(
-            "packed %d samples into %d rows of %d tokens: packing efficiency %.1f%% (%s)",
-            len(kept), len(packed), data_args.cutoff_len, 100 * efficiency,
-            "samples isolated" if data_args.isolates_packed_samples else "attention crosses samples",
-        )
-        return packed
-    return kept
-
-
-def _tokenize_pairwise(
-    convs: Dataset, data_args: DataArguments, tokenizer, template, split: str, report: list[str]
-) -> Dataset:
-    default_system = data_args.default_system
-
-    def encode_batch(batch):
-        out = {name: [] for name in ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")}
-        for row in _rows(batch):
-            pair = pair_from_dict(row)
-            if not pair.prompt.system and default_system:
-                pair.prompt.system = default_system
-            for name, ids in encode_pairwise(pair, template, tokenizer, data_args.cutoff_len).items():
-                out[name].append(ids)
-        return out
-
-    tokenized = convs.map(
-        encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names, desc=f"tokenizing {split}",
-    )
-    return _drop_unsupervised(tokenized, ["chosen_labels", "rejected_labels"], data_args, split, report)
-
-
-def _tokenize_feedback(
-    convs: Dataset, data_args: DataArguments, tokenizer, template, split: str, report: list[str]
-) -> Dataset:
-    default_system = data_args.default_system
-
-    def encode_batch(batch):
-        out = {name: [] for name in ("input_ids", "labels", "kl_input_ids", "kl_labels", "kto_tag")}
-        conversations = [Conversation.from_dict(row) for row in _rows(batch)]
-        for conv, kl_response, tag in zip(conversations, mismatched_responses(conversations), batch["kto_tag"]):
-            if not conv.system and default_system:
-                conv.system = default_system
-            for name, ids in encode_feedback(conv, kl_response, template, tokenizer, data_args.cutoff_len).items():
-                out[name].append(ids)
-            out["kto_tag"].append(tag)
-        return out
-
-    tokenized = convs.map(
-        encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names, desc=f"tokenizing {split}",
-    )
-    kept = _drop_unsupervised(tokenized, ["labels"], data_args, split, report)
-    desirable = sum(kept["kto_tag"])
-    logger.info("%s: %d desirable and %d undesirable samples", split, desirable, len(kept) - desirable)
-    return kept
-
-
-def _drop_unsupervised(
-    tokenized: Dataset, label_columns: list[str], data_args: DataArguments, split: str, report: list[str]
-) -> Dataset:
-    """Drop rows whose response was cut away entirely (no label left to learn), counting them in `report`."""
-    def has_response(*labels_per_column):
-        return all(any(label != IGNORE_INDEX for label in labels[1:]) for labels in labels_per_column)
-
-    kept = tokenized.filter(has_response, input_columns=label_columns, num_proc=data_args.preprocessing_num_workers)
-    dropped = len(tokenized) - len(kept)
-    if dropped:
-        report.append(
-            f"{split}: dropped {dropped} of {len(tokenized)} samples with no response token left after truncation "
-            f"to cutoff_len={data_args.cutoff_len}"
-        )
-        logger.warning("%s", report[-1])
-    if len(kept) == 0:
-        raise DataError(
-            f"{split}: every sample lost its response to truncation; raise 'cutoff_len' (now {data_args.cutoff_len})"
-        )
-    return kept
-
-
-def _tokenize_pretrain(
-    convs: Dataset, data_args: DataArguments, tokenizer, template, split: str, report: list[str]
-) -> Dataset:
-    add_bos = tokenizer.bos_token_id is not None and tokenizer.bos_token_id != tokenizer.eos_token_id
-
-    def encode_batch(batch):
-        texts = [messages[0]["content"] for messages in batch["messages"]]
-        return {"ids": tokenize_documents(texts, tokenizer, add_bos)}
-
-    docs = convs.map(
-        encode_batch,
-        batched=True,
-        batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers,
-        remove_columns=convs.column_names,
-        desc=f"tokenizing {split}",
-    )
-    packing = data_args.packs is not False  # pretraining packs unless told not to
-    # Packing runs over the whole token stream in one pass so no tail is cut at map-batch boundaries.
-    blocks = (pack_documents if packing else truncate_documents)(docs["ids"], data_args.cutoff_len)
-    return Dataset.from_list(list(blocks))
-
-
-def _rows(batch: dict[str, list]) -> list[dict]:
-    return [dict(zip(batch, values)) for values in zip(*batch.values())]
 
 
 def _as_dict(data: TokenizedData) -> DatasetDict:

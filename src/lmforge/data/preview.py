@@ -64,6 +64,7 @@ def preview_samples(cfg, tokenizer, template, count: int = 3, per_token: bool = 
     from lmforge.data.processors.pairwise import encode_pairwise, prompt_and_response
     from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
     from lmforge.data.stats import full_length
+    from lmforge.stages import STAGES
     from lmforge.types import Conversation
 
     data = cfg.data
@@ -76,7 +77,7 @@ def preview_samples(cfg, tokenizer, template, count: int = 3, per_token: bool = 
     for index in range(min(count, len(convs))):
         row = convs[index]
         sample = PreviewSample(index)
-        if stage in ("rm", "dpo"):
+        if STAGES.get(stage).data_kind == "pairwise":
             pair = pair_from_dict(row)
             if not pair.prompt.system and data.default_system:
                 pair.prompt.system = data.default_system

@@ -6,7 +6,8 @@ supervised share, the padding of each batching strategy and the steps per epoch.
 Conversations come from the loader (`load_conversations`, drops counted by reason) and are tokenized by
 the training processors: lengths before truncation from `template.encode_turns`, the trained sample from
 `encode_supervised` with the config's cutoff_len / train_on_prompt / mask_history, packing from
-`best_fit_decreasing`. Figures are for stage sft (and pt documents); nothing here loads a model.
+`best_fit_decreasing`. Figures are for conversation data (`Stage.data_kind`, stage sft); nothing here loads a
+model.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def data_statistics(cfg, tokenizer, template) -> list[DataStats]:
     data = cfg.data
     per_dataset = []
     for name in list(dict.fromkeys(data.dataset_names + data.eval_dataset_names)):
-        convs, drops = load_conversations([name], data.dataset_dir, stage="sft", max_samples=data.max_samples,
+        convs, drops = load_conversations([name], data.dataset_dir, stage=cfg.finetuning.stage,
+                                          max_samples=data.max_samples,
                                           seed=cfg.training.seed, placeholders=data.placeholders)
         per_dataset.append(conversation_stats(name, convs, drops[0], data, tokenizer, template))
     overall = DataStats("overall (dataset)")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from lmforge.config.data_args import DataArguments
 from lmforge.data.dataset_info import DatasetSpec, resolve_datasets
 from lmforge.data.formats import InvalidRecord, convert_record
-from lmforge.data.loading import EMPTY_RESPONSE_STAGES, check_columns, check_stage, kto_tag, no_records
+from lmforge.data.loading import check_columns, check_stage, data_kind_of, kto_tag, no_records
 from lmforge.data.sources import scan_records
 from lmforge.errors import DataError
 
@@ -78,11 +78,12 @@ def _validate_one(spec: DatasetSpec, stage: str, placeholders, problems: list[st
         problems.extend([str(err)] + [message for _, _, message in sorted(found)])
         result.bad["missing column"] += len(readable)
         return result
-    allow_empty = stage in EMPTY_RESPONSE_STAGES
+    kind = data_kind_of(stage)
     for file_number, located in readable:
         try:
-            convert_record(located.record, spec, placeholders=placeholders, allow_empty_response=allow_empty)
-            if stage == "kto":
+            convert_record(located.record, spec, placeholders=placeholders,
+                           allow_empty_response=kind.allows_empty_response)
+            if kind.tagged:
                 kto_tag(located.record, spec.columns.kto_tag)
         except InvalidRecord as err:
             result.bad[err.reason] += 1

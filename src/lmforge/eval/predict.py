@@ -53,7 +53,8 @@ def run_predict(cfg, trainer, tokenizer, template) -> dict[str, float]:
 
     if not trainer.is_world_process_zero():
         return {}
-    data = build_generation_data(cfg.data, tokenizer, template, cfg.training.seed, training=cfg.training.do_train)
+    data = build_generation_data(cfg.data, cfg.finetuning.stage, tokenizer, template, cfg.training.seed,
+                                 training=cfg.training.do_train)
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
     prompts = data["input_ids"]
