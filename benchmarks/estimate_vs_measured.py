@@ -113,7 +113,7 @@ def make_corpus(path: Path, tokens: int, seed: int = 0) -> None:
 
 
 def run_case(name: str, work: Path) -> dict:
-    from lmforge.config.finetuning_args import FinetuningArguments
+    from lmforge.config.adapter_args import AdapterArguments
     from lmforge.model.from_config import create_model
     from lmforge.planner.memory import Setup, estimate_memory
     from lmforge.planner.shape import load_shape
@@ -147,7 +147,7 @@ def run_case(name: str, work: Path) -> dict:
           f"RSS at the end {(figures['rss_at_end_kib'] - figures['baseline_kib']) / 1024:,.0f} MiB above baseline",
           file=sys.stderr)
 
-    finetuning = FinetuningArguments(finetuning_type=finetuning_type)
+    finetuning = AdapterArguments.from_keys(finetuning_type=finetuning_type)
     shape = load_shape(model_dir, finetuning)
     setup = Setup(seq_len=seq_len, micro_batch=micro_batch, dtype="bf16" if bf16 else "fp32",
                   optimizer="adamw_torch_fused", gradient_checkpointing=checkpointing, attention="sdpa_varlen",

@@ -24,7 +24,7 @@ def test_llamafactory_yaml_keys_route_to_groups(tmp_path):
     )
     cfg = load_config(path)
     assert cfg.model.trust_remote_code is True
-    assert cfg.finetuning.lora_rank == 16 and cfg.finetuning.lora_alpha_value == 32
+    assert cfg.lora.lora_rank == 16 and cfg.lora.lora_alpha_value == 32
     assert cfg.data.dataset_names == ["identity", "alpaca_en_demo"]
     assert cfg.data.cutoff_len == 1024 and cfg.data.max_samples == 1000
     assert cfg.training.learning_rate == pytest.approx(1e-4)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from peft import PeftModel
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.model_args import ModelArguments
 from lmforge.errors import ConfigError, ModelError
 from lmforge.model import loader
@@ -42,7 +42,7 @@ def layer_count(c: dict) -> int:
 
 def load(path, is_trainable=True, adapter=None, **finetuning) -> torch.nn.Module:
     model_args = ModelArguments(model_name_or_path=str(path), adapter_name_or_path=adapter)
-    return load_model(model_args, FinetuningArguments(**finetuning), is_trainable=is_trainable)
+    return load_model(model_args, AdapterArguments.from_keys(**finetuning), is_trainable=is_trainable)
 
 
 def trainable_names(model) -> set[str]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.model_args import ModelArguments
 from lmforge.errors import ConfigError, ModelError
 from lmforge.model.loader import count_parameters, load_model, resolve_dtype
@@ -36,7 +36,7 @@ def full_param_count(c: dict) -> int:
 def test_missing_directory_names_key_and_create_model(name):
     loaders = (
         lambda: load_tokenizer(model_args(name)),
-        lambda: load_model(model_args(name), FinetuningArguments(), is_trainable=True),
+        lambda: load_model(model_args(name), AdapterArguments.from_keys(), is_trainable=True),
     )
     for load in loaders:
         with pytest.raises(ModelError, match="model_name_or_path") as info:
@@ -52,7 +52,7 @@ def test_pickle_only_directory_is_refused(tiny_qwen2_dir, tmp_path):
     shutil.copy(tiny_qwen2_dir / "config.json", bin_dir / "config.json")
     torch.save(load_file(tiny_qwen2_dir / "model.safetensors"), bin_dir / "pytorch_model.bin")
     with pytest.raises(ModelError, match=r"only pickled weights \(pytorch_model.bin\).*safetensors"):
-        load_model(model_args(bin_dir), FinetuningArguments(finetuning_type="full"), is_trainable=True)
+        load_model(model_args(bin_dir), AdapterArguments.from_keys(finetuning_type="full"), is_trainable=True)
 
 
 # --- tokenizer ---------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_resolve_dtype_rejects_unknown_name():
 def test_bf16_checkpoint_loads_bf16_for_inference_and_fp32_for_cpu_training(tiny_bf16_dir):
     if torch.cuda.is_available():
         pytest.skip("CPU policy")
-    ft = FinetuningArguments(finetuning_type="full")
+    ft = AdapterArguments.from_keys(finetuning_type="full")
     inference = load_model(model_args(tiny_bf16_dir), ft, is_trainable=False)
     assert {p.dtype for p in inference.parameters()} == {BF16}
     training = load_model(model_args(tiny_bf16_dir), ft, is_trainable=True)
@@ -127,14 +127,14 @@ def test_bf16_checkpoint_loads_bf16_for_inference_and_fp32_for_cpu_training(tiny
 
 
 def test_inference_model_is_frozen_and_in_eval_mode(tiny_qwen2_dir):
-    model = load_model(model_args(tiny_qwen2_dir), FinetuningArguments(finetuning_type="lora"), is_trainable=False)
+    model = load_model(model_args(tiny_qwen2_dir), AdapterArguments.from_keys(finetuning_type="lora"), is_trainable=False)
     assert type(model).__name__ == "Qwen2ForCausalLM"  # no adapter is created for inference
     assert count_parameters(model)[0] == 0
     assert not model.training
 
 
 def test_gradient_checkpointing_trains_lora_through_frozen_layers(tiny_qwen2_dir):
-    lora = FinetuningArguments(finetuning_type="lora")
+    lora = AdapterArguments.from_keys(finetuning_type="lora")
     model = load_model(model_args(tiny_qwen2_dir), lora, is_trainable=True, gradient_checkpointing=True)
     base = model.get_base_model()
     checkpointing = getattr(base, "is_activation_checkpointing", None)
@@ -152,7 +152,7 @@ def test_counts_are_logged_and_exposed(tiny_qwen2_dir, tiny_config, caplog):
     logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.INFO, logger="lmforge"):
-            full = FinetuningArguments(finetuning_type="full")
+            full = AdapterArguments.from_keys(finetuning_type="full")
             model = load_model(model_args(tiny_qwen2_dir), full, is_trainable=True)
     finally:
         logger.removeHandler(caplog.handler)
@@ -163,11 +163,11 @@ def test_counts_are_logged_and_exposed(tiny_qwen2_dir, tiny_config, caplog):
 
 def test_unknown_finetuning_type_suggests_a_name(tiny_qwen2_dir):
     with pytest.raises(ConfigError, match="unknown finetuning_type 'lroa' \\(did you mean 'lora'\\?\\)"):
-        load_model(model_args(tiny_qwen2_dir), FinetuningArguments(finetuning_type="lroa"), is_trainable=True)
+        load_model(model_args(tiny_qwen2_dir), AdapterArguments.from_keys(finetuning_type="lroa"), is_trainable=True)
 
 
 def test_checkpointing_every_second_layer_keeps_the_gradients(tiny_qwen2_dir):
-    full = FinetuningArguments(finetuning_type="full")
+    full = AdapterArguments.from_keys(finetuning_type="full")
     plain = load_model(model_args(tiny_qwen2_dir), full, is_trainable=True)
     partial = load_model(
         model_args(tiny_qwen2_dir), full, is_trainable=True, gradient_checkpointing=True, checkpoint_every_n_layers=2
@@ -183,7 +183,7 @@ def test_checkpointing_every_second_layer_keeps_the_gradients(tiny_qwen2_dir):
 
 
 def test_selective_checkpointing_keeps_the_gradients(tiny_qwen2_dir):
-    full = FinetuningArguments(finetuning_type="full")
+    full = AdapterArguments.from_keys(finetuning_type="full")
     plain = load_model(model_args(tiny_qwen2_dir), full, is_trainable=True)
     selective = load_model(
         model_args(tiny_qwen2_dir), full, is_trainable=True, gradient_checkpointing=True, selective_checkpointing=True

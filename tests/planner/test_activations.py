@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
+from lmforge.config.freeze_args import FreezeArguments
 from lmforge.model.adapters import ADAPTERS
 from lmforge.planner.activations import activation_bytes
 from lmforge.planner.shape import shape_of
@@ -18,13 +19,13 @@ def build(config_cls, finetuning_type, attention, checkpointing, heads=4, **extr
                         attn_implementation=attention, **extra)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).train()
-    finetuning = FinetuningArguments(finetuning_type=finetuning_type, freeze_trainable_layers=1)
-    model = ADAPTERS.get(finetuning_type)(model, finetuning, is_trainable=True)
+    adapter = AdapterArguments(finetuning_type, freeze=FreezeArguments(freeze_trainable_layers=1))
+    model = ADAPTERS.get(finetuning_type)(model, adapter, is_trainable=True)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
-    return model, base, shape_of(model, config, name="test", finetuning=finetuning)
+    return model, base, shape_of(model, config, name="test", adapter=adapter)
 
 
 def saved_bytes(model, base, batch, seq, autocast) -> int:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
+from lmforge.config.lora_args import LoraArguments
 from lmforge.planner.activations import textbook_activation_elements
 from lmforge.planner.memory import Setup, estimate_memory, max_micro_batch
 from lmforge.planner.shape import load_shape
@@ -31,7 +32,7 @@ def qwen_config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen_full(qwen_config):
-    return load_shape(qwen_config, FinetuningArguments(finetuning_type="full"))
+    return load_shape(qwen_config, AdapterArguments(finetuning_type="full"))
 
 
 def states_per_param(shape, setup):
@@ -74,7 +75,7 @@ def test_fp32_and_8bit_optimizers(qwen_full):
 
 
 def test_lora_trains_only_the_adapters(qwen_config):
-    lora = load_shape(qwen_config, FinetuningArguments(finetuning_type="lora", lora_rank=8))
+    lora = load_shape(qwen_config, AdapterArguments("lora", LoraArguments(lora_rank=8)))
     # r x (in + out) for q, k, v, o (1536->1536, 1536->256 x2, 1536->1536) and gate, up, down (1536<->8960)
     per_layer = 8 * ((1536 + 1536) * 2 + (1536 + 256) * 2 + (1536 + 8960) * 3)
     assert lora.trainable_params == 28 * per_layer == 9_232_384

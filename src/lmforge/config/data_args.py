@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+MixStrategy = Literal["concat", "interleave_under", "interleave_over", "interleave_once"]
+"""How several datasets merge (LLaMA-Factory's names); data/loading.py maps each to a stopping strategy."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class DataArguments:
         metadata={"help": "Form training batches by a token budget (samples x longest <= this) from length-sorted "
                   "windows, instead of a fixed per_device_train_batch_size; cuts padding of unpacked sft."},
     )
-    mix_strategy: str = field(
+    mix_strategy: MixStrategy = field(
         default="concat", metadata={"help": "How several datasets merge: concat, interleave_under, interleave_over."}
     )
     interleave_probs: str | None = field(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+ExportDtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
 
 
 @dataclass(frozen=True)
 class ExportArguments:
     export_dir: str | None = field(default=None, metadata={"help": "export: directory of the standalone model."})
     export_size: float = field(default=5, metadata={"help": "export: largest safetensors shard, in GB (10^9 bytes)."})
-    export_dtype: str = field(
+    export_dtype: ExportDtype = field(
         default="auto", metadata={"help": "export: auto (the base model's saved dtype), bf16, fp16 or fp32."}
     )
     export_device: str = field(default="cpu", metadata={"help": "export: device to merge on: cpu or auto."})

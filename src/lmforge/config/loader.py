@@ -19,11 +19,16 @@ from typing import Any
 
 import yaml
 
+from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.data_args import DataArguments
 from lmforge.config.export_args import ExportArguments
 from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.freeze_args import FreezeArguments
 from lmforge.config.generation_args import GenerationArguments
+from lmforge.config.lora_args import LoraArguments
+from lmforge.config.loss_args import LossArguments
 from lmforge.config.model_args import ModelArguments
+from lmforge.config.preference_args import PreferenceArguments
 from lmforge.config.ranges import check_ranges
 from lmforge.config.training_fields import annotation_of, resolve_do_train, training_fields
 from lmforge.errors import ConfigError, did_you_mean
@@ -35,11 +40,17 @@ LIGHT_GROUPS: dict[str, type] = {
     "model": ModelArguments,
     "data": DataArguments,
     "finetuning": FinetuningArguments,
+    "lora": LoraArguments,
+    "freeze": FreezeArguments,
+    "preference": PreferenceArguments,
+    "loss": LossArguments,
     "generation": GenerationArguments,
     "export": ExportArguments,
 }
-"""The groups that are plain dataclasses; `training` (transformers' arguments) is built last, after validation."""
-GROUP_NAMES = ("model", "data", "finetuning", "generation", "training", "export")
+"""The groups that are plain dataclasses, one concern each; `training` (transformers' arguments) is built last,
+after validation. The flat keys of a YAML are routed to them by name (each key lives in exactly one group)."""
+GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "preference", "loss", "generation", "training", "export")
+ADAPTER_GROUPS = ("finetuning", "lora", "freeze")
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,16 @@ class RunConfig:
     generation: GenerationArguments
     training: TrainingArguments
     export: ExportArguments = ExportArguments()
+    lora: LoraArguments = LoraArguments()
+    freeze: FreezeArguments = FreezeArguments()
+    preference: PreferenceArguments = PreferenceArguments()
+    loss: LossArguments = LossArguments()
     source: str = ""  # the config file, for messages
+
+    @property
+    def adapter(self) -> AdapterArguments:
+        """finetuning_type with the lora / freeze keys: what model loading needs."""
+        return AdapterArguments(self.finetuning.finetuning_type, self.lora, self.freeze)
 
 
 def _group_of_key() -> dict[str, str]:
@@ -163,6 +183,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return value
     is_union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
     options = [o for o in (typing.get_args(annotation) if is_union else (annotation,)) if o is not type(None)]
+    choices = [v for o in options if typing.get_origin(o) is typing.Literal for v in typing.get_args(o)]
+    if choices:  # a closed set of names, typed once on the field (e.g. finetuning_type: Literal[...])
+        if value in choices and not isinstance(value, bool):
+            return value
+        names = [str(c) for c in choices]
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(names)}{did_you_mean(str(value), names)}")
     containers = {typing.get_origin(o) or o for o in options} & {dict, list, tuple}
     plain = [o for o in options if isinstance(o, type) and o not in (dict, list, tuple)]
     if isinstance(value, (dict, list)):
@@ -278,7 +304,13 @@ class InferenceConfig:
     finetuning: FinetuningArguments
     generation: GenerationArguments
     export: ExportArguments
+    lora: LoraArguments = LoraArguments()
+    freeze: FreezeArguments = FreezeArguments()
     source: str = ""
+
+    @property
+    def adapter(self) -> AdapterArguments:
+        return AdapterArguments(self.finetuning.finetuning_type, self.lora, self.freeze)
 
 
 def load_inference_config(path: str | Path | None, overrides: list[str] | None = None) -> InferenceConfig:
@@ -290,7 +322,8 @@ def load_inference_config(path: str | Path | None, overrides: list[str] | None =
     source = str(path or "command line")
     validate_keys_only(raw, source)
     report_unhonoured(raw, inference=True)
-    per_group = route_and_coerce(raw, source, groups=tuple(LIGHT_GROUPS))
+    used = ("model", "data", "finetuning", "lora", "freeze", "generation", "export")
+    per_group = route_and_coerce(raw, source, groups=used)
     cfg = InferenceConfig(**_light_groups(per_group, source), source=source)
     if not cfg.model.model_name_or_path:
         raise ConfigError(f"{source}: set 'model_name_or_path' to a local model directory")

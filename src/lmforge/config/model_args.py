@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
+TorchDtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
+FlashAttn = Literal["auto", "sdpa", "fa2", "disabled"]
 ATTN_FROM_FLASH_ATTN = {"auto": "sdpa_varlen", "sdpa": "sdpa_varlen", "fa2": "flash_attention_2", "disabled": "eager"}
 """LLaMA-Factory's `flash_attn` values mapped to `attn_implementation`. `sdpa_varlen` (lmforge.model.attention)
 is transformers' sdpa with packed samples attended one by one instead of through a block mask."""
@@ -18,7 +21,7 @@ class ModelArguments:
         default=None,
         metadata={"help": "Local directory (or comma-separated list) of LoRA adapters to load; the last keeps training."},
     )
-    torch_dtype: str = field(
+    torch_dtype: TorchDtype = field(
         default="auto",
         metadata={"help": "Weight dtype: auto (bf16 where supported, else fp32), bf16, fp16 or fp32."},
     )
@@ -29,7 +32,7 @@ class ModelArguments:
             "(transformers' own, block mask for packed rows), eager, flash_attention_2, flex_attention."
         },
     )
-    flash_attn: str = field(
+    flash_attn: FlashAttn = field(
         default="auto",
         metadata={"help": "LLaMA-Factory spelling of the attention backend: auto, sdpa, fa2, disabled."},
     )

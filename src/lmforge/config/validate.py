@@ -10,17 +10,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import ConfigError, did_you_mean
-from lmforge.config.finetuning_args import PREF_LOSSES
+from lmforge.stages import STAGES, stages_with
 
 if TYPE_CHECKING:
     from lmforge.config.loader import RunConfig
 
-STAGES = ("pt", "sft", "rm", "dpo", "kto")
-PACKING_STAGES = ("pt", "sft")
-FINETUNING_TYPES = ("full", "freeze", "lora")
-MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over")
-DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
-LORA_ONLY_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "additional_target", "use_dora", "use_rslora")
 
 
 def validate_keys(raw: dict[str, Any], known: dict[str, str], source: str) -> None:
@@ -40,11 +34,10 @@ def validate_keys(raw: dict[str, Any], known: dict[str, str], source: str) -> No
 
 
 def check_choices(cfg: RunConfig) -> None:
+    # Keys typed as a Literal (finetuning_type, mix_strategy, torch_dtype, pref_loss, ...) are checked when the
+    # config is read (loader._coerce); the stage is a registry name.
     for key, value, choices in (
-        ("stage", cfg.finetuning.stage, STAGES),
-        ("finetuning_type", cfg.finetuning.finetuning_type, FINETUNING_TYPES),
-        ("mix_strategy", cfg.data.mix_strategy, MIX_STRATEGIES),
-        ("torch_dtype", cfg.model.torch_dtype, DTYPES),
+        ("stage", cfg.finetuning.stage, tuple(STAGES)),  # registered `Stage` specs, built-ins first
     ):
         if value not in choices:
             raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
@@ -64,9 +57,10 @@ def check_memmap(cfg: RunConfig) -> None:
     data = cfg.data
     if not (data.memmap_dirs or data.eval_memmap_dirs or data.isolate_documents):
         return
-    if cfg.finetuning.stage != "pt":
+    if not STAGES.get(cfg.finetuning.stage).reads_memmap:
         raise ConfigError(
-            f"'memmap_path'/'eval_memmap_path'/'isolate_documents' are for stage pt, not '{cfg.finetuning.stage}'"
+            f"'memmap_path'/'eval_memmap_path'/'isolate_documents' are for stage "
+            f"{' or '.join(stages_with(reads_memmap=True))}, not '{cfg.finetuning.stage}'"
         )
     if data.memmap_dirs and data.dataset_names:
         raise ConfigError("set either 'dataset' or 'memmap_path', not both")
@@ -81,14 +75,15 @@ def check_memmap(cfg: RunConfig) -> None:
 
 
 def check_packing_stage(cfg: RunConfig) -> None:
-    packs = cfg.data.packs
-    if packs and cfg.finetuning.stage not in PACKING_STAGES:
+    packs, stage = cfg.data.packs, STAGES.get(cfg.finetuning.stage)
+    if packs and not stage.can_pack:
         raise ConfigError(
-            f"'packing'/'neat_packing' cannot be used with stage '{cfg.finetuning.stage}': "
-            f"only {', '.join(PACKING_STAGES)} pack samples"
+            f"'packing'/'neat_packing' cannot be used with stage '{stage.name}': "
+            f"only {', '.join(stages_with(can_pack=True))} pack samples"
         )
-    if cfg.data.neat_packing and cfg.finetuning.stage == "pt":
-        raise ConfigError("'neat_packing' is for stage sft; stage pt packs documents as one stream ('packing')")
+    if cfg.data.neat_packing and not stage.isolates_packed:
+        raise ConfigError(f"'neat_packing' is for stage {' or '.join(stages_with(isolates_packed=True))}; "
+                          f"stage {stage.name} packs its rows as one stream ('packing')")
 
 
 def check_eval_source(cfg: RunConfig) -> None:
@@ -104,16 +99,14 @@ def check_eval_source(cfg: RunConfig) -> None:
 
 
 def check_adapter_keys(cfg: RunConfig) -> None:
-    ft = cfg.finetuning
+    ft, lora = cfg.finetuning, cfg.lora
     if cfg.model.adapter_name_or_path and ft.finetuning_type != "lora":
         raise ConfigError(
             f"'adapter_name_or_path' loads a LoRA adapter but 'finetuning_type' is '{ft.finetuning_type}': "
             "set finetuning_type: lora (or export a merged model first)"
         )
-    if ft.use_dora and ft.use_rslora:
+    if lora.use_dora and lora.use_rslora:
         raise ConfigError("'use_dora' and 'use_rslora' cannot both be true")
-    if ft.lora_rank < 1:
-        raise ConfigError(f"'lora_rank' must be >= 1, got {ft.lora_rank}")
 
 
 def check_half_precision_freeze(cfg: RunConfig) -> None:
@@ -141,34 +134,26 @@ def check_batching(cfg: RunConfig) -> None:
 
 
 def check_loss_options(cfg: RunConfig) -> None:
-    if cfg.finetuning.loss_weighting not in ("token", "sample"):
-        raise ConfigError(f"'loss_weighting' must be token or sample, got '{cfg.finetuning.loss_weighting}'")
-    if cfg.finetuning.loss_chunk_size is not None and cfg.finetuning.loss_chunk_size < 0:
-        raise ConfigError("'loss_chunk_size' must be >= 0 (or left unset for the per-device default)")
-    if cfg.finetuning.loss_weighting == "sample" and cfg.finetuning.loss_chunk_size == 0:
+    if cfg.loss.loss_weighting == "sample" and cfg.loss.loss_chunk_size == 0:
         raise ConfigError("'loss_weighting: sample' needs lmforge's loss: leave 'loss_chunk_size' unset or > 0")
 
 
 def check_preference(cfg: RunConfig) -> None:
-    ft, stage = cfg.finetuning, cfg.finetuning.stage
-    if ft.pref_loss not in PREF_LOSSES:
-        raise ConfigError(
-            f"pref_loss: '{ft.pref_loss}' is not one of {', '.join(PREF_LOSSES)}{did_you_mean(ft.pref_loss, PREF_LOSSES)}"
-        )
-    if ft.pref_beta <= 0:
-        raise ConfigError(f"'pref_beta' must be > 0, got {ft.pref_beta}")
-    if not 0 <= ft.dpo_label_smoothing < 0.5:
-        raise ConfigError(f"'dpo_label_smoothing' must be in [0, 0.5), got {ft.dpo_label_smoothing}")
-    if (ft.ref_model or ft.precompute_ref_log_probs) and stage not in ("dpo", "kto"):
-        raise ConfigError(f"'ref_model'/'precompute_ref_log_probs' are for stage dpo or kto, not '{stage}'")
-    if stage in ("rm", "dpo", "kto"):
+    ft, stage = cfg.preference, cfg.finetuning.stage
+    spec = STAGES.get(stage)
+    if (ft.ref_model or ft.precompute_ref_log_probs) and not spec.uses_reference:
+        raise ConfigError(f"'ref_model'/'precompute_ref_log_probs' are for stage "
+                          f"{' or '.join(stages_with(uses_reference=True))}, not '{stage}'")
+    if not spec.token_loss:
+        single = ", ".join(stages_with(token_loss=True))
         if cfg.training.group_by_length or cfg.data.max_tokens_per_batch:
             raise ConfigError(
-                f"'group_by_length'/'max_tokens_per_batch' batch single sequences (pt, sft); stage {stage} "
+                f"'group_by_length'/'max_tokens_per_batch' batch single sequences ({single}); stage {stage} "
                 "batches pairs of sequences: remove them"
             )
-        if cfg.finetuning.loss_weighting != "token":
-            raise ConfigError(f"'loss_weighting' applies to pt and sft, not stage {stage}")
+        if cfg.loss.loss_weighting != "token":
+            raise ConfigError(f"'loss_weighting' applies to {' and '.join(stages_with(token_loss=True))}, "
+                              f"not stage {stage}")
 
 
 def check_cutoff(cfg: RunConfig) -> None:
@@ -179,8 +164,9 @@ def check_cutoff(cfg: RunConfig) -> None:
 def check_predict(cfg: RunConfig) -> None:
     if not cfg.training.do_predict:
         return
-    if cfg.finetuning.stage != "sft":
-        raise ConfigError(f"'do_predict' generates answers for stage sft, not '{cfg.finetuning.stage}'")
+    if not STAGES.get(cfg.finetuning.stage).predicts:
+        raise ConfigError(f"'do_predict' generates answers for stage {' or '.join(stages_with(predicts=True))}, "
+                          f"not '{cfg.finetuning.stage}'")
     if not cfg.training.predict_with_generate:
         raise ConfigError("'do_predict' needs 'predict_with_generate: true': answers are generated, then scored "
                           "with BLEU-4 and ROUGE against the references")

@@ -55,8 +55,8 @@ def export_model(cfg: InferenceConfig) -> Path:
     from lmforge.train.workflow import RUN_INFO_FILE, resolve_template
 
     model_args = replace(cfg.model, torch_dtype="fp32")
-    finetuning = replace(cfg.finetuning, finetuning_type="lora" if adapters else "full")
-    model = load_model(model_args, finetuning, is_trainable=False)  # adapters merged, frozen
+    adapter = replace(cfg.adapter, finetuning_type="lora" if adapters else "full")
+    model = load_model(model_args, adapter, is_trainable=False)  # adapters merged, frozen
     saved = config_dtype(model.config)
     named = EXPORT_DTYPES.get(export.export_dtype)
     dtype = getattr(torch, named) if named else saved or torch.float32

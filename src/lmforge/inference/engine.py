@@ -64,8 +64,8 @@ class ChatEngine:
         from lmforge.train.workflow import resolve_template
 
         adapters = bool(cfg.model.adapter_name_or_path)
-        finetuning = replace(cfg.finetuning, finetuning_type="lora" if adapters else "full")
-        self.model = load_model(cfg.model, finetuning, is_trainable=False)
+        adapter = replace(cfg.adapter, finetuning_type="lora" if adapters else "full")
+        self.model = load_model(cfg.model, adapter, is_trainable=False)
         self.tokenizer = load_tokenizer(cfg.model)
         self.template = resolve_template(cfg.data.template or trained_template(cfg.model), self.tokenizer)
         self.generation = cfg.generation

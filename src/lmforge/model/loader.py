@@ -1,6 +1,6 @@
 """Load a local causal LM and set which of its parameters train.
 
-    model = load_model(cfg.model, cfg.finetuning, is_trainable=True, gradient_checkpointing=True)
+    model = load_model(cfg.model, cfg.adapter, is_trainable=True, gradient_checkpointing=True)
     trainable, total = count_parameters(model)
 
 Steps, in order: check the directory (local, safetensors) -> pick the dtype -> `from_pretrained` ->
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.model_args import ModelArguments
 from lmforge.errors import ConfigError, ModelError, did_you_mean
 from lmforge.logging import get_logger
@@ -62,7 +62,7 @@ HALF = (torch.bfloat16, torch.float16)
 
 def load_model(
     model_args: ModelArguments,
-    finetuning_args: FinetuningArguments,
+    adapter: AdapterArguments,
     *,
     is_trainable: bool,
     gradient_checkpointing: bool = False,
@@ -73,7 +73,7 @@ def load_model(
 
     Args:
         model_args: where the model is and how to load it (dtype, attention, adapters, remote code).
-        finetuning_args: full | freeze | lora and their keys.
+        adapter: the finetuning_type (full | freeze | lora) and its group's keys.
         is_trainable: True to prepare for training; False gives a frozen model in eval mode, with any
             `adapter_name_or_path` adapters merged into it.
         gradient_checkpointing: recompute activations in the backward pass (non-reentrant), training only.
@@ -122,10 +122,10 @@ def load_model(
     if is_trainable and gradient_checkpointing:
         enable_checkpointing(model, every_n_layers=checkpoint_every_n_layers, selective=selective_checkpointing)
 
-    apply = ADAPTERS.get(finetuning_args.finetuning_type)
+    apply = ADAPTERS.get(adapter.finetuning_type)
     model = apply(
         model,
-        finetuning_args,
+        adapter,
         is_trainable=is_trainable,
         adapter_paths=split_names(model_args.adapter_name_or_path),
     )
@@ -135,7 +135,7 @@ def load_model(
         trainable, _ = count_parameters(model)
         if trainable == 0:
             raise ConfigError(
-                f"finetuning_type '{finetuning_args.finetuning_type}' left no parameter trainable; check its keys"
+                f"finetuning_type '{adapter.finetuning_type}' left no parameter trainable; check its keys"
             )
     else:
         model.requires_grad_(False)

@@ -14,7 +14,6 @@ The head's weights are stored as `value_head.safetensors` under trl's / LLaMA-Fa
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -100,18 +99,16 @@ def last_token_values(values: Tensor, attention_mask: Tensor) -> Tensor:
     return values.gather(-1, last.unsqueeze(-1)).squeeze(-1)
 
 
-def load_reward_model(model_args, finetuning_args=None) -> ValueHeadModel:
+def load_reward_model(model_args, adapter=None) -> ValueHeadModel:
     """A saved reward model, frozen: the backbone (merged with `adapter_name_or_path` adapters) and its head.
 
     The head is read from the last adapter directory when there is one, else from `model_name_or_path`.
     """
-    from lmforge.config.finetuning_args import FinetuningArguments
+    from lmforge.config.adapter_args import AdapterArguments
     from lmforge.model.loader import load_model
 
-    finetuning_args = finetuning_args or FinetuningArguments(
-        stage="rm", finetuning_type="lora" if model_args.adapter_name_or_path else "full"
-    )
-    backbone = load_model(model_args, replace(finetuning_args, stage="rm"), is_trainable=False)
+    adapter = adapter or AdapterArguments(finetuning_type="lora" if model_args.adapter_name_or_path else "full")
+    backbone = load_model(model_args, adapter, is_trainable=False)
     model = ValueHeadModel(backbone)
     adapters = [p for p in (model_args.adapter_name_or_path or "").split(",") if p.strip()]
     model.load_value_head(adapters[-1].strip() if adapters else model_args.model_name_or_path)

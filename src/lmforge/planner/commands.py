@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import get_args
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
+from lmforge.config.finetuning_args import FinetuningType
+from lmforge.config.freeze_args import FreezeArguments
+from lmforge.config.lora_args import LoraArguments
 from lmforge.errors import ConfigError
 from lmforge.planner.activations import ATTENTION_KINDS
 from lmforge.planner.memory import DTYPE_BYTES, OFFLOAD, OPTIMIZER_STATE_BYTES, MemoryPlan, Setup, estimate_memory, max_micro_batch
@@ -39,7 +43,7 @@ def _memory_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=2048, help="tokens per row (cutoff_len; packed rows: the pack length)")
     p.add_argument("--micro-batch", type=int, default=1, help="rows per device per forward (per_device_train_batch_size)")
     p.add_argument("--dtype", choices=list(DTYPE_BYTES), default="bf16", help="training precision (bf16/fp16: mixed)")
-    p.add_argument("--finetuning-type", choices=["full", "freeze", "lora"], default="full")
+    p.add_argument("--finetuning-type", choices=get_args(FinetuningType), default="full")
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-target", default="all", help="comma-separated linear module names, or all")
     p.add_argument("--freeze-trainable-layers", type=int, default=2, help="freeze: last N layers train (-N: first N)")
@@ -83,13 +87,12 @@ def estimate_main(argv: list[str]) -> int:
     if argv and argv[0] == "mfu":
         return _mfu_main(_mfu_parser().parse_args(argv[1:]))
     args = _memory_parser().parse_args(argv)
-    finetuning = FinetuningArguments(
+    adapter = AdapterArguments(
         finetuning_type=args.finetuning_type,
-        lora_rank=args.lora_rank,
-        lora_target=args.lora_target,
-        freeze_trainable_layers=args.freeze_trainable_layers,
+        lora=LoraArguments(lora_rank=args.lora_rank, lora_target=args.lora_target),
+        freeze=FreezeArguments(freeze_trainable_layers=args.freeze_trainable_layers),
     )
-    shape = load_shape(args.model, finetuning)
+    shape = load_shape(args.model, adapter)
     setup = Setup(
         seq_len=args.seq_len, micro_batch=args.micro_batch, dtype=args.dtype, optimizer=args.optimizer,
         gradient_checkpointing=args.gradient_checkpointing, zero=args.zero, offload=args.offload,

@@ -1,6 +1,6 @@
 """Memory per device of a training setup: weights, gradients, optimizer states, activations, loss buffers.
 
-    shape = load_shape("config.json", FinetuningArguments(finetuning_type="full"))
+    shape = load_shape("config.json", AdapterArguments(finetuning_type="full"))
     plan = estimate_memory(shape, Setup(seq_len=2048, micro_batch=4, dtype="bf16", zero=2, devices=8))
     plan.total, plan.weights / shape.total_params    # bytes per device; bytes per parameter
 

@@ -1,6 +1,6 @@
 """What the planner needs to know about a model: its dimensions and which parameters train.
 
-    shape = load_shape("models/qwen2.5-1.5b", FinetuningArguments(finetuning_type="lora", lora_rank=16))
+    shape = load_shape("models/qwen2.5-1.5b", AdapterArguments("lora", LoraArguments(lora_rank=16)))
     shape.total_params, shape.trainable_params, shape.hidden_size
 
 The model is built on the meta device (no memory, no weights read) from its `config.json` and the real
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
+from lmforge.config.lora_args import LoraArguments
 from lmforge.errors import ModelError
 from lmforge.train.flops import ModelFlops, model_flops
 
@@ -86,24 +87,24 @@ def read_config(path: str | Path):
         raise ModelError(f"{file}: {exc}") from None
 
 
-def load_shape(path: str | Path, finetuning: FinetuningArguments | None = None) -> ModelShape:
+def load_shape(path: str | Path, adapter: AdapterArguments | None = None) -> ModelShape:
     """Build the model on the meta device, apply the finetuning adapter, and read its shape."""
     from transformers import AutoModelForCausalLM
 
     from lmforge.model.adapters import ADAPTERS
 
-    finetuning = finetuning or FinetuningArguments(finetuning_type="full")
+    adapter = adapter or AdapterArguments(finetuning_type="full")
     config = read_config(path)
     with torch.device("meta"):
         try:
             model = AutoModelForCausalLM.from_config(config)
         except ValueError as exc:
             raise ModelError(f"{path}: transformers has no causal LM for this config ({exc})") from None
-        model = ADAPTERS.get(finetuning.finetuning_type)(model, finetuning, is_trainable=True)
-    return shape_of(model, config, name=str(path), finetuning=finetuning)
+        model = ADAPTERS.get(adapter.finetuning_type)(model, adapter, is_trainable=True)
+    return shape_of(model, config, name=str(path), adapter=adapter)
 
 
-def shape_of(model: nn.Module, config, *, name: str, finetuning: FinetuningArguments) -> ModelShape:
+def shape_of(model: nn.Module, config, *, name: str, adapter: AdapterArguments) -> ModelShape:
     """Read a (meta or real) model's shape; see `load_shape`."""
     from lmforge.model.adapters.targets import find_decoder_layers, is_in_layer
 
@@ -124,7 +125,7 @@ def shape_of(model: nn.Module, config, *, name: str, finetuning: FinetuningArgum
     if head is not None and head.weight.requires_grad and _is_embedding_weight(model, head.weight):
         trainable_matmul += head.weight.numel()  # tied: the embedding matrix is also the lm_head matmul
 
-    lora = finetuning.finetuning_type == "lora"
+    lora = adapter.finetuning_type == "lora"
     lora_modules = sum(1 for m in layers[0].modules() if lora and hasattr(m, "lora_A"))
     norm_trains = any(
         p.requires_grad for m in layers[-1].modules() if "norm" in type(m).__name__.lower()
@@ -152,7 +153,7 @@ def shape_of(model: nn.Module, config, *, name: str, finetuning: FinetuningArgum
         trainable_matmul_params=trainable_matmul,
         largest_layer_params=max(sum(p.numel() for p in layer.parameters()) for layer in layers),
         trainable_shapes=tuple(tuple(p.shape) for p in trainable),
-        lora_rank=finetuning.lora_rank if lora else 0,
+        lora_rank=adapter.lora.lora_rank if lora else 0,
         lora_modules_per_layer=lora_modules,
         norm_trains=norm_trains,
         final_norm_trains=final_norm_trains,

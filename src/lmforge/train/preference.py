@@ -37,14 +37,13 @@ def load_reference(cfg, policy: nn.Module) -> nn.Module | None:
     """
     from lmforge.model.loader import load_model
 
-    if cfg.finetuning.ref_model:
-        model_args = replace(cfg.model, model_name_or_path=cfg.finetuning.ref_model, adapter_name_or_path=None)
+    if cfg.preference.ref_model:
+        model_args = replace(cfg.model, model_name_or_path=cfg.preference.ref_model, adapter_name_or_path=None)
     elif is_peft(policy):
         return None
     else:
         model_args = cfg.model
-    finetuning = replace(cfg.finetuning, finetuning_type="full")
-    reference = load_model(model_args, finetuning, is_trainable=False)
+    reference = load_model(model_args, replace(cfg.adapter, finetuning_type="full"), is_trainable=False)
     logger.info("reference model: %s (frozen copy)", model_args.model_name_or_path)
     return reference
 
@@ -79,9 +78,9 @@ class PreferenceMixin:
 
     reports_perplexity = False  # a preference loss is not a token cross-entropy
 
-    def __init__(self, *args, finetuning=None, reference: nn.Module | None = None, **kwargs):
+    def __init__(self, *args, preference=None, reference: nn.Module | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.ft = finetuning
+        self.ft = preference  # the preference group: pref_beta, pref_loss, ...
         self.reference = reference
         self.metrics = MetricStore()
         # The losses here are means over the micro-batch's pairs; transformers must divide by the number

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lmforge.config.finetuning_args import PREF_LOSSES  # noqa: E402 - the names live with the config key
+from lmforge.config.preference_args import PREF_LOSSES  # noqa: E402 - the names live with the config key
 REFERENCE_FREE = frozenset({"orpo", "simpo"})
 """pref_loss values that need no reference model."""
 AVERAGED = frozenset({"ipo", "orpo", "simpo"})

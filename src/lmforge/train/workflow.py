@@ -1,6 +1,8 @@
 """The parts every stage shares: pick the template, assemble the trainer, train, save.
 
-A stage's `run_<stage>` reads as a list of these calls; this module holds no stage-specific logic.
+A stage's `run_<stage>` reads as a list of these calls; this module holds no stage-specific logic: what
+differs between stages (data kind, collator, plotted metrics, perplexity) is read from the run's `Stage` spec
+(`lmforge.stages`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from lmforge.config import RunConfig
 from lmforge.data.pipeline import TokenizedData
 from lmforge.errors import ConfigError
 from lmforge.logging import get_logger
+from lmforge.stages import STAGES
 from lmforge.train.callbacks import LogWriterCallback, LossPlotCallback, ThroughputCallback
 from lmforge.train.checkpoint import check_finite, latest_complete_checkpoint
 from lmforge.train.trainer import BaseTrainer
@@ -46,7 +49,7 @@ def load_training_model(cfg: RunConfig):
 
     return load_model(
         cfg.model,
-        cfg.finetuning,
+        cfg.adapter,
         is_trainable=cfg.training.do_train,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
         checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
@@ -54,14 +57,23 @@ def load_training_model(cfg: RunConfig):
     )
 
 
-def load_conversation_data(cfg: RunConfig, stage: str):
-    """(tokenizer, template, tokenized train/eval data) of a conversation stage: sft, rm, dpo, kto."""
+def load_conversation_data(cfg: RunConfig):
+    """(tokenizer, template, tokenized train/eval data) of a stage that reads templated data (conversations,
+    pairs, feedback), tokenized by the processor of its data kind."""
     from lmforge.data.pipeline import build_datasets
     from lmforge.model.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
     template = resolve_template(cfg.data.template, tokenizer)
-    return tokenizer, template, build_datasets(cfg.data, stage, tokenizer, template, seed=cfg.training.seed)
+    return tokenizer, template, build_datasets(cfg.data, cfg.finetuning.stage, tokenizer, template,
+                                               seed=cfg.training.seed)
+
+
+def build_collator(cfg: RunConfig, tokenizer):
+    """The collator the stage's spec names (`Stage.collator`), padding with the tokenizer's pad id."""
+    from lmforge.data.collators import COLLATORS
+
+    return COLLATORS.get(STAGES.get(cfg.finetuning.stage).collator)(tokenizer.pad_token_id, cfg.data)
 
 
 def resume_checkpoint(cfg: RunConfig) -> str | None:
@@ -86,18 +98,19 @@ def resume_checkpoint(cfg: RunConfig) -> str | None:
 
 
 def build_trainer(
-    cfg: RunConfig, model, tokenizer, data: TokenizedData, collator, *, trainer_class=BaseTrainer,
-    plotted: tuple[str, ...] = (), **trainer_kwargs,
+    cfg: RunConfig, model, tokenizer, data: TokenizedData, collator, *, trainer_class=BaseTrainer, **trainer_kwargs,
 ) -> BaseTrainer:
     """The stage's trainer (`trainer_class`, given `trainer_kwargs`) with lmforge's callbacks.
 
-    `plotted`: logged metrics besides the loss that `plot_loss` draws (e.g. dpo's rewards/accuracies).
+    From the stage's spec: the metrics `plot_loss` draws besides the loss (`Stage.plotted`, e.g. dpo's
+    rewards/accuracies), and whether exp(loss) is logged as perplexity (`Stage.token_loss`).
     """
+    stage = STAGES.get(cfg.finetuning.stage)
     throughput = ThroughputCallback()
     callbacks = [throughput, LogWriterCallback(cfg.training.output_dir)]
     if cfg.finetuning.plot_loss:
-        callbacks.append(LossPlotCallback(cfg.training.output_dir, metrics=plotted))
-    return trainer_class(
+        callbacks.append(LossPlotCallback(cfg.training.output_dir, metrics=stage.plotted))
+    trainer = trainer_class(
         model=model,
         args=cfg.training,
         data_collator=collator,
@@ -106,11 +119,13 @@ def build_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
         batch_observers=[throughput.observe_batch],
-        loss_chunk_size=cfg.finetuning.loss_chunk_size,
-        loss_weighting=cfg.finetuning.loss_weighting,
+        loss_chunk_size=cfg.loss.loss_chunk_size,
+        loss_weighting=cfg.loss.loss_weighting,
         max_tokens_per_batch=cfg.data.max_tokens_per_batch,
         **trainer_kwargs,
     )
+    trainer.reports_perplexity = stage.token_loss  # exp(loss) is a perplexity only for a token cross-entropy
+    return trainer
 
 
 def train_and_save(trainer: BaseTrainer, cfg: RunConfig, tokenizer, template_name: str | None) -> TrainResult:

@@ -1,7 +1,7 @@
 """Which parameters train: one function per `finetuning_type`, looked up in ADAPTERS.
 
-    apply = ADAPTERS.get(finetuning_args.finetuning_type)   # full | freeze | lora
-    model = apply(model, finetuning_args, is_trainable=True, adapter_paths=["saves/lora"])
+    apply = ADAPTERS.get(adapter.finetuning_type)   # full | freeze | lora
+    model = apply(model, adapter, is_trainable=True, adapter_paths=["saves/lora"])
 
 Every entry has the signature of `Adapter`: it returns the model to train (possibly wrapped, as PEFT
 does) with `requires_grad` set on exactly the parameters that should train. Casting those to fp32 is
@@ -15,7 +15,7 @@ from typing import Protocol
 
 from torch import nn
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
 from lmforge.model.adapters.freeze import apply_freeze
 from lmforge.model.adapters.full import apply_full
 from lmforge.model.adapters.lora import apply_lora
@@ -27,7 +27,7 @@ class Adapter(Protocol):
     def __call__(
         self,
         model: nn.Module,
-        finetuning_args: FinetuningArguments,
+        adapter: AdapterArguments,
         *,
         is_trainable: bool,
         adapter_paths: Sequence[str] = (),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
 from lmforge.errors import ConfigError, did_you_mean
 from lmforge.logging import get_logger
 from lmforge.model.adapters.targets import (
@@ -35,7 +35,7 @@ LAYER_COUNT_KEYS = ("num_hidden_layers", "num_layers", "n_layer")
 
 def apply_freeze(
     model: nn.Module,
-    finetuning_args: FinetuningArguments,
+    adapter: AdapterArguments,
     *,
     is_trainable: bool,
     adapter_paths: Sequence[str] = (),
@@ -49,10 +49,10 @@ def apply_freeze(
     if not is_trainable:
         return model
     num_layers = count_layers(model.config)
-    layer_ids = trainable_layer_ids(finetuning_args.freeze_trainable_layers, num_layers)
+    layer_ids = trainable_layer_ids(adapter.freeze.freeze_trainable_layers, num_layers)
     _, layers = find_decoder_layers(model, num_layers)
-    inner = resolve_layer_modules(layers[0], split_names(finetuning_args.freeze_trainable_modules))
-    extras = split_names(finetuning_args.freeze_extra_modules)
+    inner = resolve_layer_modules(layers[0], split_names(adapter.freeze.freeze_trainable_modules))
+    extras = split_names(adapter.freeze.freeze_extra_modules)
     check_extra_modules(model, extras)
     if not layer_ids and not extras:
         raise ConfigError(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
 from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
@@ -17,7 +17,7 @@ logger = get_logger(__name__)
 
 def apply_full(
     model: nn.Module,
-    finetuning_args: FinetuningArguments,
+    adapter: AdapterArguments,
     *,
     is_trainable: bool,
     adapter_paths: Sequence[str] = (),

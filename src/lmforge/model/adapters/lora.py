@@ -20,7 +20,8 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 
-from lmforge.config.finetuning_args import FinetuningArguments
+from lmforge.config.adapter_args import AdapterArguments
+from lmforge.config.lora_args import LoraArguments
 from lmforge.errors import ModelError
 from lmforge.logging import get_logger
 from lmforge.model.adapters.targets import (
@@ -40,7 +41,7 @@ LORA_FIELDS = frozenset(getattr(LoraConfig, "__dataclass_fields__", {}))
 
 def apply_lora(
     model: nn.Module,
-    finetuning_args: FinetuningArguments,
+    adapter: AdapterArguments,
     *,
     is_trainable: bool,
     adapter_paths: Sequence[str] = (),
@@ -49,7 +50,7 @@ def apply_lora(
 
     Args:
         model: the base model.
-        finetuning_args: the lora_* keys and `create_new_adapter`.
+        adapter: the lora group (lora_* keys and `create_new_adapter`).
         is_trainable: whether the adapter will be trained (else adapters are merged for inference).
         adapter_paths: local adapter directories from `adapter_name_or_path`, in order.
 
@@ -61,7 +62,7 @@ def apply_lora(
         ConfigError: a `lora_target` / `additional_target` name the model lacks.
     """
     paths = [check_adapter_dir(path) for path in adapter_paths]
-    resume = paths[-1] if paths and is_trainable and not finetuning_args.create_new_adapter else None
+    resume = paths[-1] if paths and is_trainable and not adapter.lora.create_new_adapter else None
     to_merge = paths[:-1] if resume else paths
     for path in to_merge:
         # merge_and_unload folds B @ A into the base weights and returns the plain model, so the next
@@ -74,7 +75,7 @@ def apply_lora(
         return PeftModel.from_pretrained(model, resume, is_trainable=True)
     if not is_trainable:
         return model
-    config = build_lora_config(model, finetuning_args)
+    config = build_lora_config(model, adapter.lora)
     logger.info(
         "fine-tuning method: %s; rank %d, alpha %d on %s",
         "DoRA" if config.use_dora else "LoRA",
@@ -85,14 +86,14 @@ def apply_lora(
     return get_peft_model(model, config)
 
 
-def build_lora_config(model: nn.Module, finetuning_args: FinetuningArguments) -> LoraConfig:
+def build_lora_config(model: nn.Module, lora: LoraArguments) -> LoraConfig:
     """The PEFT LoraConfig for the lora_* keys, with target names checked against the model."""
-    targets = split_names(finetuning_args.lora_target)
+    targets = split_names(lora.lora_target)
     if not targets or targets == ["all"]:
         targets = find_linear_module_names(model)
     else:
         check_lora_targets(model, targets, key="lora_target")
-    extra = split_names(finetuning_args.additional_target)
+    extra = split_names(lora.additional_target)
     check_module_names(model, extra, key="additional_target")
     options = {}
     if extra and getattr(model.config, "tie_word_embeddings", False) and "ensure_weight_tying" in LORA_FIELDS:
@@ -101,13 +102,13 @@ def build_lora_config(model: nn.Module, finetuning_args: FinetuningArguments) ->
         options["ensure_weight_tying"] = True
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
-        r=finetuning_args.lora_rank,
-        lora_alpha=finetuning_args.lora_alpha_value,
-        lora_dropout=finetuning_args.lora_dropout,
+        r=lora.lora_rank,
+        lora_alpha=lora.lora_alpha_value,
+        lora_dropout=lora.lora_dropout,
         target_modules=targets,
         modules_to_save=extra or None,
-        use_rslora=finetuning_args.use_rslora,
-        use_dora=finetuning_args.use_dora,
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
         **options,
     )
 

@@ -12,21 +12,17 @@ from __future__ import annotations
 import torch
 
 from lmforge.config import RunConfig
-from lmforge.data.collators import PairwiseCollator
 from lmforge.train.preference import PreferenceMixin, load_reference, precompute_reference
 from lmforge.train.preference_losses import AVERAGED, REFERENCE_FREE, dpo_loss
-from lmforge.train.stages import STAGES
 from lmforge.train.trainer import BaseTrainer
 from lmforge.train.workflow import (
     TrainResult,
+    build_collator,
     build_trainer,
     load_conversation_data,
     load_training_model,
     train_and_save,
 )
-
-PLOTTED = ("rewards/accuracies", "rewards/margins")
-
 
 class DPOTrainer(PreferenceMixin, BaseTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -66,17 +62,16 @@ class DPOTrainer(PreferenceMixin, BaseTrainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
-@STAGES.register("dpo")
 def run_dpo(cfg: RunConfig) -> TrainResult:
-    tokenizer, template, data = load_conversation_data(cfg, "dpo")
+    tokenizer, template, data = load_conversation_data(cfg)
     model = load_training_model(cfg)
-    needs_reference = cfg.finetuning.pref_loss not in REFERENCE_FREE
-    collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
+    needs_reference = cfg.preference.pref_loss not in REFERENCE_FREE
+    collator = build_collator(cfg, tokenizer)
     trainer = build_trainer(  # the trainer holds the only reference to `reference`, so precompute can free it
-        cfg, model, tokenizer, data, collator, trainer_class=DPOTrainer, plotted=PLOTTED,
-        finetuning=cfg.finetuning, reference=load_reference(cfg, model) if needs_reference else None,
+        cfg, model, tokenizer, data, collator, trainer_class=DPOTrainer,
+        preference=cfg.preference, reference=load_reference(cfg, model) if needs_reference else None,
     )
-    if needs_reference and cfg.finetuning.precompute_ref_log_probs:
+    if needs_reference and cfg.preference.precompute_ref_log_probs:
         _precompute(trainer, data, collator)
     return train_and_save(trainer, cfg, tokenizer, template.name)
 

@@ -13,21 +13,17 @@ from __future__ import annotations
 import torch
 
 from lmforge.config import RunConfig
-from lmforge.data.collators import FeedbackCollator
 from lmforge.train.preference import PreferenceMixin, load_reference, precompute_reference
 from lmforge.train.preference_losses import kto_loss
-from lmforge.train.stages import STAGES
 from lmforge.train.trainer import BaseTrainer
 from lmforge.train.workflow import (
     TrainResult,
+    build_collator,
     build_trainer,
     load_conversation_data,
     load_training_model,
     train_and_save,
 )
-
-PLOTTED = ("rewards/margins", "kl")
-
 
 class KTOTrainer(PreferenceMixin, BaseTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -61,16 +57,15 @@ class KTOTrainer(PreferenceMixin, BaseTrainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
-@STAGES.register("kto")
 def run_kto(cfg: RunConfig) -> TrainResult:
-    tokenizer, template, data = load_conversation_data(cfg, "kto")
+    tokenizer, template, data = load_conversation_data(cfg)
     model = load_training_model(cfg)
-    collator = FeedbackCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
+    collator = build_collator(cfg, tokenizer)
     trainer = build_trainer(
-        cfg, model, tokenizer, data, collator, trainer_class=KTOTrainer, plotted=PLOTTED,
-        finetuning=cfg.finetuning, reference=load_reference(cfg, model),
+        cfg, model, tokenizer, data, collator, trainer_class=KTOTrainer,
+        preference=cfg.preference, reference=load_reference(cfg, model),
     )
-    if cfg.finetuning.precompute_ref_log_probs:
+    if cfg.preference.precompute_ref_log_probs:
         _precompute(trainer, data, collator)
     return train_and_save(trainer, cfg, tokenizer, template.name)
 

@@ -1,0 +1,27 @@
+"""finetuning_type lora: the adapter's shape and targets (LLaMA-Factory's lora_* keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LoraArguments:
+    lora_rank: int = field(default=8, metadata={"help": "lora: rank r of the update matrices."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "lora: scaling alpha (default 2 * lora_rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "lora: dropout on the adapter input."})
+    lora_target: str = field(
+        default="all", metadata={"help": "lora: comma-separated linear module names, or all (every linear but the head)."}
+    )
+    additional_target: str | None = field(
+        default=None, metadata={"help": "lora: comma-separated modules trained in full beside the adapters (e.g. embed_tokens)."}
+    )
+    use_rslora: bool = field(default=False, metadata={"help": "lora: rank-stabilised scaling alpha / sqrt(r)."})
+    use_dora: bool = field(default=False, metadata={"help": "lora: weight-decomposed LoRA (DoRA)."})
+    create_new_adapter: bool = field(
+        default=False, metadata={"help": "lora: start a new adapter on top of adapter_name_or_path instead of continuing it."}
+    )
+
+    @property
+    def lora_alpha_value(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank
