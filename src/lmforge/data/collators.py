@@ -22,10 +22,13 @@ with "_" before the forward pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from lmforge.config.data_args import DataArguments
+from lmforge.registry import Registry
 from lmforge.types import IGNORE_INDEX
 
 @dataclass(frozen=True)
@@ -108,3 +111,18 @@ class FeedbackCollator:
 def _reference_columns(features: list[dict]) -> dict[str, torch.Tensor]:
     return {name: torch.tensor([f[name] for f in features], dtype=torch.float32)
             for name in _REFERENCE_COLUMNS if name in features[0]}
+
+
+COLLATORS: Registry[Callable[[int, DataArguments], Callable]] = Registry("collator")
+"""`Stage.collator` -> (pad_token_id, data_args) -> the collator of that stage's rows.
+
+Conversation, pair and kto rows are padded to a multiple of 8 (tensor-core friendly shapes); document (pt)
+rows are not: packed they are already cutoff_len long, and unpacked they have always been padded to the
+longest row only (kept so pt's losses stay bit-for-bit as they were). Conversation rows honour `neat_packing`;
+document rows from memmap shards always isolate when they carry per-document lengths (`isolate_documents`).
+"""
+COLLATORS.add("text", lambda pad_token_id, data_args: Collator(pad_token_id))
+COLLATORS.add("conversation", lambda pad_token_id, data_args: Collator(
+    pad_token_id, pad_to_multiple_of=8, isolate_packed=data_args.isolates_packed_samples))
+COLLATORS.add("pairwise", lambda pad_token_id, data_args: PairwiseCollator(pad_token_id, pad_to_multiple_of=8))
+COLLATORS.add("feedback", lambda pad_token_id, data_args: FeedbackCollator(pad_token_id, pad_to_multiple_of=8))

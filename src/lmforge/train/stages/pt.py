@@ -9,22 +9,19 @@ Documents come from `dataset` (tokenized and packed through the cache) or, for l
 from __future__ import annotations
 
 from lmforge.config import RunConfig
-from lmforge.data.collators import Collator
 from lmforge.data.memmap.dataset import build_memmap_data
 from lmforge.data.pipeline import build_datasets
 from lmforge.model.tokenizer import load_tokenizer
-from lmforge.train.stages import STAGES
-from lmforge.train.workflow import TrainResult, build_trainer, load_training_model, train_and_save
+from lmforge.train.workflow import TrainResult, build_collator, build_trainer, load_training_model, train_and_save
 
 
-@STAGES.register("pt")
 def run_pt(cfg: RunConfig) -> TrainResult:
     tokenizer = load_tokenizer(cfg.model)
     if cfg.data.memmap_dirs:
         data = build_memmap_data(cfg.data, tokenizer)
     else:
-        data = build_datasets(cfg.data, "pt", tokenizer, template=None, seed=cfg.training.seed)
+        data = build_datasets(cfg.data, cfg.finetuning.stage, tokenizer, template=None, seed=cfg.training.seed)
     model = load_training_model(cfg)
-    collator = Collator(tokenizer.pad_token_id)
+    collator = build_collator(cfg, tokenizer)
     trainer = build_trainer(cfg, model, tokenizer, data, collator)
     return train_and_save(trainer, cfg, tokenizer, template_name=cfg.data.template)

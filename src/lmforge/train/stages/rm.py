@@ -15,22 +15,18 @@ import os
 import torch
 
 from lmforge.config import RunConfig
-from lmforge.data.collators import PairwiseCollator
 from lmforge.model.value_head import ValueHeadModel, last_token_values
 from lmforge.train.preference import PreferenceMixin
 from lmforge.train.preference_losses import pairwise_reward_loss
-from lmforge.train.stages import STAGES
 from lmforge.train.trainer import BaseTrainer
 from lmforge.train.workflow import (
     TrainResult,
+    build_collator,
     build_trainer,
     load_conversation_data,
     load_training_model,
     train_and_save,
 )
-
-PLOTTED = ("accuracy",)
-
 
 class RewardTrainer(PreferenceMixin, BaseTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -63,12 +59,11 @@ class RewardTrainer(PreferenceMixin, BaseTrainer):
         (model or self.accelerator.unwrap_model(self.model)).load_trained_weights(resume_from_checkpoint)
 
 
-@STAGES.register("rm")
 def run_rm(cfg: RunConfig) -> TrainResult:
-    tokenizer, template, data = load_conversation_data(cfg, "rm")
+    tokenizer, template, data = load_conversation_data(cfg)
     backbone = load_training_model(cfg)
     model = ValueHeadModel(backbone).to(next(backbone.parameters()).device)
     model.v_head.requires_grad_(cfg.training.do_train)
-    collator = PairwiseCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
-    trainer = build_trainer(cfg, model, tokenizer, data, collator, trainer_class=RewardTrainer, plotted=PLOTTED)
+    collator = build_collator(cfg, tokenizer)
+    trainer = build_trainer(cfg, model, tokenizer, data, collator, trainer_class=RewardTrainer)
     return train_and_save(trainer, cfg, tokenizer, template.name)

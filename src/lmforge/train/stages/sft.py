@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 from lmforge.config import RunConfig
-from lmforge.data.collators import Collator
-from lmforge.train.stages import STAGES
 from lmforge.train.workflow import (
     TrainResult,
+    build_collator,
     build_trainer,
     load_conversation_data,
     load_training_model,
@@ -17,13 +16,10 @@ from lmforge.train.workflow import (
 )
 
 
-@STAGES.register("sft")
 def run_sft(cfg: RunConfig) -> TrainResult:
-    tokenizer, template, data = load_conversation_data(cfg, "sft")
+    tokenizer, template, data = load_conversation_data(cfg)
     model = load_training_model(cfg)
-    collator = Collator(
-        tokenizer.pad_token_id, pad_to_multiple_of=8, isolate_packed=cfg.data.isolates_packed_samples
-    )
+    collator = build_collator(cfg, tokenizer)
     trainer = build_trainer(cfg, model, tokenizer, data, collator)
     result = train_and_save(trainer, cfg, tokenizer, template.name)
     if cfg.training.do_predict:
