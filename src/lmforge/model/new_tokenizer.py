@@ -35,24 +35,16 @@ from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import PreTrainedTokenizerFast
 
-ENDOFTEXT = "<|endoftext|>"
-"""Document separator; always in the vocabulary, and the eos and pad token unless told otherwise."""
-
-CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]
-LLAMA3_TOKENS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-LLAMA2_TOKENS = ["<s>", "</s>", "[INST]", "[/INST]"]  # also Mistral's
-GEMMA_TOKENS = ["<bos>", "<start_of_turn>", "<end_of_turn>"]
-PHI_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-THINK_TOKENS = ["<think>", "</think>"]
-ALL_CHAT_TOKENS = [
-    *CHATML_TOKENS,
-    *LLAMA3_TOKENS,
-    *LLAMA2_TOKENS,
-    *GEMMA_TOKENS,
-    *PHI_TOKENS,
-    *THINK_TOKENS,
-]
-"""Every control token of the built-in chat templates, so one tokenizer can render any of them."""
+from lmforge.model.special_tokens import (  # noqa: E402 - names used by the tokenizer builder below
+    ALL_CHAT_TOKENS,
+    CHATML_TOKENS,
+    ENDOFTEXT,
+    GEMMA_TOKENS,
+    LLAMA2_TOKENS,
+    LLAMA3_TOKENS,
+    PHI_TOKENS,
+    THINK_TOKENS,
+)
 
 CORPUS_FILE = Path(__file__).parent / "assets" / "corpus.txt"
 

@@ -32,9 +32,13 @@ a time in backward: L·h per token plus one layer's activations.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
-from lmforge.planner.shape import ModelShape
+if TYPE_CHECKING:  # shape building needs torch; the arithmetic here does not
+    from lmforge.planner.shape import ModelShape
+
 
 FUSED_ATTENTION = frozenset({"sdpa", "sdpa_varlen", "flash_attention_2", "flash_attention_3", "flex_attention"})
 ATTENTION_KINDS = FUSED_ATTENTION | {"eager"}

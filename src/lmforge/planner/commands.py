@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.finetuning_args import FinetuningType
@@ -18,7 +18,6 @@ from lmforge.config.lora_args import LoraArguments
 from lmforge.errors import ConfigError
 from lmforge.planner.activations import ATTENTION_KINDS
 from lmforge.planner.memory import DTYPE_BYTES, OFFLOAD, OPTIMIZER_STATE_BYTES, MemoryPlan, Setup, estimate_memory, max_micro_batch
-from lmforge.planner.shape import ModelShape, load_shape
 from lmforge.planner.timing import (
     format_duration,
     parse_bytes,
@@ -27,6 +26,9 @@ from lmforge.planner.timing import (
     run_mfu,
     train_seconds,
 )
+
+if TYPE_CHECKING:
+    from lmforge.planner.shape import ModelShape
 
 UNITS = {"GiB": 2**30, "GB": 1e9}
 
@@ -92,6 +94,8 @@ def estimate_main(argv: list[str]) -> int:
         lora=LoraArguments(lora_rank=args.lora_rank, lora_target=args.lora_target),
         freeze=FreezeArguments(freeze_trainable_layers=args.freeze_trainable_layers),
     )
+    from lmforge.planner.shape import load_shape  # torch: only once the arguments are checked
+
     shape = load_shape(args.model, adapter)
     setup = Setup(
         seq_len=args.seq_len, micro_batch=args.micro_batch, dtype=args.dtype, optimizer=args.optimizer,
@@ -191,6 +195,8 @@ def _mfu_main(args) -> int:
         params = parse_count(args.params, "--params")
         counts = [("6N", 6 * params)]
     else:
+        from lmforge.planner.shape import load_shape
+
         shape = load_shape(args.model)
         params = shape.total_params
         counts = [("6N", 6 * params), (f"lmforge's count at seq {args.seq_len}", shape.flops.per_token(args.seq_len))]

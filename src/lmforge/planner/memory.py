@@ -21,12 +21,16 @@ Activations and loss buffers come from `activations.py`; everything here is byte
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field, replace
 from math import prod
 
 from lmforge.errors import ConfigError, did_you_mean
 from lmforge.planner.activations import ATTENTION_KINDS, ActivationBytes, activation_bytes
-from lmforge.planner.shape import ModelShape
+
+if TYPE_CHECKING:  # shape building needs torch; the arithmetic here does not
+    from lmforge.planner.shape import ModelShape
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 

@@ -1,0 +1,156 @@
+"""The presets of `lmforge create-model`: what a new model is made of, as data, and the command itself.
+
+    lmforge create-model tiny-qwen2 models/tiny
+
+Kept apart from `from_config` (which builds the model with torch and transformers) so that
+`lmforge create-model --help` and a mistyped preset answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from lmforge.errors import ConfigError
+from lmforge.model.special_tokens import CHATML_TOKENS, ENDOFTEXT, LLAMA3_TOKENS
+from lmforge.registry import Registry
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a new model is made of: architecture fields plus its tokenizer's conventions."""
+
+    model_type: str
+    """transformers model_type (`qwen2`, `llama`); picks the config and model classes."""
+    config: dict[str, Any]
+    """Config fields besides the vocabulary and special-token ids, which come from the tokenizer."""
+    chat_template: str
+    """File name in `assets/` of the Jinja chat template."""
+    special_tokens: tuple[str, ...]
+    eos_token: str
+    stop_tokens: tuple[str, ...]
+    """Tokens generation stops on (generation_config.eos_token_id), eos first."""
+    bos_token: str | None = None
+    add_bos_token: bool = False
+    pad_token: str = ENDOFTEXT
+    tokenizer_vocab_size: int = 1024
+    """Target trained size; the shipped corpus caps what is reachable (about 5,900 ids)."""
+    model_vocab_size: int | None = None
+    """Rows of the embedding; None means len(tokenizer) rounded up to `pad_vocab_to_multiple_of`."""
+    pad_vocab_to_multiple_of: int = 64
+    dtype: str = "float32"
+    """dtype of the saved weights (config.json `dtype`)."""
+    description: str = ""
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+
+_TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 176,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": True,
+}
+
+PRESETS.add(
+    "tiny-qwen2",
+    Preset(
+        model_type="qwen2",
+        config=_TINY,
+        chat_template="chatml.jinja",
+        special_tokens=tuple(CHATML_TOKENS),
+        eos_token="<|im_end|>",
+        stop_tokens=("<|im_end|>", ENDOFTEXT),
+        description="Qwen2, 2 layers x 64 wide, 1024-token ChatML tokenizer (tests, demo)",
+    ),
+)
+PRESETS.add(
+    "tiny-llama",
+    Preset(
+        model_type="llama",
+        config=_TINY,
+        chat_template="llama3.jinja",
+        special_tokens=tuple(LLAMA3_TOKENS),
+        eos_token="<|eot_id|>",
+        stop_tokens=("<|eot_id|>", ENDOFTEXT),
+        bos_token="<|begin_of_text|>",
+        add_bos_token=True,
+        description="Llama, 2 layers x 64 wide, 1024-token Llama 3 style tokenizer (tests, demo)",
+    ),
+)
+PRESETS.add(
+    "small-qwen2",
+    Preset(
+        model_type="qwen2",
+        config={
+            "hidden_size": 512,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "intermediate_size": 1408,
+            "max_position_embeddings": 4096,
+            "tie_word_embeddings": False,
+        },
+        chat_template="chatml.jinja",
+        special_tokens=tuple(CHATML_TOKENS),
+        eos_token="<|im_end|>",
+        stop_tokens=("<|im_end|>", ENDOFTEXT),
+        # The corpus yields ~5,900 ids; the embedding is padded to 32,000 rows so that the embedding and
+        # lm_head cost what they would with a real 32k vocabulary.
+        tokenizer_vocab_size=32000,
+        model_vocab_size=32000,
+        dtype="bfloat16",
+        description="Qwen2, 8 layers x 512 wide, 32k vocab, bf16 (speed benchmarks)",
+    ),
+)
+
+
+def create_model_main(argv: list[str]) -> int:
+    """`lmforge create-model PRESET OUTPUT_DIR [--seed N] [--set key=value ...] [--overwrite]`."""
+    presets = "\n".join(f"  {name:<12} {PRESETS.get(name).description}" for name in PRESETS.names())
+    parser = argparse.ArgumentParser(
+        prog="lmforge create-model",
+        description="Create a new randomly initialised model and tokenizer (no downloads).",
+        epilog=f"presets:\n{presets}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("preset", help="preset name: " + ", ".join(PRESETS.names()))
+    parser.add_argument("output_dir", help="directory to write (must be empty or absent)")
+    parser.add_argument("--seed", type=int, default=0, help="random init seed (default 0)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a config field, e.g. --set num_hidden_layers=4 (repeatable; values parse as JSON)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty directory")
+    args = parser.parse_args(argv)
+
+    overrides = dict(_parse_override(item) for item in args.overrides)
+    PRESETS.get(args.preset)  # an unknown name fails here, before torch loads
+    from lmforge.model.from_config import create_model
+
+    path = create_model(
+        args.preset, args.output_dir, seed=args.seed, overrides=overrides, overwrite=args.overwrite
+    )
+    print(path)
+    return 0
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """`key=value` -> (key, value), reading the value as JSON (4, 1e-5, true, [1, 2]) or else as text."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
