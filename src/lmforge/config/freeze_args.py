@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 class FreezeArguments:
     freeze_trainable_layers: int = field(
         default=2,
-        metadata={"help": "freeze: train the last N layers (positive) or the first N (negative)."},
+        metadata={"help": "Train the last N layers (positive) or the first N (negative)."},
     )
     freeze_trainable_modules: str = field(
         default="all",
-        metadata={"help": "freeze: comma-separated module names inside the trainable layers (e.g. mlp,self_attn), or all."},
+        metadata={"help": "Comma-separated module names inside the trainable layers (e.g. mlp,self_attn), or all."},
     )
     freeze_extra_modules: str | None = field(
-        default=None, metadata={"help": "freeze: extra modules outside the layers to train (e.g. embed_tokens,norm)."}
+        default=None, metadata={"help": "Extra modules outside the layers to train (e.g. embed_tokens,norm)."}
     )

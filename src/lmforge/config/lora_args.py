@@ -7,19 +7,19 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class LoraArguments:
-    lora_rank: int = field(default=8, metadata={"help": "lora: rank r of the update matrices."})
-    lora_alpha: int | None = field(default=None, metadata={"help": "lora: scaling alpha (default 2 * lora_rank)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "lora: dropout on the adapter input."})
+    lora_rank: int = field(default=8, metadata={"help": "Rank r of the update matrices."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "Scaling alpha (default 2 * lora_rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
     lora_target: str = field(
-        default="all", metadata={"help": "lora: comma-separated linear module names, or all (every linear but the head)."}
+        default="all", metadata={"help": "Comma-separated linear module names, or all (every linear but the head)."}
     )
     additional_target: str | None = field(
-        default=None, metadata={"help": "lora: comma-separated modules trained in full beside the adapters (e.g. embed_tokens)."}
+        default=None, metadata={"help": "Comma-separated modules trained in full beside the adapters (e.g. embed_tokens)."}
     )
-    use_rslora: bool = field(default=False, metadata={"help": "lora: rank-stabilised scaling alpha / sqrt(r)."})
-    use_dora: bool = field(default=False, metadata={"help": "lora: weight-decomposed LoRA (DoRA)."})
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling alpha / sqrt(r)."})
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
     create_new_adapter: bool = field(
-        default=False, metadata={"help": "lora: start a new adapter on top of adapter_name_or_path instead of continuing it."}
+        default=False, metadata={"help": "Start a new adapter on top of adapter_name_or_path instead of continuing it."}
     )
 
     @property

@@ -7,7 +7,8 @@ from the real class; `tests/test_config_preflight.py` fails when the snapshot no
 transformers (regenerate: `python -m lmforge.config.training_fields`).
 
 Each field: `kinds` (bool, int, float, str, list, dict, none, any: what a YAML value may be), `choices` (the
-values of an enum in its type, else null) and `default` (JSON, or null when it is not plain data).
+values of an enum in its type, else null), `default` (JSON, or null when it is not plain data), `lmforge`
+(declared or re-defaulted by lmforge) and `help` (the field's help text, for `lmforge train --help`).
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ def describe_training_fields() -> dict:
 
     from lmforge.config.training_args import TrainingArguments
 
+    from transformers import Seq2SeqTrainingArguments
+
     hints = typing.get_type_hints(TrainingArguments)
+    inherited = {f.name: f for f in dataclasses.fields(Seq2SeqTrainingArguments)}
     fields = {}
     for f in dataclasses.fields(TrainingArguments):
         if not f.init:
@@ -77,7 +81,10 @@ def describe_training_fields() -> dict:
         kinds, choices = _kinds_of(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        fields[f.name] = {"kinds": kinds, "choices": choices, "default": _plain(default)}
+        # lmforge's own fields, and transformers' fields whose default lmforge changes
+        own = f.name not in inherited or inherited[f.name].default != f.default
+        fields[f.name] = {"kinds": kinds, "choices": choices, "default": _plain(default), "lmforge": own,
+                          "help": " ".join(str(f.metadata.get("help", "")).split())}
     return {"fields": fields, "report_to": sorted({"all", "none", *INTEGRATION_TO_CALLBACK})}
 
 

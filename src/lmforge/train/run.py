@@ -12,6 +12,12 @@ logger = get_logger(__name__)
 
 
 def train_main(argv: list[str]) -> int:
+    from lmforge.config.help import help_request, render_help
+
+    wants_help, topic, show_all = help_request(argv)
+    if wants_help:
+        print(render_help(topic, show_all), end="")
+        return 0
     parser = argparse.ArgumentParser(prog="lmforge train", description="Train from a YAML/JSON config.")
     parser.add_argument("config", help="YAML or JSON file of LLaMA-Factory-style keys")
     parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
