@@ -5,7 +5,7 @@
 
 Steps, in order: check the directory (local, safetensors) -> pick the dtype -> `from_pretrained` ->
 activation checkpointing -> the `finetuning_type` adapter from ADAPTERS -> trainable weights to fp32 ->
-log `trainable params: N || all params: M || trainable%: x`.
+log `trainable params: N || all params: M || trainable%: x` (when training).
 
 Dtype policy (`torch_dtype`):
     * `auto` keeps the checkpoint's precision where the device runs it: a bf16 checkpoint loads in bf16
@@ -137,10 +137,10 @@ def load_model(
             raise ConfigError(
                 f"finetuning_type '{adapter.finetuning_type}' left no parameter trainable; check its keys"
             )
+        log_parameter_counts(model)  # training only: chat, api, export and predict have nothing trainable to count
     else:
         model.requires_grad_(False)
         model.eval()
-    log_parameter_counts(model)
     return model
 
 

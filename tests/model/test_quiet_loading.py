@@ -1,0 +1,50 @@
+"""Loading a model prints what its use needs: no deprecation warnings, parameter counts only when training."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from lmforge.config.adapter_args import AdapterArguments
+from lmforge.config.model_args import ModelArguments
+from lmforge.model.loader import load_model
+
+ALIAS = "`is_gradient_checkpointing` is deprecated"
+
+
+def test_peft_still_reads_the_deprecated_checkpointing_name(tiny_qwen2_dir):
+    """Why `lora.quiet_peft_alias` exists. Once this fails, PEFT reads the new name: delete the filter."""
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir, dtype=torch.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert any(ALIAS in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_lora_loading_raises_no_future_warning(tiny_qwen2_dir, tmp_path, checkpointing):
+    args = ModelArguments(model_name_or_path=str(tiny_qwen2_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        model = load_model(args, AdapterArguments.from_keys("lora", lora_rank=2), is_trainable=True,
+                           gradient_checkpointing=checkpointing)
+        model.save_pretrained(tmp_path / "adapter")
+        # chat / api / export: the adapter is loaded and merged
+        load_model(ModelArguments(model_name_or_path=str(tiny_qwen2_dir), adapter_name_or_path=str(tmp_path / "adapter")),
+                   AdapterArguments.from_keys("lora"), is_trainable=False)
+
+
+@pytest.mark.parametrize("finetuning_type", ["full", "lora"])
+def test_parameter_counts_are_logged_for_training_only(tiny_qwen2_dir, caplog, finetuning_type):
+    args = ModelArguments(model_name_or_path=str(tiny_qwen2_dir))
+    with caplog.at_level(logging.INFO, logger="lmforge"):
+        load_model(args, AdapterArguments.from_keys(finetuning_type), is_trainable=False)
+    assert "trainable params" not in caplog.text
+    with caplog.at_level(logging.INFO, logger="lmforge"):
+        load_model(args, AdapterArguments.from_keys(finetuning_type), is_trainable=True)
+    assert "trainable params" in caplog.text
