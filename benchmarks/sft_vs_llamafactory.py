@@ -39,7 +39,7 @@ Metrics (all over the training loop, HF Trainer's `train_runtime`, so process st
 final save are excluded from throughput; `proc s` is the whole subprocess):
   samples/s       = samples trained (the N records, packed or not) / train_runtime
   sup tok/s       = supervised tokens / train_runtime (the same count for every variant)
-  MFU             = model FLOPs / train_runtime / calibrated peak. Model FLOPs from lmforge.train.flops
+  MFU             = model FLOPs / train_runtime / calibrated peak. Model FLOPs from lmforge.arith.flops
                     (6N per real token, lm_head only on supervised tokens, attention 12·L·d·Σlen²; padding
                     and cross-sample attention of plain packing are not model work), identical for every
                     variant, so MFU ranks exactly like sup tok/s.
@@ -193,7 +193,7 @@ def model_training_flops(model_dir: Path, lengths: list[int], supervised: list[i
 
     config = AutoConfig.from_pretrained(model_dir)
     try:
-        from lmforge.train.flops import model_flops
+        from lmforge.model.flops import model_flops
 
         mf = model_flops(config)
         return mf.training_flops(sum(lengths), sum(supervised), {None: float(sum(n * n for n in lengths))})
@@ -214,7 +214,7 @@ try:
     from lmforge.train.peak_flops import calibrate_peak_flops
 except ImportError:
     try:
-        from lmforge.train.flops import calibrate_peak_flops
+        from lmforge.train.peak_flops import calibrate_peak_flops
     except ImportError:
         calibrate_peak_flops = None
 if calibrate_peak_flops is not None:

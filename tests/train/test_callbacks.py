@@ -72,7 +72,7 @@ def test_count_batch_tokens_exact():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_counting_cuda_batches_never_syncs():
     # Counting runs on every micro-batch; a host-device sync there would stall the training loop.
-    from lmforge.train.flops import ModelFlops
+    from lmforge.arith.flops import ModelFlops
 
     batch = {k: v.cuda() for k, v in make_batch().items()}
     packed = {

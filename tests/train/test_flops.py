@@ -25,16 +25,10 @@ from transformers import (
 from lmforge.errors import ConfigError
 from lmforge.train.callbacks import ThroughputCallback, count_batch_tokens
 from lmforge.train.callbacks.throughput import attention_length_sums
-from lmforge.train.flops import (
-    ModelFlops,
-    calibrate_peak_flops,
-    flops_per_token,
-    from_config,
-    from_modules,
-    lookup_peak_flops,
-    model_flops,
-    peak_flops,
-)
+from lmforge.arith.flops import ModelFlops, from_config
+from lmforge.arith.peak_tflops import lookup_peak_flops
+from lmforge.model.flops import flops_per_token, from_modules, model_flops
+from lmforge.train.peak_flops import calibrate_peak_flops, peak_flops
 from lmforge.types import IGNORE_INDEX
 
 # The tiny-qwen2 preset's shapes.
@@ -158,12 +152,12 @@ def test_lora_and_freeze_count_only_the_backward_they_need():
 
 
 def test_peak_table_lookup():
-    assert lookup_peak_flops("NVIDIA H100 80GB HBM3", torch.bfloat16) == (989.5e12, "H100")
-    assert lookup_peak_flops("NVIDIA H100 PCIe", torch.bfloat16) == (756.5e12, "H100 PCIe")
-    assert lookup_peak_flops("NVIDIA A100-SXM4-80GB", torch.float32)[0] == 19.5e12
-    assert lookup_peak_flops("NVIDIA GH200 480GB", torch.bfloat16)[1] == "GH200"
-    assert lookup_peak_flops("NVIDIA A10G", torch.bfloat16) is None  # not "A10"
-    assert lookup_peak_flops("Tesla V100-SXM2-16GB", torch.bfloat16) is None  # no bf16 units
+    assert lookup_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == (989.5e12, "H100")
+    assert lookup_peak_flops("NVIDIA H100 PCIe", "bf16") == (756.5e12, "H100 PCIe")
+    assert lookup_peak_flops("NVIDIA A100-SXM4-80GB", "fp32")[0] == 19.5e12
+    assert lookup_peak_flops("NVIDIA GH200 480GB", "bf16")[1] == "GH200"
+    assert lookup_peak_flops("NVIDIA A10G", "bf16") is None  # not "A10"
+    assert lookup_peak_flops("Tesla V100-SXM2-16GB", "bf16") is None  # no bf16 units
     assert peak_flops(torch.device("cpu"), torch.float32, peak_tflops=2.5) == (2.5e12, "peak_tflops")
     assert peak_flops(torch.device("cpu"), torch.float32, calibrate=False)[0] is None
 

@@ -48,7 +48,7 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         default=None,
         metadata={
             "help": "Peak dense TFLOP/s of one device in the training dtype, the denominator of throughput/mfu "
-            "(e.g. 989 for an H100 SXM in bf16). Unset: looked up by GPU name in lmforge.train.flops.PEAK_TFLOPS, "
+            "(e.g. 989 for an H100 SXM in bf16). Unset: looked up by GPU name in lmforge.arith.peak_tflops.PEAK_TFLOPS, "
             "else measured at train start (mfu_calibration)."
         },
     )

@@ -129,11 +129,9 @@ def _peak_flops(tflops: float | None, gpu: str | None, dtype: str) -> float:
     if tflops:
         return tflops * 1e12
     if gpu:
-        import torch
+        from lmforge.arith.peak_tflops import lookup_peak_flops
 
-        from lmforge.train.peak_flops import lookup_peak_flops
-
-        found = lookup_peak_flops(gpu, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32))
+        found = lookup_peak_flops(gpu, dtype if dtype in ("bf16", "fp16") else "fp32")
         if found is None:
             raise ConfigError(f"--gpu: no datasheet peak for '{gpu}' in {dtype}; pass --peak-tflops")
         return found[0]

@@ -131,7 +131,7 @@ def optimizer_state_bytes(shape: ModelShape, optimizer: str) -> float:
 def estimate_memory(shape: ModelShape, setup: Setup) -> MemoryPlan:
     """Per-device memory of training `shape` with `setup` (bytes; see the module docstring)."""
     if setup.loss_chunk is None:
-        from lmforge.train.losses import default_chunk_size
+        from lmforge.arith.loss_chunks import default_chunk_size
 
         setup = replace(setup, loss_chunk=default_chunk_size(shape.vocab_size, setup.device_type))
     half = setup.compute_bytes == 2

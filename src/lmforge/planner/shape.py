@@ -21,7 +21,8 @@ from torch import nn
 from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.lora_args import LoraArguments
 from lmforge.errors import ModelError
-from lmforge.train.flops import ModelFlops, model_flops
+from lmforge.arith.flops import ModelFlops
+from lmforge.model.flops import model_flops
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 
 MFU (model FLOPs utilisation, PaLM appendix B) = the model FLOPs the run needed / (devices x peak FLOP/s
 x wall time). With 6N FLOPs per token (Kaplan et al.) this is the usual back-of-the-envelope figure;
-`lmforge estimate` also gives the figure with lmforge's attention term (train/flops.py).
+`lmforge estimate` also gives the figure with lmforge's attention term (arith/flops.py).
 """
 
 from __future__ import annotations

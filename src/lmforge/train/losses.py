@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+
+from lmforge.arith.loss_chunks import default_chunk_size as _chunk_for_device_type
 from torch import Tensor
 
 from lmforge.types import IGNORE_INDEX
@@ -114,21 +116,6 @@ def token_cross_entropy(
     return per_token.sum() if reduction == "sum" else per_token
 
 
-def default_chunk_size(vocab_size: int, device: torch.device | str) -> int:
-    """Tokens per loss chunk: 1024 on accelerators; on CPU as many as keep a chunk's fp32 logits <= 32 MiB.
-
-    Why smaller on CPU: a buffer above 32 MiB (glibc's largest mmap threshold) is a fresh mapping each time,
-    which the kernel faults in and zeroes page by page, and on CPU that costs more than the matmul that
-    fills it. Measured on 2 cores, bf16, forward + backward of 3072 supervised tokens: V = 32k, H = 512 took
-    0.69 s at chunk 256 against 0.78 s at 1024 (0.99 s at 32: too small a matmul); V = 152k, H = 1536
-    10.3 s at 256 and 10.2 s at 1024, so the floor of 256 costs nothing there.
-    """
-    if torch.device(device).type != "cpu":
-        return 1024
-    return max(256, min(1024, _CPU_CHUNK_BYTES // (4 * vocab_size)))
-
-
-_CPU_CHUNK_BYTES = 32 * 1024 * 1024
 
 
 def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
@@ -254,3 +241,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
             None if d_bias is None else d_bias.to(bias.dtype),
             None, None, None,
         )
+
+
+def default_chunk_size(vocab_size: int, device: torch.device | str) -> int:
+    """`arith.loss_chunks.default_chunk_size` for a torch device."""
+    return _chunk_for_device_type(vocab_size, torch.device(device).type)

@@ -9,37 +9,11 @@ against a datasheet.
 
 from __future__ import annotations
 
-import re
 import time
 
 import torch
 
-PEAK_TFLOPS: dict[str, dict[str, float]] = {
-    # Dense (no 2:4 sparsity) tensor-core TFLOP/s per device from the vendors' datasheets, keyed by a
-    # substring of torch.cuda.get_device_name(). Matched case-insensitively as a whole word, longest key
-    # first, so "H100 PCIe" wins over "H100" and "A10" does not match "A10G" or "A100".
-    "B200": {"bf16": 2250.0, "fp16": 2250.0},
-    "H200 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
-    "H200": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
-    "GH200": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
-    "H100 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
-    "H100 PCIe": {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2},
-    "H100": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},  # SXM
-    "H800 PCIe": {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2},
-    "H800": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9},
-    "A100": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
-    "A800": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
-    "A10": {"bf16": 125.0, "fp16": 125.0, "tf32": 62.5, "fp32": 31.2},
-    "L40S": {"bf16": 362.1, "fp16": 362.1, "tf32": 183.0, "fp32": 91.6},
-    "L40": {"bf16": 181.0, "fp16": 181.0, "tf32": 90.5, "fp32": 90.5},
-    "L4": {"bf16": 121.0, "fp16": 121.0, "tf32": 60.0, "fp32": 30.3},
-    "RTX 4090": {"bf16": 165.2, "fp16": 165.2, "tf32": 82.6, "fp32": 82.6},  # fp32 accumulate
-    "RTX 3090": {"bf16": 71.0, "fp16": 71.0, "tf32": 35.6, "fp32": 35.6},  # fp32 accumulate
-    "V100": {"fp16": 125.0, "fp32": 15.7},  # SXM2; no bf16 tensor cores
-    "T4": {"fp16": 65.0, "fp32": 8.1},
-    "MI300X": {"bf16": 1307.4, "fp16": 1307.4, "tf32": 653.7, "fp32": 163.4},
-    "MI325X": {"bf16": 1307.4, "fp16": 1307.4, "tf32": 653.7, "fp32": 163.4},
-}
+from lmforge.arith.peak_tflops import PEAK_TFLOPS, lookup_peak_flops  # noqa: F401 - PEAK_TFLOPS named in help text
 
 _DTYPE_KEYS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -50,16 +24,6 @@ def dtype_key(dtype: torch.dtype, device_type: str = "cuda") -> str:
     if key == "fp32" and device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
         key = "tf32"  # `tf32: true` (or torch's allow_tf32) runs fp32 matmuls on tensor cores
     return key
-
-
-def lookup_peak_flops(device_name: str, dtype: torch.dtype) -> tuple[float, str] | None:
-    """Datasheet peak FLOP/s of a device for `dtype` and the table key that matched, or None."""
-    column = dtype_key(dtype)
-    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
-        if re.search(rf"(?<![a-z0-9]){re.escape(key.lower())}(?![a-z0-9])", device_name.lower()):
-            tflops = PEAK_TFLOPS[key].get(column)
-            return (tflops * 1e12, key) if tflops else None
-    return None
 
 
 def _synchronize(device: torch.device) -> None:
@@ -136,7 +100,7 @@ def peak_flops(
     name = device.type
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        found = lookup_peak_flops(name, dtype)
+        found = lookup_peak_flops(name, dtype_key(dtype))
         if found is not None:
             return found[0], f"datasheet {found[1]} {dtype_key(dtype)} ({name})"
     column = dtype_key(dtype, device.type)

@@ -22,7 +22,7 @@ the callback list sees them; keep it before `LogWriterCallback`):
   ``labels[..., 1:] != -100`` (the first label can never be predicted: causal LMs shift labels left).
 * ``throughput/padding_fraction``: share of batch positions that were padding in the interval.
 * ``throughput/tflops_per_device``: model FLOPs per second (in TFLOP/s) achieved per device, from the
-  real and supervised token counts and each sample's real length (`lmforge.train.flops` has the
+  real and supervised token counts and each sample's real length (`lmforge.arith.flops` has the
   convention: PaLM's 6N + 12·L·d_q·T, backward only where something trains, lm_head on supervised tokens).
 * ``throughput/mfu``: that over the device's peak FLOP/s (a fraction, 0..1), averaged over devices. The
   peak is `peak_tflops` (config key or argument), else the datasheet table `flops.PEAK_TFLOPS` for the GPU
@@ -55,7 +55,9 @@ from transformers import (
 
 from lmforge.errors import ConfigError
 from lmforge.logging import get_logger
-from lmforge.train.flops import ModelFlops, model_flops, peak_flops
+from lmforge.arith.flops import ModelFlops
+from lmforge.model.flops import model_flops
+from lmforge.train.peak_flops import peak_flops
 from lmforge.types import IGNORE_INDEX
 
 logger = get_logger(__name__)
