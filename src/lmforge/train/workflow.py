@@ -17,7 +17,7 @@ from lmforge.data.pipeline import TokenizedData
 from lmforge.errors import ConfigError
 from lmforge.logging import get_logger
 from lmforge.stages import STAGES
-from lmforge.train.callbacks import LogWriterCallback, LossPlotCallback, ThroughputCallback
+from lmforge.train.callbacks import LogWriterCallback, LossPlotCallback, ThroughputCallback, use_console
 from lmforge.train.checkpoint import check_finite, latest_complete_checkpoint
 from lmforge.train.trainer import BaseTrainer
 
@@ -124,6 +124,7 @@ def build_trainer(
         max_tokens_per_batch=cfg.data.max_tokens_per_batch,
         **trainer_kwargs,
     )
+    use_console(trainer)  # aligned lines with units above a progress bar, not transformers' dicts
     trainer.reports_perplexity = stage.token_loss  # exp(loss) is a perplexity only for a token cross-entropy
     return trainer
 
