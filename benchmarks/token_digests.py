@@ -36,7 +36,7 @@ def main() -> int:
     from lmforge.config import load_config
     from lmforge.data.pipeline import build_datasets
     from lmforge.model.tokenizer import load_tokenizer
-    from lmforge.train.workflow import resolve_template
+    from lmforge.data.templates import resolve_template
 
     work = Path(tempfile.mkdtemp())
     try:

@@ -13,7 +13,7 @@ from lmforge.config import load_config
 from lmforge.data.cache import DROP_REPORT
 from lmforge.data.pipeline import build_datasets
 from lmforge.model.tokenizer import load_tokenizer
-from lmforge.train.workflow import resolve_template
+from lmforge.data.templates import resolve_template
 
 
 class Warnings(logging.Handler):

@@ -18,7 +18,7 @@ from lmforge.cli import main
 from lmforge.config import load_config
 from lmforge.data.stats import batching_figures, data_statistics, padding_fraction, percentile, steps_per_epoch
 from lmforge.model.tokenizer import load_tokenizer
-from lmforge.train.workflow import resolve_template
+from lmforge.data.templates import resolve_template
 
 WORDS = [f"w{i}" for i in range(10)] + [f"r{i}" for i in range(10)]
 

@@ -149,7 +149,7 @@ def test_reward_model_ranks_held_out_pairs_and_reloads_with_the_same_scores(
     from lmforge.data.pipeline import build_datasets
     from lmforge.model.tokenizer import load_tokenizer
     from lmforge.model.value_head import load_reward_model, reward_scores
-    from lmforge.train.workflow import resolve_template
+    from lmforge.data.templates import resolve_template
 
     lr = 2e-3 if tuning == "lora" else 5e-4
     cfg_path = config(tmp_path, tiny_model_dir, preference_dir, stage="rm", dataset="pairs", learning_rate=lr,

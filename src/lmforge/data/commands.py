@@ -36,7 +36,8 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"lmforge data {command}", description=description)
     parser.set_defaults(command=command)
     parser.add_argument("config", help="the training YAML/JSON")
-    parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
+    # default=[]: without one, argparse calls a missing '*' positional required ('config, overrides')
+    parser.add_argument("overrides", nargs="*", default=[], help="key=value pairs that override the file")
     return parser
 
 
@@ -91,7 +92,7 @@ def _tokenizer_and_template(args, kinds=("conversation",)):
         raise ConfigError(f"lmforge data {args.command}: stage '{cfg.finetuning.stage}' is not covered; it reads "
                           f"the data of stage {' or '.join(covered)}")
     from lmforge.model.tokenizer import load_tokenizer
-    from lmforge.train.workflow import resolve_template
+    from lmforge.data.templates import resolve_template
 
     tokenizer = load_tokenizer(cfg.model)
     return cfg, tokenizer, resolve_template(cfg.data.template, tokenizer)

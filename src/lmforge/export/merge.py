@@ -49,10 +49,10 @@ def export_model(cfg: InferenceConfig) -> Path:
     adapters = [p.strip() for p in (cfg.model.adapter_name_or_path or "").split(",") if p.strip()]
     import torch
 
-    from lmforge.inference.engine import trained_template
     from lmforge.model.loader import config_dtype, load_model
     from lmforge.model.tokenizer import load_tokenizer
-    from lmforge.train.workflow import RUN_INFO_FILE, resolve_template
+    from lmforge.data.templates import resolve_template
+    from lmforge.run_info import RUN_INFO_FILE, trained_template
 
     model_args = replace(cfg.model, torch_dtype="fp32")
     adapter = replace(cfg.adapter, finetuning_type="lora" if adapters else "full")
@@ -64,7 +64,8 @@ def export_model(cfg: InferenceConfig) -> Path:
     model.config.use_cache = True
 
     tokenizer = load_tokenizer(cfg.model)
-    template = resolve_template(cfg.data.template or trained_template(cfg.model), tokenizer)
+    template = resolve_template(
+        cfg.data.template or trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path), tokenizer)
     stop_ids = template.stop_token_ids(tokenizer)
     if stop_ids:
         model.generation_config.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
@@ -87,7 +88,8 @@ def export_model(cfg: InferenceConfig) -> Path:
 def export_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lmforge export", description="Merge LoRA adapters and export a model.")
     parser.add_argument("config", help="YAML/JSON with model_name_or_path, adapter_name_or_path, export_dir, ...")
-    parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
+    # default=[]: without one, argparse calls a missing '*' positional required ('config, overrides')
+    parser.add_argument("overrides", nargs="*", default=[], help="key=value pairs that override the file")
     args = parser.parse_args(argv)
     out = export_model(load_inference_config(args.config, args.overrides))
     print(f"exported to {out}")

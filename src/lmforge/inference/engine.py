@@ -22,22 +22,11 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import DataError
+from lmforge.run_info import trained_template
 from lmforge.types import Conversation, Message, Role
 
 _ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "function": Role.FUNCTION, "observation": Role.OBSERVATION,
           "tool": Role.OBSERVATION}
-
-
-def trained_template(model_args) -> str | None:
-    """The template recorded by the training run, looked up in the adapter directories then the model's."""
-    from lmforge.train.workflow import RUN_INFO_FILE
-
-    adapters = [p.strip() for p in (model_args.adapter_name_or_path or "").split(",") if p.strip()]
-    for source in [*reversed(adapters), model_args.model_name_or_path]:
-        info = Path(source) / RUN_INFO_FILE
-        if info.is_file():
-            return json.loads(info.read_text()).get("template")
-    return None
 
 
 def to_conversation(messages: list[dict], system: str = "") -> Conversation:
@@ -61,13 +50,15 @@ class ChatEngine:
     def __init__(self, cfg):
         from lmforge.model.loader import load_model
         from lmforge.model.tokenizer import load_tokenizer
-        from lmforge.train.workflow import resolve_template
+        from lmforge.data.templates import resolve_template
 
         adapters = bool(cfg.model.adapter_name_or_path)
         adapter = replace(cfg.adapter, finetuning_type="lora" if adapters else "full")
         self.model = load_model(cfg.model, adapter, is_trainable=False)
         self.tokenizer = load_tokenizer(cfg.model)
-        self.template = resolve_template(cfg.data.template or trained_template(cfg.model), self.tokenizer)
+        self.template = resolve_template(
+            cfg.data.template or trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path),
+            self.tokenizer)
         self.generation = cfg.generation
         self.default_system = cfg.data.default_system or ""
         self.model_name = Path(cfg.model.adapter_name_or_path or cfg.model.model_name_or_path).name

@@ -18,6 +18,9 @@ from __future__ import annotations
 from lmforge.data.templates.builtin import TEMPLATES
 from lmforge.data.templates.hf_chat import HfChatTemplate
 from lmforge.data.templates.template import Template
+from lmforge.logging import get_logger
+
+logger = get_logger(__name__)
 
 AUTO = "auto"
 
@@ -36,4 +39,12 @@ def get_template(name: str, tokenizer) -> Template | HfChatTemplate:
     return template
 
 
-__all__ = ["AUTO", "TEMPLATES", "HfChatTemplate", "Template", "get_template"]
+def resolve_template(name: str | None, tokenizer) -> Template | HfChatTemplate:
+    """The template named by the config; by default the tokenizer's own chat_template, else `empty`."""
+    if name is None:
+        name = AUTO if getattr(tokenizer, "chat_template", None) else "empty"
+        logger.info("template not set: using '%s'", name)
+    return get_template(name, tokenizer)
+
+
+__all__ = ["AUTO", "TEMPLATES", "HfChatTemplate", "Template", "get_template", "resolve_template"]
