@@ -8,14 +8,15 @@ differs between stages (data kind, collator, plotted metrics, perplexity) is rea
 from __future__ import annotations
 
 import gc
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lmforge.config import RunConfig
 from lmforge.data.pipeline import TokenizedData
 from lmforge.errors import ConfigError
+from lmforge.data.templates import resolve_template
 from lmforge.logging import get_logger
+from lmforge.run_info import write_run_info
 from lmforge.stages import STAGES
 from lmforge.train.callbacks import LogWriterCallback, LossPlotCallback, ThroughputCallback, use_console
 from lmforge.train.checkpoint import check_finite, latest_complete_checkpoint
@@ -23,24 +24,10 @@ from lmforge.train.trainer import BaseTrainer
 
 logger = get_logger(__name__)
 
-RUN_INFO_FILE = "lmforge_run.json"
-"""Written next to the saved model: what chat/serve/export need to use it without repeating the config."""
-
-
 @dataclass
 class TrainResult:
     output_dir: str
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_template(name: str | None, tokenizer):
-    """The template named by the config; by default the tokenizer's own chat_template, else `empty`."""
-    from lmforge.data.templates import get_template
-
-    if name is None:
-        name = "auto" if getattr(tokenizer, "chat_template", None) else "empty"
-        logger.info("template not set: using '%s'", name)
-    return get_template(name, tokenizer)
 
 
 def load_training_model(cfg: RunConfig):
@@ -157,7 +144,7 @@ def train_and_save(trainer: BaseTrainer, cfg: RunConfig, tokenizer, template_nam
 
 
 def save_run_info(cfg: RunConfig, template_name: str | None) -> None:
-    info = {
+    write_run_info(cfg.training.output_dir, {
         "stage": cfg.finetuning.stage,
         "template": template_name,
         "base_model": cfg.model.model_name_or_path,
@@ -165,7 +152,7 @@ def save_run_info(cfg: RunConfig, template_name: str | None) -> None:
         "cutoff_len": cfg.data.cutoff_len,
         "default_system": cfg.data.default_system,
         "data": {k: v for k, v in asdict(cfg.data).items() if v is not None},
-        "finetuning": asdict(cfg.finetuning),
-    }
-    path = Path(cfg.training.output_dir) / RUN_INFO_FILE
-    path.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        # the method's keys as one flat mapping, as the single finetuning group held them before the split
+        "finetuning": {**asdict(cfg.finetuning), **asdict(cfg.lora), **asdict(cfg.freeze), **asdict(cfg.preference),
+                       **asdict(cfg.loss)},
+    })
