@@ -24,8 +24,10 @@ BASE = {"model_name_or_path": "models/tiny", "stage": "sft", "dataset": "qa", "d
 
 
 def write(tmp_path: Path, **keys) -> str:
+    model = tmp_path / "models" / "tiny"  # the path must exist; nothing is loaded from it by these checks
+    model.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({**BASE, **keys}))
+    path.write_text(yaml.safe_dump({**BASE, "model_name_or_path": str(model), **keys}))
     return str(path)
 
 

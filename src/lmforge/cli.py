@@ -68,13 +68,13 @@ def _api(argv: list[str]) -> int:
 
 
 def _data(argv: list[str]) -> int:
-    from lmforge.data.commands import data_main
+    from lmforge.tools.data_commands import data_main
 
     return data_main(argv)
 
 
 def _estimate(argv: list[str]) -> int:
-    from lmforge.planner.commands import estimate_main
+    from lmforge.tools.estimate import estimate_main
 
     return estimate_main(argv)
 

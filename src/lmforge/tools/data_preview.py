@@ -63,7 +63,7 @@ def preview_samples(cfg, tokenizer, template, count: int = 3, per_token: bool = 
     from lmforge.data.formats import pair_from_dict
     from lmforge.data.processors.pairwise import encode_pairwise, prompt_and_response
     from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
-    from lmforge.data.stats import full_length
+    from lmforge.tools.data_stats import full_length
     from lmforge.stages import STAGES
     from lmforge.types import Conversation
 

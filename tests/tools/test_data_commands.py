@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerFast
 
 from lmforge.cli import main
 from lmforge.config import load_config
-from lmforge.data.stats import batching_figures, data_statistics, padding_fraction, percentile, steps_per_epoch
+from lmforge.tools.data_stats import batching_figures, data_statistics, padding_fraction, percentile, steps_per_epoch
 from lmforge.model.tokenizer import load_tokenizer
 from lmforge.data.templates import resolve_template
 

@@ -43,7 +43,7 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
 
 def _validate(argv: list[str]) -> int:
     from lmforge.config import load_config
-    from lmforge.data.validation import validate_datasets
+    from lmforge.tools.data_validate import validate_datasets
 
     args = _parser("validate", "Check every record of the config's datasets.").parse_args(argv)
     cfg = load_config(args.config, args.overrides)
@@ -69,7 +69,7 @@ def _stats(argv: list[str]) -> int:
     parser.add_argument("--plot", metavar="FILE.png", help="write a histogram of sample lengths with the cutoff")
     args = parser.parse_args(argv)
     cfg, tokenizer, template = _tokenizer_and_template(args)
-    from lmforge.data.stats import data_statistics, format_report, plot_lengths
+    from lmforge.tools.data_stats import data_statistics, format_report, plot_lengths
 
     stats = data_statistics(cfg, tokenizer, template)
     print(format_report(cfg, template.name, stats, world_size=int(os.environ.get("WORLD_SIZE", "1"))))
@@ -110,7 +110,7 @@ def _preview(argv: list[str]) -> int:
                         help="ANSI colours (auto: when printing to a terminal; never: trained text in [[ ]])")
     args = parser.parse_args(argv)
     cfg, tokenizer, template = _tokenizer_and_template(args, kinds=("conversation", "pairwise"))
-    from lmforge.data.preview import preview_samples, render_html, render_terminal
+    from lmforge.tools.data_preview import preview_samples, render_html, render_terminal
 
     samples = preview_samples(cfg, tokenizer, template, args.n, per_token=args.tokens,
                               split="eval" if args.eval else "train")
