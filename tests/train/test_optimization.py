@@ -87,6 +87,31 @@ def test_grad_clip_is_looser_during_warmup(tiny_model_dir, tmp_path):
     assert trainer._clipped_steps == 1 and trainer._clip_steps == 2
 
 
+def test_schedule_and_clip_never_write_into_args(tiny_model_dir, tmp_path, monkeypatch):
+    """The decay steps and the warm-up clip are computed values; the user's arguments stay as validated."""
+    trainer = make_trainer(tiny_model_dir, tmp_path, lr_scheduler_type="warmup_stable_decay", warmup_steps=4,
+                           decay_ratio=0.25, max_grad_norm=0.01, warmup_max_grad_norm=1e6)
+    trainer.state.max_steps = 20
+    before = trainer.args.to_json_string()
+
+    def refuse(args, name, value):
+        raise AssertionError(f"wrote args.{name} = {value!r}")
+
+    monkeypatch.setattr(TrainingArguments, "__setattr__", refuse)
+    assert trainer.scheduler_kwargs(20) == {"num_decay_steps": 5}
+    lrs = learning_rates(trainer, 20)
+    assert lrs[15] == pytest.approx(1.0) and lrs[16] < 1.0  # 5 decay steps, from computed kwargs
+    ids = torch.arange(24).reshape(2, 12)
+    for step in (1, 5):  # warm-up limit, then max_grad_norm
+        trainer.model.zero_grad()
+        trainer.model(input_ids=ids, labels=ids).loss.backward()
+        trainer.state.global_step = step
+        assert trainer.grad_clip_limit() == (1e6 if step < 4 else 0.01)
+        trainer._clip_grad_norm(trainer.model)
+    monkeypatch.undo()
+    assert trainer.args.to_json_string() == before and trainer.args.lr_scheduler_kwargs in (None, {})
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -11,7 +11,9 @@ input, the final hidden states. The model still runs through its (possibly DDP-w
 gradient synchronisation is untouched.
 
 Optimizer groups, schedules, clipping and non-finite checks live in `optimization.py`; atomic checkpoints
-in `checkpoint.py` (both mixed in).
+in `checkpoint.py` (both mixed in). Every transformers.Trainer method overridden here, in those mixins or
+in a stage trainer is listed in `hf_hooks.py`, and tests/train/test_hf_hooks.py checks it against the
+installed transformers.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
     # -- batches ---------------------------------------------------------------------------------------
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        # Observation only, but no TrainerCallback event receives the micro-batch (see hf_hooks.py).
         for observe in self.batch_observers:
             observe(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
