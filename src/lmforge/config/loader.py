@@ -327,6 +327,9 @@ def load_inference_config(path: str | Path | None, overrides: list[str] | None =
     cfg = InferenceConfig(**_light_groups(per_group, source), source=source)
     if not cfg.model.model_name_or_path:
         raise ConfigError(f"{source}: set 'model_name_or_path' to a local model directory")
+    from lmforge.config.validate import check_model_path
+
+    check_model_path(cfg.model.model_name_or_path)  # a missing path exits 2 here, before torch loads
     if cfg.export.export_legacy_format:
         raise ConfigError(f"{source}: 'export_legacy_format: true' would write pickled weights; lmforge writes safetensors only")
     return cfg

@@ -7,6 +7,7 @@ serve) run where those are loaded, still before training starts.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import ConfigError, did_you_mean
@@ -207,6 +208,31 @@ def check_streaming(cfg: RunConfig) -> None:
         raise ConfigError("'streaming' is not supported; tokenize large corpora once into memmap shards instead")
 
 
+def check_model_path(value: str | None) -> None:
+    """A `model_name_or_path` written as a path (with a '/', or starting with '.' or '~') must exist.
+
+    Checked with the config, before torch loads, so a typo costs no import time and exits 2 like every other
+    config error. A bare name ('gpt2') is left to the model loader, which says how to get a model. One that
+    could be a hub id (org/name, whose org is no local directory) gets the download hint besides.
+    """
+    if not value or Path(value).expanduser().exists() or not ("/" in value or value.startswith((".", "~"))):
+        return
+    path = Path(value).expanduser()
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    message = f"model_name_or_path: {value} does not exist{where}; lmforge loads local model directories only"
+    org = value.split("/")[0]
+    if value.count("/") == 1 and not value.startswith((".", "~")) and not Path(org).is_dir():
+        message += (f". If {value} is a Hugging Face hub id, download it first: `huggingface-cli download {value} "
+                    f"--local-dir models/{path.name}`, then set model_name_or_path: models/{path.name}")
+    else:
+        message += f"; check the path, or make a small random model with `lmforge create-model tiny-qwen2 {value}`"
+    raise ConfigError(message)
+
+
+def check_model_path_exists(cfg: RunConfig) -> None:
+    check_model_path(cfg.model.model_name_or_path)
+
+
 RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_choices,
     check_model_given,
@@ -224,6 +250,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_streaming,
     check_output_dir,
     check_interleave_probs,
+    check_model_path_exists,
 )
 
 

@@ -15,7 +15,8 @@ from lmforge.config import load_inference_config
 def chat_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lmforge chat", description="Chat with a model in the terminal.")
     parser.add_argument("config", help="YAML/JSON with model_name_or_path (and adapter_name_or_path, template, ...)")
-    parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
+    # default=[]: without one, argparse calls a missing '*' positional required ('config, overrides')
+    parser.add_argument("overrides", nargs="*", default=[], help="key=value pairs that override the file")
     parser.add_argument("--system", default=None, help="system prompt (default: the config's default_system)")
     args = parser.parse_args(argv)
 

@@ -20,7 +20,8 @@ def train_main(argv: list[str]) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="lmforge train", description="Train from a YAML/JSON config.")
     parser.add_argument("config", help="YAML or JSON file of LLaMA-Factory-style keys")
-    parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
+    # default=[]: without one, argparse calls a missing '*' positional required ('config, overrides')
+    parser.add_argument("overrides", nargs="*", default=[], help="key=value pairs that override the file")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)  # every config error is raised here, before torch loads
     import torch

@@ -20,7 +20,8 @@ from lmforge.errors import ConfigError
 def api_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lmforge api", description="Serve a model over an OpenAI-compatible API.")
     parser.add_argument("config", help="YAML/JSON with model_name_or_path (and adapter_name_or_path, template, ...)")
-    parser.add_argument("overrides", nargs="*", help="key=value pairs that override the file")
+    # default=[]: without one, argparse calls a missing '*' positional required ('config, overrides')
+    parser.add_argument("overrides", nargs="*", default=[], help="key=value pairs that override the file")
     parser.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"),
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=None, help="port (default API_PORT or 8000)")

@@ -1,0 +1,72 @@
+"""What a newcomer reads first: usage errors, a mistyped model path, and chat's quiet start."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lmforge.cli import main
+
+PROBE = ("import sys; from lmforge.cli import main; rc = main(sys.argv[1:]); "
+         "print(rc, 'torch' in sys.modules, file=sys.stdout)")
+
+
+def run_cli(cwd, *argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("command", ["train", "chat", "export"])
+def test_a_missing_relative_model_path_is_a_config_error_before_torch(tmp_path, command):
+    (tmp_path / "models").mkdir()
+    keys = {"model_name_or_path": "models/nope", "export_dir": "out"}
+    if command == "train":
+        keys.update(stage="sft", dataset="d", output_dir="out")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(keys))
+    done = run_cli(tmp_path, command, "cfg.yaml")
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert done.stderr == (f"lmforge: error: model_name_or_path: models/nope does not exist (relative to {tmp_path}); "
+                           "lmforge loads local model directories only; check the path, or make a small random model "
+                           "with `lmforge create-model tiny-qwen2 models/nope`\n")
+
+
+def test_a_hub_id_says_models_are_local_and_how_to_get_one(tmp_path, capsys):
+    (tmp_path / "chat.yaml").write_text("model_name_or_path: Qwen/Qwen2-0.5B\n")
+    assert main(["chat", str(tmp_path / "chat.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "local model directories only" in err
+    assert "huggingface-cli download Qwen/Qwen2-0.5B --local-dir models/Qwen2-0.5B" in err
+
+
+@pytest.mark.parametrize("command", ["chat", "api", "export", "train"])
+def test_usage_without_arguments_asks_for_the_config_only(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"lmforge {command}: error: the following arguments are required: config"
+
+
+def test_chat_prints_nothing_about_trainable_parameters(tmp_path, tiny_model_dir, capfd, monkeypatch):
+    cfg = tmp_path / "chat.yaml"
+    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "template": "qwen",
+                                   "do_sample": False, "max_new_tokens": 2}))
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\nexit\n"))
+    assert main(["chat", str(cfg)]) == 0
+    out, err = capfd.readouterr()
+    assert "lmforge chat:" in out
+    assert "trainable" not in out + err and "FutureWarning" not in err
+
+
+def test_the_api_engine_prints_nothing_about_trainable_parameters(tmp_path, tiny_model_dir, capfd):
+    from lmforge.config import load_inference_config
+    from lmforge.inference.engine import ChatEngine
+
+    cfg = tmp_path / "api.yaml"
+    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "template": "qwen"}))
+    ChatEngine(load_inference_config(cfg))  # what `lmforge api` builds before it serves
+    out, err = capfd.readouterr()
+    assert "trainable" not in out + err
