@@ -119,7 +119,7 @@ def test_checkpointing_keys_old_and_new_resolve_to_one_setting(prefix):
 
 
 def test_selective_checkpointing_implies_checkpointing_with_a_policy():
-    from lmforge.model.checkpointing import selective_checkpoint_context
+    from lmforge.config.checkpointing_policy import selective_checkpoint_context
 
     cfg = load_config(None, ["model_name_or_path=m", "output_dir=o", "dataset=d", "selective_checkpointing=true"])
     assert cfg.training.activation_checkpointing

@@ -37,10 +37,11 @@ def error_of(tmp_path, capsys, **keys) -> str:
 
 
 def test_the_training_key_snapshot_matches_the_installed_transformers():
-    from lmforge.config.training_fields import describe_training_fields, training_fields
+    from lmforge.config.training_args import describe_training_fields
+    from lmforge.config.training_fields import training_fields
 
     assert json.loads(json.dumps(describe_training_fields())) == training_fields(), (
-        "transformers' TrainingArguments changed: regenerate with `python -m lmforge.config.training_fields`")
+        "transformers' TrainingArguments changed: regenerate with `python -m lmforge.config.training_args`")
 
 
 @pytest.mark.parametrize("keys", [

@@ -44,7 +44,7 @@ def _tokenize(argv: list[str]) -> int:
 
 
 def _create_model(argv: list[str]) -> int:
-    from lmforge.model.presets import create_model_main
+    from lmforge.tools.create_model import create_model_main
 
     return create_model_main(argv)
 

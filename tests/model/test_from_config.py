@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lmforge.errors import ConfigError, UserError
 from lmforge.model import new_tokenizer
 from lmforge.model.from_config import build_config, build_preset_tokenizer, create_model
-from lmforge.model.presets import PRESETS, create_model_main
+from lmforge.model.presets import PRESETS
+from lmforge.tools.create_model import create_model_main
 from lmforge.model.new_tokenizer import ALL_CHAT_TOKENS, CHATML_TOKENS, ENDOFTEXT, build_tokenizer
 
 # A 2-layer, 64-wide Qwen2 with 4 query heads and 2 kv heads of size 16, 176-wide MLP, 1024-token vocab.

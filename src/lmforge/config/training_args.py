@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import Seq2SeqTrainingArguments
 
-from lmforge.config.training_fields import resolve_do_train
 from lmforge.config.accelerate_env import check_fsdp_on_cpu, launched_fsdp_config
+from lmforge.config.training_fields import _KIND_TYPES, SNAPSHOT, resolve_do_train
 from lmforge.errors import ConfigError
 
 
@@ -108,7 +113,7 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             # require grad; the non-reentrant variant has no such trap and is what torch recommends.
             self.activation_checkpointing_kwargs = {"use_reentrant": False, **kwargs}
             if self.selective_checkpointing:
-                from lmforge.model.checkpointing import selective_checkpoint_context
+                from lmforge.config.checkpointing_policy import selective_checkpoint_context
 
                 # also used when the Trainer re-enables checkpointing at train start
                 self.activation_checkpointing_kwargs["context_fn"] = selective_checkpoint_context
@@ -146,8 +151,6 @@ def check_deepspeed(value) -> None:
     transformers would otherwise fail inside TrainingArguments with a package-metadata traceback.
     """
     import importlib.util
-    from pathlib import Path
-
     if isinstance(value, str):
         path = Path(value)
         if not path.is_file():
@@ -162,3 +165,68 @@ def check_deepspeed(value) -> None:
     if importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("deepspeed: the deepspeed package is not installed; pip install 'lmforge[deepspeed]' "
                           "(it needs a CUDA machine), or remove the key to train with DDP")
+
+
+# -- the snapshot of these keys that config checks read without importing this module ---------------------
+
+def _kinds_of(hint: Any) -> tuple[list[str], list[str] | None]:
+    options = typing.get_args(hint) if (isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union) \
+        else (hint,)
+    kinds, choices = [], None
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if option is type(None):
+            kinds.append("none")
+        elif origin is typing.Literal:
+            kinds.extend(type(v).__name__ for v in typing.get_args(option))
+        elif isinstance(origin, type) and issubclass(origin, enum.Enum):
+            kinds.append("str")
+            choices = [str(member.value) for member in origin]
+        elif origin in (list, tuple):
+            kinds.append("list")
+        elif origin is dict:
+            kinds.append("dict")
+        elif origin in _KIND_TYPES.values():
+            kinds.append(origin.__name__)
+        elif origin is Path:
+            kinds.append("str")
+        else:
+            kinds.append("any")
+    return sorted(set(kinds)), choices
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return None
+
+
+def describe_training_fields() -> dict:
+    """The snapshot, from the real TrainingArguments (imports torch and transformers)."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    from transformers import Seq2SeqTrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    inherited = {f.name: f for f in dataclasses.fields(Seq2SeqTrainingArguments)}
+    fields = {}
+    for f in dataclasses.fields(TrainingArguments):
+        if not f.init:
+            continue
+        kinds, choices = _kinds_of(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        # lmforge's own fields, and transformers' fields whose default lmforge changes
+        own = f.name not in inherited or inherited[f.name].default != f.default
+        fields[f.name] = {"kinds": kinds, "choices": choices, "default": _plain(default), "lmforge": own,
+                          "help": " ".join(str(f.metadata.get("help", "")).split())}
+    return {"fields": fields, "report_to": sorted({"all", "none", *INTEGRATION_TO_CALLBACK})}
+
+
+if __name__ == "__main__":
+    SNAPSHOT.write_text(json.dumps(describe_training_fields(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {SNAPSHOT}")

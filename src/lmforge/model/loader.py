@@ -37,7 +37,7 @@ from lmforge.errors import ConfigError, ModelError, did_you_mean
 from lmforge.logging import get_logger
 from lmforge.model.adapters import ADAPTERS
 from lmforge.model.adapters.targets import split_names
-from lmforge.model.checkpointing import selective_checkpoint_context
+from lmforge.config.checkpointing_policy import selective_checkpoint_context
 from lmforge.model import attention as _register_sdpa_varlen  # noqa: F401  (registers "sdpa_varlen")
 
 logger = get_logger(__name__)

@@ -9,6 +9,9 @@ memory — under autocast every projection input is saved once more as a bf16 co
 gate, up, act(gate) and their product. On small-qwen2 (4 x 1024 packed tokens) it keeps about 40% of the
 activation memory of no checkpointing, for about 5% more time, where whole-layer checkpointing costs 30%.
 The gradients are those of the plain model (tests/model/test_loader.py).
+
+It lives in config/ because it is what the `selective_checkpointing` key means to torch: TrainingArguments
+hands it to the Trainer as the checkpoint `context_fn`, and the model loader uses the same policy.
 """
 
 from __future__ import annotations
