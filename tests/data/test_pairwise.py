@@ -13,7 +13,8 @@ from lmforge.data.loading import load_conversations
 from lmforge.data.processors.feedback import encode_feedback, mismatched_responses
 from lmforge.data.processors.pairwise import encode_pairwise
 from lmforge.data.templates import get_template
-from lmforge.model.new_tokenizer import ALL_CHAT_TOKENS, build_tokenizer
+from lmforge.model.new_tokenizer import build_tokenizer
+from lmforge.model.special_tokens import ALL_CHAT_TOKENS
 from lmforge.types import IGNORE_INDEX, Conversation, Message, PairSample, Role
 
 TOKENIZER = build_tokenizer(special_tokens=ALL_CHAT_TOKENS, eos_token="<|endoftext|>")

@@ -6,7 +6,8 @@ import pytest
 
 from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
 from lmforge.data.templates import get_template
-from lmforge.model.new_tokenizer import ALL_CHAT_TOKENS, build_tokenizer
+from lmforge.model.new_tokenizer import build_tokenizer
+from lmforge.model.special_tokens import ALL_CHAT_TOKENS
 from lmforge.types import IGNORE_INDEX, Conversation, Message, Role
 
 CONV = Conversation(

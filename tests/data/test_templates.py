@@ -20,7 +20,8 @@ from lmforge.data.processors.supervised import SupervisedOptions, encode_supervi
 from lmforge.data.templates import TEMPLATES, HfChatTemplate, Template, get_template
 from lmforge.data.templates.template import encode_segments
 from lmforge.errors import ConfigError, DataError
-from lmforge.model.new_tokenizer import ALL_CHAT_TOKENS, CHATML_TOKENS, build_tokenizer, read_corpus
+from lmforge.model.new_tokenizer import build_tokenizer, read_corpus
+from lmforge.model.special_tokens import ALL_CHAT_TOKENS, CHATML_TOKENS
 from lmforge.types import IGNORE_INDEX, Conversation, Message, Role
 
 ORACLES = Path(__file__).parents[1] / "assets" / "chat_templates"

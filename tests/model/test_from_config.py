@@ -17,7 +17,8 @@ from lmforge.model import new_tokenizer
 from lmforge.model.from_config import build_config, build_preset_tokenizer, create_model
 from lmforge.model.presets import PRESETS
 from lmforge.tools.create_model import create_model_main
-from lmforge.model.new_tokenizer import ALL_CHAT_TOKENS, CHATML_TOKENS, ENDOFTEXT, build_tokenizer
+from lmforge.model.new_tokenizer import build_tokenizer
+from lmforge.model.special_tokens import ALL_CHAT_TOKENS, CHATML_TOKENS, ENDOFTEXT
 
 # A 2-layer, 64-wide Qwen2 with 4 query heads and 2 kv heads of size 16, 176-wide MLP, 1024-token vocab.
 H, FF, KV, V = 64, 176, 2 * 16, 1024
@@ -56,7 +57,7 @@ def test_tokenizer_build_is_deterministic():
 def test_tokenizer_build_is_deterministic_across_processes():
     # A fresh interpreter gets fresh hash seeds (Python's and the Rust trainer's).
     code = (
-        "import hashlib; from lmforge.model.new_tokenizer import build_tokenizer, CHATML_TOKENS; "
+        "import hashlib; from lmforge.model.new_tokenizer import build_tokenizer; from lmforge.model.special_tokens import CHATML_TOKENS; "
         "t = build_tokenizer(1024, CHATML_TOKENS); "
         "print(hashlib.sha256(t.backend_tokenizer.to_str().encode()).hexdigest())"
     )

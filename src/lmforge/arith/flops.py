@@ -46,6 +46,7 @@ lowers MFU, honestly), the optimizer step, and forwards of frozen reference mode
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # -- model FLOPs ----------------------------------------------------------------------------------------

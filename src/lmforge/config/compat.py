@@ -78,6 +78,6 @@ def unhonoured_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> list[
     return notes
 
 
-def report_unhonoured(raw: Mapping[str, Any], inference: bool = False, env: Mapping[str, str] | None = None) -> None:
+def report_unhonoured(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
     for note in unhonoured_settings(raw, os.environ if env is None else env):
         logger.warning(note)

@@ -50,7 +50,6 @@ LIGHT_GROUPS: dict[str, type] = {
 """The groups that are plain dataclasses, one concern each; `training` (transformers' arguments) is built last,
 after validation. The flat keys of a YAML are routed to them by name (each key lives in exactly one group)."""
 GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "preference", "loss", "generation", "training", "export")
-ADAPTER_GROUPS = ("finetuning", "lora", "freeze")
 
 
 @dataclass(frozen=True)
@@ -321,7 +320,7 @@ def load_inference_config(path: str | Path | None, overrides: list[str] | None =
     raw.update(parse_overrides(overrides or []))
     source = str(path or "command line")
     validate_keys_only(raw, source)
-    report_unhonoured(raw, inference=True)
+    report_unhonoured(raw)
     used = ("model", "data", "finetuning", "lora", "freeze", "generation", "export")
     per_group = route_and_coerce(raw, source, groups=used)
     cfg = InferenceConfig(**_light_groups(per_group, source), source=source)

@@ -49,7 +49,6 @@ def _num(x: float) -> str:
 POSITIVE = Range(0, False)
 AT_LEAST_ONE = Range(1)
 NON_NEGATIVE = Range(0)
-PROBABILITY = Range(0, True, 1, True)
 DROPOUT = Range(0, True, 1, False, "a dropout probability")
 
 RANGES: dict[str, Range] = {

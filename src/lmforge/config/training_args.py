@@ -10,6 +10,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import Seq2SeqTrainingArguments

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import operator
-import typing
 from pathlib import Path
 from typing import Any
 

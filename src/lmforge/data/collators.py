@@ -60,6 +60,7 @@ class Collator:
             batch["_source"] = [f["_source"] for f in features]
         return batch
 
+
 def _restarting_positions(lengths_per_row: list[list[int]], width: int) -> torch.Tensor:
     rows = []
     for lengths in lengths_per_row:
@@ -67,8 +68,6 @@ def _restarting_positions(lengths_per_row: list[list[int]], width: int) -> torch
         segments = [torch.arange(n) for n in lengths] + ([torch.arange(pad)] if pad else [])
         rows.append(torch.cat(segments))
     return torch.stack(rows)
-
-PaddingCollator = Collator  # the unpacked case is just a batch without sequence_lengths
 
 
 # Precomputed reference log-probs (dpo/kto `precompute_ref_log_probs`) travel as extra float columns.

@@ -13,7 +13,6 @@ requests) each get their own complete answer, never an interleaving of two.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace

@@ -1,6 +1,7 @@
 """Train a small byte-level BPE tokenizer on the spot, for test fixtures and demo models.
 
-    from lmforge.model.new_tokenizer import CHATML_TOKENS, build_tokenizer
+    from lmforge.model.new_tokenizer import build_tokenizer
+    from lmforge.model.special_tokens import CHATML_TOKENS
 
     tokenizer = build_tokenizer(vocab_size=1024, special_tokens=CHATML_TOKENS)
     tokenizer.save_pretrained("models/tiny", save_jinja_files=False)
@@ -35,16 +36,7 @@ from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import PreTrainedTokenizerFast
 
-from lmforge.model.special_tokens import (  # noqa: E402 - names used by the tokenizer builder below
-    ALL_CHAT_TOKENS,
-    CHATML_TOKENS,
-    ENDOFTEXT,
-    GEMMA_TOKENS,
-    LLAMA2_TOKENS,
-    LLAMA3_TOKENS,
-    PHI_TOKENS,
-    THINK_TOKENS,
-)
+from lmforge.model.special_tokens import ENDOFTEXT  # noqa: E402 - the default eos / pad token below
 
 CORPUS_FILE = Path(__file__).parent / "assets" / "corpus.txt"
 

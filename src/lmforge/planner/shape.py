@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from lmforge.config.adapter_args import AdapterArguments
-from lmforge.config.lora_args import LoraArguments
 from lmforge.errors import ModelError
 from lmforge.arith.flops import ModelFlops
 from lmforge.model.flops import model_flops

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from lmforge.arith.peak_tflops import PEAK_TFLOPS, lookup_peak_flops  # noqa: F401 - PEAK_TFLOPS named in help text
+from lmforge.arith.peak_tflops import lookup_peak_flops
 
 _DTYPE_KEYS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
