@@ -10,7 +10,7 @@ FinetuningType = Literal["full", "freeze", "lora"]
 
 @dataclass(frozen=True)
 class FinetuningArguments:
-    stage: str = field(default="sft", metadata={"help": "Training stage: pt, sft, rm, dpo, kto."})
+    stage: str = field(default="sft", metadata={"help": "Training stage, a name in the stage registry (lmforge.stages)."})
     finetuning_type: FinetuningType = field(default="lora", metadata={"help": "Which parameters train: full, freeze or lora."})
     plot_loss: bool = field(
         default=False,

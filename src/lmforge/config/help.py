@@ -20,6 +20,7 @@ from typing import Any
 from lmforge.config.loader import LIGHT_GROUPS
 from lmforge.config.training_fields import training_fields
 from lmforge.errors import ConfigError, did_you_mean
+from lmforge.stages import STAGES
 
 GROUP_TITLES = {
     "model": "model: which model, how it loads",
@@ -83,7 +84,12 @@ def group_keys(group: str) -> list[KeyHelp]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = repr(default) if isinstance(default, str) else str(default)
-        keys.append(KeyHelp(f.name, _type_name(hints[f.name]), shown, " ".join(str(f.metadata.get("help", "")).split())))
+        kind, text = _type_name(hints[f.name]), " ".join(str(f.metadata.get("help", "")).split())
+        if f.name == "stage":  # a registry, not a Literal: list what is registered, with each stage's summary
+            specs = [STAGES.get(name) for name in STAGES]
+            kind = "|".join(spec.name for spec in specs)
+            text += " " + "; ".join(f"{spec.name}: {spec.summary}" for spec in specs if spec.summary)
+        keys.append(KeyHelp(f.name, kind, shown, text))
     return keys
 
 
