@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 
@@ -70,3 +71,52 @@ def test_the_api_engine_prints_nothing_about_trainable_parameters(tmp_path, tiny
     ChatEngine(load_inference_config(cfg))  # what `lmforge api` builds before it serves
     out, err = capfd.readouterr()
     assert "trainable" not in out + err
+
+
+def test_tokenize_shows_a_bar_with_eta_over_the_input_bytes(tmp_path, tiny_model_dir, capfd):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(f'{{"text": "document {i} about letters"}}\n' for i in range(300)) + "\n\n")
+    assert main(["tokenize", str(corpus), "--tokenizer", str(tiny_model_dir), "--output", str(tmp_path / "shards"),
+                 "--workers", "1", "--batch-size", "64"]) == 0
+    err = capfd.readouterr().err
+    size = f"{corpus.stat().st_size / 1024:.1f}k"  # the whole file, blank lines at its end included
+    assert re.search(rf"tokenizing: 100%\|.*\| {size}/{size} \[\d\d:\d\d<00:00, .*tokens, 300 docs\]", err), err
+
+
+def test_predict_generation_shows_a_bar_with_eta(tiny_model_dir, capfd):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.eval.predict import generate_batched
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
+    capfd.readouterr()
+    quiet = generate_batched(model, tokenizer, prompts, [], 3, max_new_tokens=2, do_sample=False)
+    assert "%|" not in capfd.readouterr().err
+    shown = generate_batched(model, tokenizer, prompts, [], 3, progress="predict", max_new_tokens=2, do_sample=False)
+    assert shown == quiet
+    assert re.search(r"predict: 100%\|.*\| 4/4 \[\d\d:\d\d<00:00", capfd.readouterr().err)
+
+
+def test_the_demo_keeps_a_phase_s_details_in_its_log(tmp_path, capfd):
+    import logging
+
+    from lmforge.demo import _details_to
+    from lmforge.logging import get_logger
+    from lmforge.train.callbacks.console import console_logger
+
+    log = tmp_path / "demo.log"
+    with _details_to(log):
+        get_logger("lmforge.demo_test").info("dataset 'x': 3 samples")
+        console_logger().info("step    20/198  loss 4.7662")
+        print("***** all metrics *****")
+        get_logger("lmforge.demo_test").warning("something the user must see")
+    out, err = capfd.readouterr()
+    assert "dataset 'x'" not in err and "loss 4.7662" not in err and "all metrics" not in out
+    assert "something the user must see" in err
+    assert log.read_text().splitlines() == ["dataset 'x': 3 samples", "step    20/198  loss 4.7662",
+                                            "something the user must see", "***** all metrics *****"]
+    get_logger("lmforge.demo_test").info("after the phase, lines reach the terminal again")
+    assert "after the phase" in capfd.readouterr().err
+    assert logging.getLogger("lmforge").handlers and "after the phase" not in log.read_text()

@@ -12,14 +12,22 @@
    eval losses;
 5. write chat.yaml for the fine-tuned model, answer one held-out prompt through it (the `lmforge chat` /
    `lmforge api` engine) and print the commands that chat with and serve the model.
+
+The terminal shows each phase with a progress bar; everything `lmforge train` would print besides (data
+and model reports, a line per log step) goes to `demo.log` in the output dir.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
 import random
 import string
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +40,8 @@ logger = get_logger(__name__)
 LETTERS = string.ascii_lowercase
 DEMO_MODEL_OVERRIDES = {"hidden_size": 128, "intermediate_size": 384}  # hidden 64 learns the format, not the map
 SEQUENCE_LENGTH = 4  # 26**4 = 456,976 sequences: the held-out ones are unseen, not memorised
+LOG_FILE = "demo.log"
+PHASES = 5
 
 
 @dataclass
@@ -95,7 +105,6 @@ def demo_configs(root: Path, base_dir: Path, data_dir: Path, seed: int) -> tuple
         "save_strategy": "no",
         "plot_loss": True,
         "overwrite_output_dir": True,
-        "disable_tqdm": True,
         "data_cache_dir": str(root / "cache"),
         "lr_scheduler_type": "cosine",
         "warmup_ratio": 0.05,
@@ -144,38 +153,125 @@ def heldout_accuracy(model_dir: Path, template_name: str, heldout: list[dict], s
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     template = get_template(template_name, tokenizer)
     prompts = [Conversation([Message(Role.USER, r["instruction"])], system=system) for r in heldout]
-    replies = greedy_replies(model, tokenizer, template, prompts, max_new_tokens=16)
+    replies = greedy_replies(model, tokenizer, template, prompts, max_new_tokens=16, progress="answer")
     return exact_match_accuracy(replies, [r["output"] for r in heldout])
 
 
-def _eval_losses(output_dir: Path) -> list[float]:
+def _log_rows(output_dir: Path) -> list[dict]:
     log = output_dir / "trainer_log.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [row["eval_loss"] for row in rows if "eval_loss" in row]
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-def run_demo(root: Path, seed: int = 0) -> DemoResult:
+def _eval_losses(output_dir: Path) -> list[float]:
+    return [row["eval_loss"] for row in _log_rows(output_dir) if "eval_loss" in row]
+
+
+def _train_losses(output_dir: Path) -> list[float]:
+    return [row["loss"] for row in _log_rows(output_dir) if "loss" in row]
+
+
+@contextlib.contextmanager
+def _details_to(log_path: Path) -> Iterator[None]:
+    """Send what a phase prints besides its progress bar to `log_path`: lmforge's INFO lines, the per-step
+    console lines, transformers' metrics tables (stdout), and the bars of data and weight loading.
+
+    Warnings and errors still reach the terminal; the training bar (`ConsoleCallback`, plain tqdm) stays.
+    """
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from lmforge.train.callbacks.console import console_logger
+
+    loggers = [logging.getLogger("lmforge"), console_logger()]
+    terminal = [(handler, handler.level) for logger in loggers for handler in logger.handlers]
+    to_file = logging.FileHandler(log_path, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(message)s"))
+    bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    for handler, _ in terminal:
+        handler.setLevel(logging.WARNING)
+    for logger in loggers:
+        logger.addHandler(to_file)
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(to_file)
+        to_file.close()
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(printed.getvalue())
+        for handler, level in terminal:
+            handler.setLevel(level)
+        if bars[0]:
+            hf_logging.enable_progress_bar()
+        if bars[1]:
+            datasets.enable_progress_bars()
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    from lmforge.train.callbacks.console import duration
+
+    return duration(seconds)
+
+
+def run_demo(root: Path, seed: int = 0, say: Callable[[str], None] = _say) -> DemoResult:
     from lmforge.config import load_config
     from lmforge.model.from_config import create_model
     from lmforge.train.stages import get_stage
 
     root.mkdir(parents=True, exist_ok=True)
+    log_path = root / LOG_FILE
+    log_path.write_text("", encoding="utf-8")
     base_dir = root / "base"
-    if not (base_dir / "config.json").is_file():
-        create_model("tiny-qwen2", base_dir, seed=seed, overrides=DEMO_MODEL_OVERRIDES)
-    heldout = write_demo_data(root / "data", seed)
+
+    def phase(number: int, name: str, what: str) -> float:
+        say(f"[{number}/{PHASES}] {name:<10} {what}")
+        return time.perf_counter()
+
+    started = phase(1, "create", f"a fresh tiny-qwen2 (hidden {DEMO_MODEL_OVERRIDES['hidden_size']}) in {base_dir}, "
+                                  "and the letter-shift data")
+    with _details_to(log_path):
+        if not (base_dir / "config.json").is_file():
+            create_model("tiny-qwen2", base_dir, seed=seed, overrides=DEMO_MODEL_OVERRIDES)
+        heldout = write_demo_data(root / "data", seed)
     pt_cfg, sft_cfg = demo_configs(root, base_dir, root / "data", seed)
+    say(f"      done in {_duration(time.perf_counter() - started)}")
+    paths = {}
     for name, cfg in (("pt", pt_cfg), ("sft", sft_cfg)):
-        path = root / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        if name == "sft":
-            before = heldout_accuracy(root / "pt", sft_cfg["template"], heldout, sft_cfg["default_system"])
-        logger.info("demo: lmforge train %s", path)
-        config = load_config(path)
+        paths[name] = root / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+
+    started = phase(2, "pretrain", f"lmforge train {paths['pt']}  (stage pt on the letter corpus)")
+    with _details_to(log_path):
+        config = load_config(paths["pt"])
         get_stage(config.finetuning.stage)(config)
-    after = heldout_accuracy(root / "sft", sft_cfg["template"], heldout, sft_cfg["default_system"])
+    losses = _train_losses(root / "pt")
+    say(f"      done in {_duration(time.perf_counter() - started)}: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+
+    phase(3, "evaluate", "held-out greedy answers of the pretrained model")
+    with _details_to(log_path):
+        before = heldout_accuracy(root / "pt", sft_cfg["template"], heldout, sft_cfg["default_system"])
+    say(f"      exact match: {before:.1%}")
+
+    started = phase(4, "fine-tune", f"lmforge train {paths['sft']}  (stage sft on the instructions)")
+    with _details_to(log_path):
+        config = load_config(paths["sft"])
+        get_stage(config.finetuning.stage)(config)
     losses = _eval_losses(root / "sft")
-    chat_config, prompt, answer = _chat_with(root, sft_cfg["default_system"], heldout[0]["instruction"])
+    say(f"      done in {_duration(time.perf_counter() - started)}: eval loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+
+    phase(5, "evaluate", "held-out greedy answers of the fine-tuned model, one through the chat engine")
+    with _details_to(log_path):
+        after = heldout_accuracy(root / "sft", sft_cfg["template"], heldout, sft_cfg["default_system"])
+        chat_config, prompt, answer = _chat_with(root, sft_cfg["default_system"], heldout[0]["instruction"])
+    say(f"      exact match: {after:.1%}")
     return DemoResult(before, after, losses[0], losses[-1], root / "pt", root / "sft", chat_config, prompt, answer)
 
 
@@ -197,6 +293,8 @@ def demo_main(argv: list[str]) -> int:
     parser.add_argument("--output-dir", default="runs/demo", type=Path)
     parser.add_argument("--seed", default=0, type=int)
     args = parser.parse_args(argv)
+    print(f"lmforge demo: pretrain a tiny model, then teach it to shift letters; details in "
+          f"{args.output_dir / LOG_FILE}", flush=True)
     result = run_demo(args.output_dir, args.seed)
     print()
     print("lmforge demo: shift each letter by one (held-out sequences never seen in training)")

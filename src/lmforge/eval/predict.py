@@ -24,14 +24,20 @@ PREDICTIONS_FILE = "generated_predictions.jsonl"
 
 @torch.no_grad()
 def generate_batched(model, tokenizer, prompts: list[list[int]], stop_ids: list[int], batch_size: int,
-                     **generate_kwargs) -> list[list[int]]:
-    """The generated ids for each prompt (up to, not including, its first stop token), in prompt order."""
+                     progress: str | None = None, **generate_kwargs) -> list[list[int]]:
+    """The generated ids for each prompt (up to, not including, its first stop token), in prompt order.
+
+    `progress`: the label of a tqdm bar (prompts done, ETA) on stderr; None for no bar.
+    """
+    from tqdm.auto import tqdm
+
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     stops = set(stop_ids)
     # Longest first: batches of similar lengths carry little padding, and a batch too big fails at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     results: list[list[int]] = [[] for _ in prompts]
+    bar = tqdm(total=len(prompts), desc=progress, unit="prompt", disable=progress is None, dynamic_ncols=True)
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         width = max(len(prompts[i]) for i in batch)
@@ -43,6 +49,8 @@ def generate_batched(model, tokenizer, prompts: list[list[int]], stop_ids: list[
                                 pad_token_id=pad_id, use_cache=True, **generate_kwargs)
         for i, row in zip(batch, output[:, width:].tolist()):
             results[i] = row[: next((k for k, tok in enumerate(row) if tok in stops), len(row))]
+        bar.update(len(batch))
+    bar.close()
     return results
 
 
@@ -63,7 +71,9 @@ def run_predict(cfg, trainer, tokenizer, template) -> dict[str, float]:
     start = time.perf_counter()
     with trainer.autocast_smart_context_manager():
         generated = generate_batched(model, tokenizer, prompts, template.stop_token_ids(tokenizer),
-                                     cfg.training.per_device_eval_batch_size, **cfg.generation.to_generate_kwargs())
+                                     cfg.training.per_device_eval_batch_size,
+                                     progress=None if cfg.training.disable_tqdm else "predict",
+                                     **cfg.generation.to_generate_kwargs())
     runtime = time.perf_counter() - start
     skip = cfg.generation.skip_special_tokens
     predictions = [tokenizer.decode(ids, skip_special_tokens=skip).strip() for ids in generated]

@@ -29,6 +29,7 @@ class Batch:
     kind: str  # "json" (raw lines, parsed in the worker) or "text"
     items: list[str]
     lines: list[int]
+    read_bytes: int = 0  # bytes of the file on disk (compressed, for .gz) read through this batch: the bar's ETA
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -88,6 +89,7 @@ def _text_batches(path: Path, kind: str, batch_size: int) -> Iterator[Batch]:
     compressed = path.name.lower().endswith(".gz")
     with gzip.open(path, "rb") if compressed else open(path, "rb") as handle:
         # Checked before any line: UTF-16, gzip under a plain name and binary files are whole-file problems.
+        on_disk = handle.fileobj if compressed else handle  # gzip's tell() counts uncompressed bytes
         problem = text_problem(handle.peek(8192)[:8192])
         if problem:
             raise DataError(f"tokenize: {path}: {problem}")
@@ -104,10 +106,10 @@ def _text_batches(path: Path, kind: str, batch_size: int) -> Iterator[Batch]:
             items.append(line.rstrip("\r\n") if kind == "text" else line)
             lines.append(number)
             if len(items) == batch_size:
-                yield Batch(str(path), kind, items, lines)
+                yield Batch(str(path), kind, items, lines, on_disk.tell())
                 items, lines = [], []
     if items:
-        yield Batch(str(path), kind, items, lines)
+        yield Batch(str(path), kind, items, lines, path.stat().st_size)
 
 
 def _parquet_batches(path: Path, text_key: str, batch_size: int) -> Iterator[Batch]:
@@ -127,9 +129,9 @@ def _parquet_rows(parquet, path: Path, text_key: str, batch_size: int) -> Iterat
             f"tokenize: {path}: no column '{text_key}' (columns: {', '.join(parquet.schema_arrow.names)}); "
             "pass --text-key"
         )
-    row = 0
+    row, rows, size = 0, max(1, parquet.metadata.num_rows), path.stat().st_size
     for record_batch in parquet.iter_batches(batch_size=batch_size, columns=[text_key]):
         texts = record_batch.column(0).to_pylist()
-        yield Batch(str(path), "text", [t if isinstance(t, str) else "" for t in texts],
-                    list(range(row + 1, row + 1 + len(texts))))
         row += len(texts)
+        yield Batch(str(path), "text", [t if isinstance(t, str) else "" for t in texts],
+                    list(range(row - len(texts) + 1, row + 1)), size * row // rows)

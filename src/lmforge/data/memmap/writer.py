@@ -212,10 +212,13 @@ def tokenize_corpus(
     dropped: dict[str, int] = {}
     dropped_where: dict[str, list[str]] = {}
     started = time.perf_counter()
-    bar = _progress_bar(progress)
+    # The bar counts input bytes on disk, the one total known before reading: that gives it an ETA.
+    sizes = [f.stat().st_size for f in files]
+    file_start = {str(f): sum(sizes[:i]) for i, f in enumerate(files)}
+    bar = _progress_bar(progress, sum(sizes))
     num_tokens = num_documents = 0
 
-    def consume(encoded: Encoded) -> None:
+    def consume(encoded: Encoded, batch: Batch) -> None:
         nonlocal num_tokens, num_documents
         if encoded.error:
             raise DataError(f"tokenize: {encoded.error}")
@@ -227,8 +230,8 @@ def tokenize_corpus(
             kept = dropped_where.setdefault(reason, [])
             kept.extend(where[: max(0, 5 - len(kept))])
         if bar is not None:
-            bar.update(int(encoded.lengths.sum()))
-            bar.set_postfix(docs=num_documents, refresh=False)
+            bar.update(file_start[batch.path] + batch.read_bytes - bar.n)
+            bar.set_postfix_str(f"{num_tokens:,} tokens, {num_documents:,} docs", refresh=False)
 
     settings = (str(tokenizer_dir), text_key, append_eos)
     batches = iter_batches(files, text_key, batch_size)
@@ -236,16 +239,20 @@ def tokenize_corpus(
         if workers == 1:
             _set_worker(tokenizer, text_key, append_eos)  # in this process: the tokenizer loaded above
             for batch in batches:
-                consume(encode_batch(batch))
+                consume(encode_batch(batch), batch)
         else:
             with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=settings) as pool:
-                in_flight: deque[Future] = deque()
+                in_flight: deque[tuple[Future, Batch]] = deque()
                 for batch in batches:
-                    in_flight.append(pool.submit(encode_batch, batch))
+                    in_flight.append((pool.submit(encode_batch, batch), batch))
                     if len(in_flight) >= 2 * workers:
-                        consume(in_flight.popleft().result())
+                        future, done = in_flight.popleft()
+                        consume(future.result(), done)
                 while in_flight:
-                    consume(in_flight.popleft().result())
+                    future, done = in_flight.popleft()
+                    consume(future.result(), done)
+        if bar is not None:
+            bar.update(bar.total - bar.n)  # files whose last lines are blank end short of their size
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written output is left to be mistaken for a corpus
         raise
@@ -301,12 +308,13 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def _progress_bar(enabled: bool):
+def _progress_bar(enabled: bool, total_bytes: int):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(unit="tok", unit_scale=True, desc="tokenizing", mininterval=1.0)
+    return tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="tokenizing",
+                mininterval=1.0, dynamic_ncols=True)
 
 
 def tokenize_main(argv: list[str]) -> int:
