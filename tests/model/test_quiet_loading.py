@@ -48,3 +48,31 @@ def test_parameter_counts_are_logged_for_training_only(tiny_qwen2_dir, caplog, f
     with caplog.at_level(logging.INFO, logger="lmforge"):
         load_model(args, AdapterArguments.from_keys(finetuning_type), is_trainable=True)
     assert "trainable params" in caplog.text
+
+
+@pytest.mark.parametrize("finetuning_type", ["full", "lora"])
+def test_reward_model_checkpointing_uses_the_transformers_5_names(tmp_path, tiny_model_dir, finetuning_type):
+    """The Trainer enables checkpointing through `activation_checkpointing_enable`; a value-head model with only
+    the old name got a FutureWarning, then a TypeError for the keywords the Trainer passes."""
+    import json
+
+    import yaml
+
+    from lmforge.cli import main
+
+    pairs = [{"instruction": f"Is {i} fine?", "input": "", "chosen": "Yes.", "rejected": "No. I refuse."}
+             for i in range(16)]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"pairs": {
+        "file_name": "pairs.json", "ranking": True, "columns": {"prompt": "instruction", "query": "input",
+                                                               "chosen": "chosen", "rejected": "rejected"}}}))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "dataset_dir": str(tmp_path), "dataset": "pairs", "stage": "rm",
+        "template": "qwen", "finetuning_type": finetuning_type, "output_dir": str(tmp_path / "out"),
+        "data_cache_dir": str(tmp_path / "cache"), "cutoff_len": 32, "per_device_train_batch_size": 8,
+        "max_steps": 2, "save_strategy": "no", "disable_tqdm": True, "gradient_checkpointing": True,
+    }))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        assert main(["train", str(cfg)]) == 0

@@ -52,12 +52,16 @@ class ValueHeadModel(nn.Module):
         _, hidden = forward_hidden(self.pretrained_model, inputs)
         return self.v_head(hidden.to(self.v_head.summary.weight.dtype)).float()
 
-    # transformers' Trainer switches checkpointing on through these at the start of training.
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        self.pretrained_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+    # transformers' Trainer switches checkpointing on through this at the start of training, under its
+    # transformers 5 name: a model offering only the old gradient_checkpointing_enable gets a FutureWarning,
+    # then a call with keywords (every_n_layers, offload) that the old signature here did not take.
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **options):
+        self.pretrained_model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=activation_checkpointing_kwargs, **options
+        )
 
-    def gradient_checkpointing_disable(self):
-        self.pretrained_model.gradient_checkpointing_disable()
+    def activation_checkpointing_disable(self):
+        self.pretrained_model.activation_checkpointing_disable()
 
     def save_pretrained(self, directory: str | Path) -> None:
         """The backbone with its own `save_pretrained` (adapter only under LoRA), then the value head."""
