@@ -32,6 +32,7 @@ GROUP_TITLES = {
     "loss": "loss: how the training loss is computed",
     "generation": "generation: decoding for chat, api and predict",
     "export": "export: lmforge export",
+    "eval": "eval: lmforge eval (lm-evaluation-harness task YAMLs)",
     "training": "training: transformers' TrainingArguments (Seq2Seq) with lmforge's additions",
 }
 COMMON_TRAINING_KEYS = (

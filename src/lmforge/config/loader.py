@@ -21,6 +21,7 @@ import yaml
 
 from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.data_args import DataArguments
+from lmforge.config.eval_args import EvalArguments
 from lmforge.config.export_args import ExportArguments
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.config.freeze_args import FreezeArguments
@@ -46,6 +47,7 @@ LIGHT_GROUPS: dict[str, type] = {
     "loss": LossArguments,
     "generation": GenerationArguments,
     "export": ExportArguments,
+    "eval": EvalArguments,  # `lmforge eval` only; a training run reads none of these keys
 }
 """The groups that are plain dataclasses, one concern each; `training` (transformers' arguments) is built last,
 after validation. The flat keys of a YAML are routed to them by name (each key lives in exactly one group)."""

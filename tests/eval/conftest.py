@@ -1,0 +1,85 @@
+"""Small generated lm-evaluation-harness task files: a multiple-choice task whose answer is learnable (the
+next number), a generate_until task with a regex filter (sums written as '#### n'), a perplexity task."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def mc_rows(n: int, seed: int) -> list[dict]:
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        x = rnd.randrange(10, 90)
+        options = [str(x + 1), str(x + 3), str(x - 2), str(x + 10)]
+        rnd.shuffle(options)
+        rows.append({"question": f"What comes after {x}?", "choices": options, "answer": options.index(str(x + 1))})
+    return rows
+
+
+def write_task_dir(root: Path) -> Path:
+    """tasks/ with mc_next (multiple_choice, 0 shots by default), sums (generate_until + regex), wiki (rolling)."""
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    mc_test = _jsonl(data / "mc_test.jsonl", mc_rows(12, seed=1))
+    mc_train = _jsonl(data / "mc_train.jsonl", mc_rows(20, seed=2))
+    (root / "mc_next.yaml").write_text(
+        "task: mc_next\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {mc_test}\n    train: {mc_train}\n"
+        "test_split: test\nfewshot_split: train\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        "doc_to_target: answer\n"
+        'doc_to_choice: "{{choices}}"\n'
+        "description: \"Pick the next number.\\n\\n\"\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    rnd = random.Random(3)
+    sums = [{"a": (a := rnd.randrange(1, 9)), "b": (b := rnd.randrange(1, 9)), "answer": f"#### {a + b}"}
+            for _ in range(6)]
+    sums_file = _jsonl(data / "sums.jsonl", sums)
+    (root / "sums.yaml").write_text(
+        "task: sums\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {sums_file}\n"
+        "test_split: test\n"
+        "output_type: generate_until\n"
+        'doc_to_text: "Q: {{a}} plus {{b}}?\\nA:"\n'
+        'doc_to_target: "{{answer.split(\'#### \')[-1]}}"\n'
+        "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 8\n"
+        "metric_list:\n  - metric: exact_match\n"
+        "filter_list:\n"
+        "  - name: strict-match\n    filter:\n      - function: regex\n        regex_pattern: \"#### (\\\\d+)\"\n"
+        "      - function: take_first\n"
+    )
+    texts = [{"text": " ".join(rnd.choice(WORDS) for _ in range(5 + 3 * i))} for i in range(5)]
+    wiki = _jsonl(data / "wiki.jsonl", texts)
+    (root / "wiki.yaml").write_text(
+        "task: wiki\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {wiki}\n"
+        "test_split: test\n"
+        "output_type: loglikelihood_rolling\n"
+        'doc_to_text: ""\n'
+        'doc_to_target: "{{text}}"\n'
+        "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n  - metric: bits_per_byte\n"
+    )
+    return root
+
+
+@pytest.fixture
+def task_dir(tmp_path) -> Path:
+    return write_task_dir(tmp_path / "tasks")
