@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from lmforge.errors import ConfigError
-from lmforge.eval.tasks.spec import FilterStep
+
+if TYPE_CHECKING:  # spec.py checks patterns through this module when it reads a task file
+    from lmforge.eval.tasks.spec import FilterStep
 
 
 @lru_cache(maxsize=64)
