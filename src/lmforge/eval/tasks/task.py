@@ -64,9 +64,8 @@ def build_items(spec: TaskSpec, *, num_fewshot: int | None = None, limit: int | 
     docs = load_split(spec, spec.eval_split)
     shots = spec.num_fewshot if num_fewshot is None else num_fewshot
     shots = shots or 0
-    if spec.output_type == "loglikelihood_rolling" and shots:
-        raise DataError(f"{spec.path}: loglikelihood_rolling scores whole documents; few-shot examples do not apply "
-                        f"(num_fewshot {shots})")
+    if spec.output_type == "loglikelihood_rolling":
+        shots = 0  # whole documents are scored with no prompt, so shots do not apply (lm-eval draws and drops them)
     pool: list[dict] = []
     if shots:
         pool_split = spec.source_of_fewshot
