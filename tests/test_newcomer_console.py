@@ -22,7 +22,7 @@ def run_cli(cwd, *argv) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", ["train", "chat", "export"])
 def test_a_missing_relative_model_path_is_a_config_error_before_torch(tmp_path, command):
-    (tmp_path / "models").mkdir()
+    # no models/ directory either: `models/` is where models are kept, not a hub organisation
     keys = {"model_name_or_path": "models/nope", "export_dir": "out"}
     if command == "train":
         keys.update(stage="sft", dataset="d", output_dir="out")
@@ -34,12 +34,16 @@ def test_a_missing_relative_model_path_is_a_config_error_before_torch(tmp_path, 
                            "with `lmforge create-model tiny-qwen2 models/nope`\n")
 
 
-def test_a_hub_id_says_models_are_local_and_how_to_get_one(tmp_path, capsys):
+def test_a_hub_id_says_models_are_local_and_how_to_get_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "chat.yaml").write_text("model_name_or_path: Qwen/Qwen2-0.5B\n")
     assert main(["chat", str(tmp_path / "chat.yaml")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "local model directories only" in err
     assert "huggingface-cli download Qwen/Qwen2-0.5B --local-dir models/Qwen2-0.5B" in err
+    (tmp_path / "mine").mkdir()  # an existing first directory: a path, not a hub id
+    assert main(["chat", str(tmp_path / "chat.yaml"), "model_name_or_path=mine/nope"]) == 2
+    assert "huggingface-cli" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["chat", "api", "export", "train"])

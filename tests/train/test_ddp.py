@@ -134,5 +134,6 @@ def test_deepspeed_examples(tmp_path, tiny_model_dir, monkeypatch, capsys):
         code = main(["train", "examples/scale_out/sft_full_ds_z2.yaml", f"model_name_or_path={tiny_model_dir}",
                      f"output_dir={tmp_path / 'out'}"])
         assert code == 2 and "pip install 'lmforge[deepspeed]'" in capsys.readouterr().err
-    code = main(["train", "examples/scale_out/sft_full_ds_z2.yaml", "deepspeed=examples/deepspeed/missing.json"])
+    code = main(["train", "examples/scale_out/sft_full_ds_z2.yaml", f"model_name_or_path={tiny_model_dir}",
+                 "deepspeed=examples/deepspeed/missing.json"])
     assert code == 2 and "deepspeed: 'examples/deepspeed/missing.json' is not a file" in capsys.readouterr().err

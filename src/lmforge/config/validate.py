@@ -208,12 +208,18 @@ def check_streaming(cfg: RunConfig) -> None:
         raise ConfigError("'streaming' is not supported; tokenize large corpora once into memmap shards instead")
 
 
+# First path parts that name where models are kept (the README's `models/`, LLaMA-Factory's `saves/`, run output
+# dirs), not a hub organisation: `models/tiny` that does not exist is a missing path, never a download hint.
+LOCAL_MODEL_DIRS = frozenset({"models", "model", "saves", "output", "outputs", "runs", "checkpoints", "ckpt"})
+
+
 def check_model_path(value: str | None) -> None:
     """A `model_name_or_path` written as a path (with a '/', or starting with '.' or '~') must exist.
 
     Checked with the config, before torch loads, so a typo costs no import time and exits 2 like every other
     config error. A bare name ('gpt2') is left to the model loader, which says how to get a model. One that
-    could be a hub id (org/name, whose org is no local directory) gets the download hint besides.
+    could be a hub id (org/name, whose org is neither a local directory nor in LOCAL_MODEL_DIRS) gets the
+    download hint instead of the create-model one.
     """
     if not value or Path(value).expanduser().exists() or not ("/" in value or value.startswith((".", "~"))):
         return
@@ -221,7 +227,8 @@ def check_model_path(value: str | None) -> None:
     where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
     message = f"model_name_or_path: {value} does not exist{where}; lmforge loads local model directories only"
     org = value.split("/")[0]
-    if value.count("/") == 1 and not value.startswith((".", "~")) and not Path(org).is_dir():
+    if (value.count("/") == 1 and not value.startswith((".", "~")) and not Path(org).is_dir()
+            and org.lower() not in LOCAL_MODEL_DIRS):
         message += (f". If {value} is a Hugging Face hub id, download it first: `huggingface-cli download {value} "
                     f"--local-dir models/{path.name}`, then set model_name_or_path: models/{path.name}")
     else:
