@@ -5,11 +5,12 @@ Usage::
     trainer = BaseTrainer(..., callbacks=[throughput, LogWriterCallback(out)])
     use_console(trainer)  # replaces transformers' ProgressCallback / PrinterCallback
 
-A run then prints, above its bar (``train  35%|███▌      | 245/700 [01:12<02:14, 3.38step/s]``)::
+A run then prints, above its bar (``train:  35%|███▌      | 245/704 [01:12<02:14, 3.38step/s]``)::
 
-    step   20/700  loss 3.3720  lr 5.28e-04  grad_norm 1.88  ppl 29.14  clipped 100%  epoch 0.23  30,320 tok/s  mfu  8.2%  eta 3m41s
-    step   50/700  eval_loss 1.1110  eval_ppl 3.038  0.11 s  1,783 samples/s
-    done   700/700  in 7m04s  train_loss 0.6428  52.8 samples/s  1.66 steps/s  1,238,712 tokens
+    step    20/198  loss 4.7662  lr 1.99e-03  grad_norm 1.57   ppl 117.5    clipped 100%  epoch 0.61      4,122 tok/s  mfu 14.2%  eta 1m31s
+    step    40/198  loss 1.5662  lr 1.88e-03  grad_norm 0.369  ppl 4.789    clipped  25%  epoch 1.21      3,385 tok/s  mfu 11.6%  eta 1m27s
+    step    50/704  eval_loss 1.1113  eval_ppl 3.038  0.13 s  1,529 samples/s
+    done   198/198  in 59s  train_loss 1.5903  53.2 samples/s  3.36 steps/s  401,346 tokens  398,208 supervised
 
 Why our own callback: transformers prints each log as a Python dict of quoted strings
 (``{'loss': '6.618', 'grad_norm': ...}``), one per line and ~600 characters wide with the throughput keys.
@@ -28,8 +29,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 
-from transformers import PrinterCallback, ProgressCallback, TrainerCallback, TrainerControl, TrainerState
-from transformers import TrainingArguments
+from transformers import (
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from lmforge.logging import get_logger
 from lmforge.train.callbacks.throughput import MFU, PREFIX, SUPERVISED_TOTAL, TOKENS_PER_S, TOKENS_TOTAL
