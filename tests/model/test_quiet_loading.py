@@ -35,8 +35,8 @@ def test_lora_loading_raises_no_future_warning(tiny_qwen2_dir, tmp_path, checkpo
                            gradient_checkpointing=checkpointing)
         model.save_pretrained(tmp_path / "adapter")
         # chat / api / export: the adapter is loaded and merged
-        load_model(ModelArguments(model_name_or_path=str(tiny_qwen2_dir), adapter_name_or_path=str(tmp_path / "adapter")),
-                   AdapterArguments.from_keys("lora"), is_trainable=False)
+        merged = ModelArguments(model_name_or_path=str(tiny_qwen2_dir), adapter_name_or_path=str(tmp_path / "adapter"))
+        load_model(merged, AdapterArguments.from_keys("lora"), is_trainable=False)
 
 
 @pytest.mark.parametrize("finetuning_type", ["full", "lora"])

@@ -5,10 +5,13 @@ Usage::
     trainer = BaseTrainer(..., callbacks=[throughput, LogWriterCallback(out)])
     use_console(trainer)  # replaces transformers' ProgressCallback / PrinterCallback
 
-A run then prints, above its bar (``train:  35%|███▌      | 245/704 [01:12<02:14, 3.38step/s]``)::
+A run then prints, above its bar (``train:  35%|███▌      | 245/704 [01:12<02:14, 3.38step/s]``), one line
+per log (the training lines are shown wrapped here)::
 
-    step    20/198  loss 4.7662  lr 1.99e-03  grad_norm 1.57   ppl 117.5    clipped 100%  epoch 0.61      4,122 tok/s  mfu 14.2%  eta 1m31s
-    step    40/198  loss 1.5662  lr 1.88e-03  grad_norm 0.369  ppl 4.789    clipped  25%  epoch 1.21      3,385 tok/s  mfu 11.6%  eta 1m27s
+    step    20/198  loss 4.7662  lr 1.99e-03  grad_norm 1.57   ppl 117.5    clipped 100%  epoch 0.61
+                    4,122 tok/s  mfu 14.2%  eta 1m31s
+    step    40/198  loss 1.5662  lr 1.88e-03  grad_norm 0.369  ppl 4.789    clipped  25%  epoch 1.21
+                    3,385 tok/s  mfu 11.6%  eta 1m27s
     step    50/704  eval_loss 1.1113  eval_ppl 3.038  0.13 s  1,529 samples/s
     done   198/198  in 59s  train_loss 1.5903  53.2 samples/s  3.36 steps/s  401,346 tokens  398,208 supervised
 
