@@ -83,3 +83,58 @@ def write_task_dir(root: Path) -> Path:
 @pytest.fixture
 def task_dir(tmp_path) -> Path:
     return write_task_dir(tmp_path / "tasks")
+
+
+def write_variety_dir(root: Path) -> Path:
+    """Three more task shapes: MMLU-style letters from CSV (validation split scored, shots from training_split),
+    a loglikelihood task, and choices of very different lengths with shots from the scored split itself."""
+    root.mkdir(parents=True, exist_ok=True)
+    rnd = random.Random(5)
+    header = "question,A,B,C,D,answer\n"
+
+    def letters(n: int) -> str:
+        lines = []
+        for i in range(n):
+            x = rnd.randrange(2, 50)
+            opts = [x * 2, x + 2, x * 3, x - 1]
+            lines.append(f"Double {x}?,{opts[0]},{opts[1]},{opts[2]},{opts[3]},{'ABCD'[0]}")
+        return header + "\n".join(lines) + "\n"
+
+    (root / "letters_dev.csv").write_text(letters(6))
+    (root / "letters_val.csv").write_text(letters(8))
+    (root / "letters.yaml").write_text(
+        "task: letters\ndataset_path: csv\n"
+        f"dataset_kwargs:\n  data_files:\n    dev: {root / 'letters_dev.csv'}\n    validation: {root / 'letters_val.csv'}\n"
+        "training_split: dev\nvalidation_split: validation\nnum_fewshot: 2\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{question.strip()}}\\nA. {{A}}\\nB. {{B}}\\nC. {{C}}\\nD. {{D}}\\nAnswer:"\n'
+        'doc_to_choice: ["A", "B", "C", "D"]\ndoc_to_target: answer\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    pairs = [{"prefix": f"Counting: {i}, {i + 1},", "suffix": f"{i + 2}"} for i in range(6)]
+    _jsonl(root / "ll.jsonl", pairs)
+    (root / "ll_next.yaml").write_text(
+        "task: ll_next\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {root / 'll.jsonl'}\n"
+        "test_split: test\noutput_type: loglikelihood\n"
+        'doc_to_text: "{{prefix}}"\ndoc_to_target: " {{suffix}}"\n'
+        "metric_list:\n  - metric: perplexity\n  - metric: acc\n"
+    )
+    rows = [{"q": f"Say {w}", "options": [w, w * 4 + " indeed", "x", w[::-1]], "gold": w}
+            for w in WORDS[:10]]
+    _jsonl(root / "say.jsonl", rows)
+    (root / "say.yaml").write_text(
+        "task: say\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {root / 'say.jsonl'}\n"
+        "test_split: test\nfewshot_split: test\nnum_fewshot: 3\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{q}}"\ndoc_to_choice: options\ndoc_to_target: gold\n'
+        'target_delimiter: ": "\nfewshot_delimiter: "\\n###\\n"\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    return root
+
+
+@pytest.fixture
+def variety_dir(tmp_path) -> Path:
+    return write_variety_dir(tmp_path / "variety")

@@ -148,3 +148,17 @@ def test_an_empty_split_is_an_error(tmp_path, task_dir):
 def test_asking_for_more_shots_than_the_split_holds(task_dir):
     with pytest.raises(DataError, match="25 few-shot examples asked for, but the few-shot split has only 20 records"):
         build_items(read_task_yaml(task_dir / "mc_next.yaml"), num_fewshot=25)
+
+
+def test_shots_for_a_task_without_test_split_draw_one_extra(variety_dir):
+    # lm-eval compares fewshot_split with test_split as written: both unset (None == None) means it draws n + 1
+    # and keeps the first n, even though the shots come from training_split here
+    spec = read_task_yaml(variety_dir / "letters.yaml")
+    dev = load_split(spec, "dev")
+    rnd = random.Random(1234)
+    for item in build_items(spec):  # num_fewshot: 2 from the file
+        shots = rnd.sample(dev, 3)[:2]
+        assert item.context.startswith("".join(f"{s['question']}\nA. {s['A']}\n" for s in shots[:1]))
+        assert item.context.count("Answer: A\n\n") == 2
+        for shot in shots:
+            assert f"{shot['question']}\nA. {shot['A']}\nB. {shot['B']}" in item.context

@@ -170,12 +170,12 @@ def coerce_gold(fmt: DocFormatter, doc: dict, index: int, choices: list[str]) ->
 
 
 def fewshot_sampler_pick(rnd, pool: list[dict], n: int, exclude: dict | None) -> list[int]:
-    """Indices of `n` shots drawn like lm-eval's default sampler: `rnd.sample(pool, n)`, or n + 1 with the
-    scored document itself taken out when the shots come from the split being scored."""
+    """Indices of `n` shots drawn like lm-eval's default sampler: `rnd.sample(pool, n)`, or with `exclude` given,
+    n + 1 drawn, that document (when drawn) taken out, and the first n kept."""
     need = n + (1 if exclude is not None else 0)
     if need > len(pool):
         raise DataError(f"{n} few-shot examples asked for, but the few-shot split has only {len(pool)} records"
-                        + (" (one of them the scored record itself)" if exclude is not None else ""))
+                        + (f" (lm-eval draws {need} here, to leave the scored record out)" if exclude is not None else ""))
     if exclude is None:
         return rnd.sample(range(len(pool)), n)
     drawn = rnd.sample(range(len(pool)), n + 1)

@@ -72,8 +72,9 @@ def build_items(spec: TaskSpec, *, num_fewshot: int | None = None, limit: int | 
         pool = docs if pool_split == spec.eval_split else load_split(spec, pool_split)  # type: ignore[arg-type]
     # column names are the scored split's for shots too: lm-eval checks doc_to_* against that split's features
     fmt = DocFormatter(spec, list(docs[0]))
-    # lm-eval drops the scored document from its shots only when fewshot_split names the test split
-    exclude_self = spec.fewshot_split is not None and spec.fewshot_split == spec.test_split
+    # lm-eval draws n + 1 and drops the scored document when fewshot_split equals test_split, compared as written:
+    # a task with neither key (validation scored, shots from training_split) draws n + 1 too, and keeps the first n
+    exclude_self = spec.fewshot_split == spec.test_split
     rnd = random.Random(seed)
     items = []
     for doc_id, doc in enumerate(docs[:limit] if limit else docs):
