@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -82,6 +84,18 @@ def test_data_errors_name_the_task_file(tmp_path, tiny_model_dir, task_dir, caps
     assert code == 1 and "doc_to_text: template 'Q: {{c}} plus {{b}}?\\nA:' on record 0: 'c' is undefined" in err
 
 
-def test_help_answers(capsys):
-    assert main(["eval", "--help"]) == 0
-    assert "lmforge eval CONFIG" in capsys.readouterr().out
+def test_help_answers_without_importing_torch():
+    code = ("import sys\nfrom lmforge.cli import main\nrc = main(['eval', '--help'])\n"
+            "print('RESULT', rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "lmforge eval CONFIG" in done.stdout and done.stdout.strip().splitlines()[-1] == "RESULT 0 False False"
+
+
+def test_eval_keys_in_a_training_or_chat_config_are_refused_not_ignored(tmp_path, tiny_model_dir):
+    from lmforge.config.loader import load_config, load_inference_config
+    from lmforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'tasks', 'limit' are `lmforge eval` keys; a training run does not read"):
+        load_config(None, [f"model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path}", "tasks=x", "limit=3"])
+    with pytest.raises(ConfigError, match=r"'num_fewshot' is an `lmforge eval` key; chat, api and export"):
+        load_inference_config(None, [f"model_name_or_path={tiny_model_dir}", "num_fewshot=5"])

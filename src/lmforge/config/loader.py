@@ -281,6 +281,7 @@ def build_config(raw: dict[str, Any], source: str = "") -> RunConfig:
     from lmforge.config.validate import validate_config, validate_keys
 
     validate_keys(raw, KEY_GROUP, source)
+    refuse_eval_keys(raw, source, "a training run")
     report_unhonoured(raw)
     per_group = route_and_coerce(raw, source)
     if "output_dir" not in per_group["training"]:
@@ -322,6 +323,7 @@ def load_inference_config(path: str | Path | None, overrides: list[str] | None =
     raw.update(parse_overrides(overrides or []))
     source = str(path or "command line")
     validate_keys_only(raw, source)
+    refuse_eval_keys(raw, source, "chat, api and export")
     report_unhonoured(raw)
     used = ("model", "data", "finetuning", "lora", "freeze", "generation", "export")
     per_group = route_and_coerce(raw, source, groups=used)
@@ -340,3 +342,12 @@ def validate_keys_only(raw: dict[str, Any], source: str) -> None:
     from lmforge.config.validate import validate_keys
 
     validate_keys(raw, KEY_GROUP, source)
+
+
+def refuse_eval_keys(raw: dict[str, Any], source: str, reader: str) -> None:
+    """`lmforge eval` keys (tasks, limit, ...) anywhere else would be accepted and never read: say so instead."""
+    keys = [k for k in raw if KEY_GROUP.get(k) == "eval"]
+    if keys:
+        raise ConfigError(f"{source}: {', '.join(repr(k) for k in keys)} {'is an' if len(keys) == 1 else 'are'} "
+                          f"`lmforge eval` key{'s' if len(keys) > 1 else ''}; {reader} does not read "
+                          f"{'it' if len(keys) == 1 else 'them'} (run lmforge eval with a config of its own)")
