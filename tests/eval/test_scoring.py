@@ -91,3 +91,23 @@ def test_generate_until_is_greedy_and_cut_at_the_stop_string(model_and_tokenizer
         assert text == tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
     stop = got[0][2:4]  # a stop string the first answer is known to contain
     assert scorer.generate_until(contexts[:1], until=[stop], max_gen_toks=6)[0] == got[0].split(stop)[0]
+
+
+def test_one_token_choices_share_one_row(model_and_tokenizer, monkeypatch):
+    model, tok = model_and_tokenizer
+    scorer = Scorer(model, tok, batch_size=8)
+    context = "Question: pick a letter.\nAnswer:"
+    pairs = [(context, f" {letter}") for letter in "ABCD"] + [(context, " a longer answer")]
+    assert all(len(scorer.encode_pair(c, x)[1]) == 1 for c, x in pairs[:4])
+    rows_run = []
+    original = Scorer._score_batch
+
+    def counting(self, inputs, wanted):
+        rows_run.append(len(inputs))
+        return original(self, inputs, wanted)
+
+    monkeypatch.setattr(Scorer, "_score_batch", counting)
+    got = scorer.loglikelihood(pairs)
+    assert rows_run == [2]  # the four letters feed the same tokens: one row for them, one for the long answer
+    for pair, (ll, greedy) in zip(pairs, got):
+        assert ll == pytest.approx(direct(model, *scorer.encode_pair(*pair))[0], abs=1e-4)

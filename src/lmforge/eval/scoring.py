@@ -121,27 +121,31 @@ class Scorer:
     @torch.no_grad()
     def score_tokens(self, requests: Sequence[tuple[list[int], list[int]]], desc: str = "scoring") -> list[tuple[float, bool]]:
         """(sum of log-probs, is_greedy) of each continuation after its context, in request order."""
-        # longest first: the first batch shows the worst memory at once, and lengths in a batch are similar
-        order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
-        results: list[tuple[float, bool] | None] = [None] * len(requests)
-        bar = tqdm(total=len(requests), desc=desc, unit="req", disable=self._bar_off(), leave=False)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            for i, value in zip(batch, self._score_batch([requests[i] for i in batch])):
-                results[i] = value
-            bar.update(len(batch))
-        bar.close()
-        return results  # type: ignore[return-value]
-
-    def _score_batch(self, batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        inputs, spans = [], []
-        for context, continuation in batch:
+        fed: dict[tuple[int, ...], list[int]] = {}
+        for i, (context, continuation) in enumerate(requests):
             if not continuation:
                 raise ValueError("a continuation encodes to no tokens")
             # the last token is only predicted, never fed; a too-long pair loses its oldest tokens
-            ids = (context + continuation)[-(self.max_length + 1):][:-1]
-            inputs.append(ids)
-            spans.append((len(ids) - len(continuation), len(ids)))
+            fed.setdefault(tuple((context + continuation)[-(self.max_length + 1):][:-1]), []).append(i)
+        # Requests that feed identical tokens share one row: the choices of a question that are one token each
+        # (letters, numbers) differ only in the token predicted at the end, so the question runs once, not once
+        # per choice (lm-eval's one-token-continuation cache does the same).
+        # Longest first: the first batch shows the worst memory at once, and lengths in a batch are similar.
+        rows = sorted(fed, key=lambda ids: (-len(ids), ids))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc=desc, unit="req", disable=self._bar_off(), leave=False)
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start:start + self.batch_size]
+            wanted = [(row, i) for row, ids in enumerate(batch) for i in fed[ids]]
+            scores = self._score_batch(batch, [(row, requests[i][1]) for row, i in wanted])
+            for (_, i), value in zip(wanted, scores):
+                results[i] = value
+            bar.update(len(wanted))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, inputs: list[tuple[int, ...]], wanted: list[tuple[int, list[int]]]) -> list[tuple[float, bool]]:
+        """Run the right-padded `inputs` once; score each (row, continuation): its tokens end that row."""
         width = max(len(ids) for ids in inputs)
         input_ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(inputs), width), dtype=torch.long)
@@ -151,9 +155,10 @@ class Scorer:
         device = self.device
         _, hidden = forward_hidden(self.model, {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
                                                 "use_cache": False})
-        rows = torch.cat([torch.full((end - begin,), row) for row, (begin, end) in enumerate(spans)]).to(device)
-        cols = torch.cat([torch.arange(begin, end) for begin, end in spans]).to(device)
-        targets = torch.cat([torch.tensor(cont) for _, cont in batch]).to(device)
+        spans = [(row, len(inputs[row]) - len(cont), len(inputs[row])) for row, cont in wanted]
+        rows = torch.cat([torch.full((end - begin,), row) for row, begin, end in spans]).to(device)
+        cols = torch.cat([torch.arange(begin, end) for _, begin, end in spans]).to(device)
+        targets = torch.cat([torch.tensor(cont) for _, cont in wanted]).to(device)
         picked = hidden[rows, cols]  # [continuation tokens of the batch, hidden]
         logprobs, greedy = [], []
         for chunk in range(0, picked.shape[0], self.logit_rows):
@@ -165,7 +170,7 @@ class Scorer:
             greedy.append(logits.argmax(dim=-1) == targets[part])
         logprob, hit = torch.cat(logprobs).cpu(), torch.cat(greedy).cpu()
         out, offset = [], 0
-        for _, continuation in batch:
+        for _, continuation in wanted:
             n = len(continuation)
             out.append((float(logprob[offset:offset + n].sum()), bool(hit[offset:offset + n].all())))
             offset += n
