@@ -162,3 +162,24 @@ def test_shots_for_a_task_without_test_split_draw_one_extra(variety_dir):
         assert item.context.count("Answer: A\n\n") == 2
         for shot in shots:
             assert f"{shot['question']}\nA. {shot['A']}\nB. {shot['B']}" in item.context
+
+
+def test_parquet_files_and_a_plain_local_directory(tmp_path, task_dir):
+    import pandas as pd
+
+    rows = [json.loads(line) for line in (task_dir / "data" / "mc_test.jsonl").read_text().splitlines()]
+    local = tmp_path / "local"
+    local.mkdir()
+    pd.DataFrame(rows).to_parquet(local / "test.parquet")
+    text = (task_dir / "mc_next.yaml").read_text()
+    head, _, rest = text.partition("dataset_path: json\n")
+    body = rest[rest.index("test_split"):].replace("fewshot_split: train\n", "")
+    (tmp_path / "dir.yaml").write_text(f"{head}dataset_path: {local}\n{body}")
+    (tmp_path / "pq.yaml").write_text(f"{head}dataset_path: parquet\ndataset_kwargs:\n  data_files:\n"
+                                      f"    test: {local / 'test.parquet'}\n{body}")
+    reference = build_items(read_task_yaml(task_dir / "mc_next.yaml"), limit=4)
+    for name in ("dir.yaml", "pq.yaml"):
+        spec = read_task_yaml(tmp_path / name)
+        assert spec.builder == "parquet" and spec.data_files == {"test": [str(local / "test.parquet")]}
+        items = build_items(spec, limit=4)
+        assert [(i.requests, i.gold) for i in items] == [(i.requests, i.gold) for i in reference]
