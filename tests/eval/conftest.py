@@ -132,6 +132,10 @@ def write_variety_dir(root: Path) -> Path:
         'target_delimiter: ": "\nfewshot_delimiter: "\\n###\\n"\n'
         "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
     )
+    (root / "mc_pair.yaml").write_text(
+        "group: mc_pair\ntask: [letters, say]\naggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\n"
+        "  - metric: acc_norm\n    weight_by_size: false\n"
+    )
     return root
 
 

@@ -63,7 +63,7 @@ def test_few_shot_and_limit_from_a_config_file(tmp_path, tiny_model_dir, task_di
 @pytest.mark.parametrize(("extra", "message"), [
     (["num_fewshots=2"], "did you mean 'num_fewshot'"),
     (["learning_rate=1e-4"], "lmforge eval does not use 'learning_rate'"),
-    (["tasks=mc_nxt"], "no task 'mc_nxt' in include_path"),
+    (["tasks=mc_nxt"], "no task, group or tag 'mc_nxt' in include_path"),
     (["batch_size=0"], "batch_size must be >= 1"),
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_model_dir, task_dir, capsys, extra, message):
@@ -99,3 +99,23 @@ def test_eval_keys_in_a_training_or_chat_config_are_refused_not_ignored(tmp_path
         load_config(None, [f"model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path}", "tasks=x", "limit=3"])
     with pytest.raises(ConfigError, match=r"'num_fewshot' is an `lmforge eval` key; chat, api and export"):
         load_inference_config(None, [f"model_name_or_path={tiny_model_dir}", "num_fewshot=5"])
+
+
+def test_groups_aggregate_their_tasks_and_tags_select_them(tmp_path, tiny_model_dir, task_dir):
+    rows = (task_dir / "data" / "mc_test.jsonl").read_text().splitlines()[:6]
+    (task_dir / "data" / "mc_half.jsonl").write_text("\n".join(rows) + "\n")
+    (task_dir / "mc_half.yaml").write_text((task_dir / "mc_next.yaml").read_text()
+                                           .replace("task: mc_next", "task: mc_half\ntag: [halves]")
+                                           .replace("mc_test.jsonl", "mc_half.jsonl"))
+    (task_dir / "both.yaml").write_text("group: both\ntask: [mc_next, halves]\naggregate_metric_list:\n"
+                                        "  - metric: acc\n    weight_by_size: true\n")
+    out = tmp_path / "groups"
+    assert main(["eval", f"model_name_or_path={tiny_model_dir}", "tasks=both", f"include_path={task_dir}",
+                 f"output_path={out}"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    full, half, both = (report["results"][n] for n in ("mc_next", "mc_half", "both"))
+    assert list(report["results"]) == ["both", "mc_next", "mc_half"] and report["group_subtasks"]["both"] == ["mc_next", "mc_half"]
+    assert both["acc,none"] == pytest.approx((full["acc,none"] * 12 + half["acc,none"] * 6) / 18)
+    pooled = math.sqrt((11 * 12 * full["acc_stderr,none"] ** 2 + 5 * 6 * half["acc_stderr,none"] ** 2) / 16 / 18)
+    assert both["acc_stderr,none"] == pytest.approx(pooled) and both["samples"] == 18
+    assert "acc_norm,none" not in both  # only the metrics the group lists

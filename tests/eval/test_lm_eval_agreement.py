@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("lm_eval", reason="lm-eval is a test dependency: pip install -e '.[test]'")
 
 
-def lm_eval(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int | None) -> tuple[dict, dict]:
+def lm_eval(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int | None,
+            leaves: str | None = None) -> tuple[dict, dict]:
     """(results, {task: samples by doc_id}) of one `lm_eval --model hf` run in a subprocess."""
     executable = shutil.which("lm_eval", path=str(Path(sys.executable).parent)) or shutil.which("lm_eval")
     argv = [executable, "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", tasks,
@@ -32,7 +33,7 @@ def lm_eval(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int |
     assert done.returncode == 0, done.stderr[-3000:]
     (results_file,) = out.rglob("results_*.json")
     samples = {}
-    for task in tasks.split(","):
+    for task in (leaves or tasks).split(","):
         (file,) = out.rglob(f"samples_{task}_*.jsonl")
         samples[task] = {}
         for line in file.read_text().splitlines():
@@ -41,12 +42,14 @@ def lm_eval(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int |
     return json.loads(results_file.read_text())["results"], samples
 
 
-def lmforge(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int | None) -> tuple[dict, dict]:
+def lmforge(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int | None,
+            leaves: str | None = None) -> tuple[dict, dict]:
     argv = ["eval", f"model_name_or_path={model_dir}", f"tasks={tasks}", f"include_path={task_dir}",
             f"output_path={out}", "log_samples=true", "batch_size=4"] + ([f"num_fewshot={shots}"] if shots is not None else [])
     assert main(argv) == 0
     samples = {task: {json.loads(line)["doc_id"]: json.loads(line)
-                      for line in (out / f"samples_{task}.jsonl").read_text().splitlines()} for task in tasks.split(",")}
+                      for line in (out / f"samples_{task}.jsonl").read_text().splitlines()}
+               for task in (leaves or tasks).split(",")}
     return json.loads((out / "results.json").read_text())["results"], samples
 
 
@@ -92,9 +95,11 @@ def test_agreement_with_lm_evaluation_harness(tmp_path, tiny_model_dir, task_dir
 
 
 def test_agreement_on_csv_letters_loglikelihood_and_self_shots(tmp_path, tiny_model_dir, variety_dir):
-    tasks = "letters,ll_next,say"  # each with its own num_fewshot (2, none, 3)
-    ours, our_samples = lmforge(tiny_model_dir, variety_dir, tmp_path / "ours", tasks, None)
-    theirs, their_samples = lm_eval(tiny_model_dir, variety_dir, tmp_path / "theirs", tasks, None)
+    tasks = "mc_pair,ll_next"  # the group mc_pair = letters + say; each task with its own num_fewshot (2, none, 3)
+    ours, our_samples = lmforge(tiny_model_dir, variety_dir, tmp_path / "ours", tasks, None, "letters,say,ll_next")
+    theirs, their_samples = lm_eval(tiny_model_dir, variety_dir, tmp_path / "theirs", tasks, None, "letters,say,ll_next")
+    for key in ("acc,none", "acc_stderr,none", "acc_norm,none"):  # size-weighted / plain mean, pooled stderr
+        assert ours["mc_pair"][key] == pytest.approx(theirs["mc_pair"][key], abs=1e-12), key
     for task in ("letters", "say"):
         compare_multiple_choice(our_samples[task], their_samples[task])
         for key in ("acc,none", "acc_norm,none"):

@@ -21,7 +21,7 @@ def test_names_are_found_in_include_path_and_files_are_read_as_given(task_dir):
     mc = specs[0]
     assert (mc.output_type, mc.metrics, mc.target_delimiter, mc.fewshot_delimiter) == (
         "multiple_choice", ("acc", "acc_norm"), " ", "\n\n")
-    with pytest.raises(ConfigError, match="no task 'mc_nxt'.*did you mean 'mc_next'"):
+    with pytest.raises(ConfigError, match="no task, group or tag 'mc_nxt'.*did you mean 'mc_next'"):
         resolve_tasks("mc_nxt", str(task_dir))
 
 

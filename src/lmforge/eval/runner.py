@@ -26,7 +26,9 @@ from lmforge.config.freeze_args import FreezeArguments
 from lmforge.config.lora_args import LoraArguments
 from lmforge.config.model_args import ModelArguments
 from lmforge.errors import ConfigError
-from lmforge.eval.tasks import TaskSpec, build_items, resolve_tasks
+from lmforge.eval.tasks import TaskSpec, build_items
+from lmforge.eval.tasks.groups import aggregate_group
+from lmforge.eval.tasks.registry import resolve_selection
 
 EVAL_GROUPS = ("model", "finetuning", "lora", "freeze", "eval")
 """The config groups `lmforge eval` reads; a key of any other group is refused rather than ignored."""
@@ -109,7 +111,8 @@ def score_task(spec: TaskSpec, scorer, args: EvalArguments) -> tuple[dict, list]
 
 def run_eval(cfg: EvalConfig) -> dict:
     """Load the model (adapters merged), score every task, write and print the results; returns them."""
-    specs = resolve_tasks(cfg.eval.tasks, cfg.eval.include_path)  # task files checked before the model loads
+    selection = resolve_selection(cfg.eval.tasks, cfg.eval.include_path)  # files checked before the model loads
+    specs = selection.specs
     from lmforge.eval.scoring import Scorer
     from lmforge.model.loader import load_model
     from lmforge.model.tokenizer import load_tokenizer
@@ -118,7 +121,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     model = load_model(cfg.model, adapter, is_trainable=False)
     tokenizer = load_tokenizer(cfg.model)
     scorer = Scorer(model, tokenizer, batch_size=cfg.eval.batch_size)
-    report: dict = {"results": {}, "n-shot": {}, "n-samples": {}, "configs": {}, "timing": {}}
+    report: dict = {"results": {}, "groups": {}, "group_subtasks": {}, "n-shot": {}, "n-samples": {}, "configs": {},
+                    "timing": {}}
     all_items = {}
     for spec in specs:
         started = time.perf_counter()
@@ -132,6 +136,11 @@ def run_eval(cfg: EvalConfig) -> dict:
                                         "metrics": list(spec.metrics)}
         report["timing"][spec.task] = {"seconds": round(seconds, 3), "items_per_second": round(len(items) / seconds, 2)}
         all_items[spec.task] = items
+    for group, leaves in selection.groups:  # lm-eval lists a group's row before its tasks' rows
+        report["groups"][group.group] = aggregate_group(group, leaves, report["results"])
+        report["group_subtasks"][group.group] = leaves
+    report["results"] = {**report["groups"], **report["results"]}
+    report["n-shot"].update({g: "" for g in report["groups"]})
     report["config"] = {"model_name_or_path": cfg.model.model_name_or_path,
                         "adapter_name_or_path": cfg.model.adapter_name_or_path,
                         **{k: v for k, v in asdict(cfg.eval).items()}}

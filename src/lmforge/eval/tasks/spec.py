@@ -116,7 +116,11 @@ _StrictLoader.add_constructor("!function", _refuse_function)
 
 def read_task_yaml(path: str | Path) -> TaskSpec:
     """Read and check one lm-evaluation-harness task file; every problem is a ConfigError naming the file and key."""
-    path = Path(path)
+    return parse_task(load_yaml_mapping(Path(path)), Path(path))
+
+
+def load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A task or group file's mapping (`!function` refused by name)."""
     if not path.is_file():
         raise ConfigError(f"task file not found: {path}")
     try:
@@ -127,7 +131,7 @@ def read_task_yaml(path: str | Path) -> TaskSpec:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a task file is a mapping of key: value")
-    return parse_task(raw, path)
+    return raw
 
 
 def parse_task(raw: dict[str, Any], path: Path) -> TaskSpec:
