@@ -119,3 +119,29 @@ def test_groups_aggregate_their_tasks_and_tags_select_them(tmp_path, tiny_model_
     pooled = math.sqrt((11 * 12 * full["acc_stderr,none"] ** 2 + 5 * 6 * half["acc_stderr,none"] ** 2) / 16 / 18)
     assert both["acc_stderr,none"] == pytest.approx(pooled) and both["samples"] == 18
     assert "acc_norm,none" not in both  # only the metrics the group lists
+
+
+def test_an_adapter_is_merged_and_scores_as_the_merged_model(tmp_path, tiny_model_dir, task_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    # init_lora_weights=False: random A and B, so the adapter changes the scores
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = tmp_path / "merged"
+    peft_model.merge_and_unload().save_pretrained(merged)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(merged)
+
+    def lls(*model_keys):
+        out = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+        assert main(["eval", *model_keys, "tasks=mc_next", f"include_path={task_dir}", f"output_path={out}",
+                     "log_samples=true", "limit=4"]) == 0
+        return [ll for line in (out / "samples_mc_next.jsonl").read_text().splitlines()
+                for ll in json.loads(line)["loglikelihoods"]]
+
+    with_adapter = lls(f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={tmp_path / 'adapter'}")
+    assert with_adapter == pytest.approx(lls(f"model_name_or_path={merged}"), abs=1e-4)
+    assert with_adapter != pytest.approx(lls(f"model_name_or_path={tiny_model_dir}"), abs=1e-3)
