@@ -1,6 +1,6 @@
 """The README demo end to end: pretrain, SFT, held-out accuracy. About a minute on 2 CPU cores.
 
-Thresholds (measured 91% accuracy, eval loss 1.11 -> 0.06 on a 2-core CPU, seed 0): accuracy after SFT
+Thresholds (measured 99% accuracy, eval loss 1.111 -> 0.024 on a 2-core CPU, seed 0): accuracy after SFT
 >= 60%, after pretraining alone <= 5%; the last SFT eval loss at most half the first.
 """
 
