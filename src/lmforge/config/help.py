@@ -33,6 +33,7 @@ GROUP_TITLES = {
     "generation": "generation: decoding for chat, api and predict",
     "export": "export: lmforge export",
     "eval": "eval: lmforge eval (lm-evaluation-harness task YAMLs)",
+    "evaluators": "evaluators: tasks scored while training runs (eval/<label>/<metric>)",
     "training": "training: transformers' TrainingArguments (Seq2Seq) with lmforge's additions",
 }
 COMMON_TRAINING_KEYS = (

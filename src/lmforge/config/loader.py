@@ -22,6 +22,7 @@ import yaml
 from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.data_args import DataArguments
 from lmforge.config.eval_args import EvalArguments
+from lmforge.config.evaluator_args import EvaluatorArguments
 from lmforge.config.export_args import ExportArguments
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.config.freeze_args import FreezeArguments
@@ -48,10 +49,12 @@ LIGHT_GROUPS: dict[str, type] = {
     "generation": GenerationArguments,
     "export": ExportArguments,
     "eval": EvalArguments,  # `lmforge eval` only; a training run reads none of these keys
+    "evaluators": EvaluatorArguments,  # eval_tasks: scored during training (train/callbacks/evaluators.py)
 }
 """The groups that are plain dataclasses, one concern each; `training` (transformers' arguments) is built last,
 after validation. The flat keys of a YAML are routed to them by name (each key lives in exactly one group)."""
-GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "preference", "loss", "generation", "training", "export")
+GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "preference", "loss", "generation", "training", "export",
+               "evaluators")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class RunConfig:
     freeze: FreezeArguments = FreezeArguments()
     preference: PreferenceArguments = PreferenceArguments()
     loss: LossArguments = LossArguments()
+    evaluators: EvaluatorArguments = EvaluatorArguments()
     source: str = ""  # the config file, for messages
 
     @property

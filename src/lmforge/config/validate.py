@@ -240,6 +240,16 @@ def check_model_path_exists(cfg: RunConfig) -> None:
     check_model_path(cfg.model.model_name_or_path)
 
 
+def check_eval_tasks(cfg: RunConfig) -> None:
+    """Every `eval_tasks` entry is well formed (`eval_tasks[i].key` named) and the files it names exist; a task
+    name is looked up in include_path when the trainer is built (the task registry lives in lmforge.eval)."""
+    for i, spec in enumerate(cfg.evaluators.evaluators):  # parsing raises on the first bad entry
+        if spec.include_path is not None and not Path(spec.include_path).is_dir():
+            raise ConfigError(f"eval_tasks[{i}].include_path: {spec.include_path} is not a directory")
+        if spec.task.endswith((".yaml", ".yml")) and not Path(spec.task).is_file():
+            raise ConfigError(f"eval_tasks[{i}].task: task file not found: {spec.task}")
+
+
 RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_choices,
     check_model_given,
@@ -258,6 +268,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_output_dir,
     check_interleave_probs,
     check_model_path_exists,
+    check_eval_tasks,
 )
 
 

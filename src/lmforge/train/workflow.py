@@ -95,8 +95,15 @@ def build_trainer(
     stage = STAGES.get(cfg.finetuning.stage)
     throughput = ThroughputCallback()
     callbacks = [throughput, LogWriterCallback(cfg.training.output_dir)]
+    evaluators = None
+    if cfg.evaluators.evaluators:  # eval_tasks: scored on the model being trained, logged as eval/<label>/<metric>
+        from lmforge.train.callbacks.evaluators import EvaluatorCallback
+
+        evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer)
+        callbacks.append(evaluators)
     if cfg.finetuning.plot_loss:
-        callbacks.append(LossPlotCallback(cfg.training.output_dir, metrics=stage.plotted))
+        plotted = (*stage.plotted, *(evaluators.plotted() if evaluators else ()))
+        callbacks.append(LossPlotCallback(cfg.training.output_dir, metrics=plotted))
     trainer = trainer_class(
         model=model,
         args=cfg.training,
@@ -111,6 +118,8 @@ def build_trainer(
         max_tokens_per_batch=cfg.data.max_tokens_per_batch,
         **trainer_kwargs,
     )
+    if evaluators is not None:
+        evaluators.attach(trainer)
     use_console(trainer)  # aligned lines with units above a progress bar, not transformers' dicts
     trainer.reports_perplexity = stage.token_loss  # exp(loss) is a perplexity only for a token cross-entropy
     return trainer

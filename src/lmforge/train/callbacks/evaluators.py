@@ -1,0 +1,97 @@
+"""Evaluators during training, OLMo style: `eval_tasks` scored on the model being trained.
+
+    evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer)   # task files resolved here, before training
+    trainer = BaseTrainer(..., callbacks=[evaluators, ...])
+    evaluators.attach(trainer)                                            # metrics go out through trainer.log
+
+At every `eval_steps` step (with `eval_strategy: steps`) and at the last step, each evaluator's tasks are scored
+with `lmforge eval`'s code (`eval.runner.score_task` over `eval.scoring.Scorer`), so the figures equal what
+`lmforge eval` gives on the saved model with the same task, limit and shots. The model is put in eval mode under
+no_grad and back in train mode after. Metrics are logged through `Trainer.log` as `eval/<label>/<metric>` (a
+filtered metric as `eval/<label>/<metric>/<filter>`; a group's tasks as `eval/<label>/<task>/<metric>` beside the
+group's own figures), so trainer_log.jsonl, the console and every report_to backend receive them.
+
+Under DDP every rank scores every item (correct, not sharded: the work is repeated per rank) and only the main
+process writes the log. Prompts are the task's raw text: the run's chat template is not applied.
+"""
+
+from __future__ import annotations
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from lmforge.config.eval_args import EvalArguments
+from lmforge.config.evaluator_args import EvaluatorSpec
+from lmforge.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+def metric_keys(label: str, task: str | None, results: dict) -> dict[str, float]:
+    """lm-eval's "acc,none" result keys -> {"eval/<label>[/<task>]/acc": value}; stderrs and counts left out."""
+    prefix = f"eval/{label}/" + (f"{task}/" if task else "")
+    out = {}
+    for key, value in results.items():
+        if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
+            continue
+        metric, _, filter_name = key.partition(",")
+        out[prefix + metric + ("" if filter_name == "none" else f"/{filter_name}")] = float(value)
+    return out
+
+
+class EvaluatorCallback(TrainerCallback):
+    def __init__(self, evaluators: tuple[EvaluatorSpec, ...], tokenizer):
+        from lmforge.eval.tasks.registry import resolve_selection
+
+        self.tokenizer = tokenizer
+        # resolved now, so a missing task file fails before training, not at the first evaluation
+        self.selections = [(spec, resolve_selection(spec.task, spec.include_path)) for spec in evaluators]
+        self.trainer = None
+        self.last_step = -1
+
+    def plotted(self) -> list[str]:
+        """The logged keys `plot_loss` draws, one panel each: the metrics of single-task evaluators."""
+        return [f"eval/{spec.label}/{metric}" for spec, selection in self.selections
+                if len(selection.specs) == 1 and not selection.groups for metric in selection.specs[0].metrics]
+
+    def attach(self, trainer) -> None:
+        """The trainer whose `log` carries the metrics (callbacks are not handed the trainer itself)."""
+        self.trainer = trainer
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+        every = state.eval_steps or args.eval_steps  # the trainer resolves a fractional eval_steps into state
+        due = strategy == "steps" and every and state.global_step % int(every) == 0
+        last = control.should_training_stop or state.global_step >= state.max_steps
+        if (due or last) and state.global_step != self.last_step:
+            self.last_step = state.global_step
+            self.trainer.log(self.evaluate(model))
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Every evaluator's metrics on `model` (a PEFT or plain model; DDP's wrapper is unwrapped)."""
+        import torch
+
+        from lmforge.eval.runner import score_task
+        from lmforge.eval.scoring import Scorer
+        from lmforge.eval.tasks.groups import aggregate_group
+
+        model = getattr(model, "module", model)
+        was_training = model.training
+        model.eval()
+        metrics: dict[str, float] = {}
+        try:
+            with torch.no_grad():
+                for spec, selection in self.selections:
+                    scorer = Scorer(model, self.tokenizer, batch_size=spec.batch_size, progress=False)
+                    args = EvalArguments(num_fewshot=spec.num_fewshot, limit=spec.limit)
+                    results = {task.task: score_task(task, scorer, args)[0] for task in selection.specs}
+                    if len(selection.specs) == 1 and not selection.groups:
+                        metrics.update(metric_keys(spec.label, None, next(iter(results.values()))))
+                        continue
+                    for task, values in results.items():
+                        metrics.update(metric_keys(spec.label, task, values))
+                    for group, leaves in selection.groups:
+                        name = None if len(selection.groups) == 1 else group.group
+                        metrics.update(metric_keys(spec.label, name, aggregate_group(group, leaves, results)))
+        finally:
+            model.train(was_training)
+        return metrics

@@ -1,0 +1,115 @@
+"""Evaluators during training (`eval_tasks`): the in-loop figure at the end equals `lmforge eval` on the saved
+model, metrics reach trainer_log.jsonl as eval/<label>/<metric>, and a bad entry is a one-line error naming it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmforge.cli import main
+from lmforge.config.evaluator_args import parse_eval_tasks
+from lmforge.errors import ConfigError
+
+
+def write_mc_task(root: Path) -> Path:
+    """A multiple-choice task YAML (next number, 4 options) with its jsonl data, as lm-eval reads them."""
+    root.mkdir(parents=True, exist_ok=True)
+    rnd = random.Random(7)
+    rows = []
+    for _ in range(10):
+        x = rnd.randrange(10, 90)
+        options = [str(x + 1), str(x + 3), str(x - 2), str(x + 10)]
+        rnd.shuffle(options)
+        rows.append({"question": f"What comes after {x}?", "choices": options, "answer": options.index(str(x + 1))})
+    data = root / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "mc_next.yaml").write_text(
+        "task: mc_next\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\noutput_type: multiple_choice\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        'doc_to_target: answer\ndoc_to_choice: "{{choices}}"\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    return root
+
+
+def train_config(path: Path, model: Path, data: Path, output: Path, **extra) -> Path:
+    cfg = dict(stage="sft", model_name_or_path=str(model), dataset="numbers", dataset_dir=str(data), template="qwen",
+               cutoff_len=64, finetuning_type="lora", lora_rank=4, per_device_train_batch_size=4, max_steps=4,
+               learning_rate=5e-3, logging_steps=1, save_strategy="no", seed=0, dataloader_num_workers=0,
+               output_dir=str(output), report_to="none", val_size=0.1, eval_strategy="steps", eval_steps=2,
+               plot_loss=True, **extra)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_inloop_figure_equals_lmforge_eval_on_the_saved_model(tmp_path, tiny_model_dir, data_dir):
+    tasks = write_mc_task(tmp_path / "tasks")
+    out = tmp_path / "run"
+    entry = {"label": "mc", "type": "downstream", "task": "mc_next", "include_path": str(tasks), "limit": 8,
+             "num_fewshot": 1, "batch_size": 4}
+    assert main(["train", str(train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
+                                           eval_tasks=[entry]))]) == 0
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/mc/acc" in r]
+    assert [r["step"] for r in evals] == [2, 4]  # every eval_steps, the last step once
+    assert set(evals[-1]) >= {"eval/mc/acc", "eval/mc/acc_norm"}
+    assert (out / "eval_mc_acc.png").is_file()  # plot_loss draws each evaluator metric
+
+    standalone = tmp_path / "standalone"
+    assert main(["eval", f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={out}", "tasks=mc_next",
+                 f"include_path={tasks}", "limit=8", "num_fewshot=1", f"output_path={standalone}"]) == 0
+    report = json.loads((standalone / "results.json").read_text())["results"]["mc_next"]
+    assert evals[-1]["eval/mc/acc"] == pytest.approx(report["acc,none"], abs=1e-12)
+    assert evals[-1]["eval/mc/acc_norm"] == pytest.approx(report["acc_norm,none"], abs=1e-12)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"label": "mc", "task": "t", "limt": 3}, "eval_tasks[0].limt: unknown key (did you mean 'limit'?)"),
+    ({"label": "mc"}, "eval_tasks[0].task: give a task name"),
+    ({"label": "mc", "task": "t", "limit": 0}, "eval_tasks[0].limit: expects an integer >= 1, got 0"),
+    ({"label": "mc", "task": "t", "type": "downstrem"}, "eval_tasks[0].type: 'downstrem' is not one of"),
+    ({"label": "ppl", "type": "lm", "task": "t"}, "eval_tasks[0].type: 'lm' evaluators"),
+    ({"task": "t"}, "eval_tasks[0].label: give a name"),
+])
+def test_a_bad_entry_is_a_config_error_naming_the_key(entry, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        parse_eval_tasks([entry])
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_a_bad_entry_fails_the_cli_in_one_line_before_training(tmp_path, tiny_model_dir, data_dir, capsys):
+    out = tmp_path / "run"
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
+                          eval_tasks=[{"label": "mc", "task": "mc_next"}, {"label": "mc", "task": "x"}])
+    assert main(["train", str(config)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "eval_tasks[1].label: 'mc' is used by an earlier entry" in err and len(err.splitlines()) == 1
+    assert not (out / "trainer_log.jsonl").exists()
+
+
+def test_a_missing_task_file_fails_before_training(tmp_path, tiny_model_dir, data_dir, capsys):
+    out = tmp_path / "run"
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
+                          eval_tasks=[{"label": "mc", "task": str(tmp_path / "nope.yaml")}])
+    assert main(["train", str(config)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err == f"lmforge: error: eval_tasks[0].task: task file not found: {tmp_path / 'nope.yaml'}"
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
+                          eval_tasks=[{"label": "mc", "task": "mc_next", "include_path": str(tmp_path / "none")}])
+    assert main(["train", str(config)]) != 0
+    assert capsys.readouterr().err.strip().endswith("eval_tasks[0].include_path: " + str(tmp_path / "none")
+                                                    + " is not a directory")
+    # a name absent from include_path is found when the trainer is built: still one line, before any step
+    (tmp_path / "empty").mkdir()
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
+                          eval_tasks=[{"label": "mc", "task": "mc_next", "include_path": str(tmp_path / "empty")}])
+    assert main(["train", str(config)]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("lmforge: error:") and "mc_next" in last
+    assert not (out / "trainer_log.jsonl").exists()
