@@ -28,7 +28,7 @@ from lmforge.config.model_args import ModelArguments
 from lmforge.errors import ConfigError
 from lmforge.eval.tasks import TaskSpec, build_items
 from lmforge.eval.tasks.groups import aggregate_group
-from lmforge.eval.tasks.registry import resolve_selection
+from lmforge.eval.tasks.registry import Selection, resolve_selection
 
 EVAL_GROUPS = ("model", "finetuning", "lora", "freeze", "eval")
 """The config groups `lmforge eval` reads; a key of any other group is refused rather than ignored."""
@@ -74,6 +74,12 @@ def load_eval_config(path: str | None, overrides: list[str] | None = None) -> Ev
         raise ConfigError(f"{source}: limit must be >= 1, got {cfg.eval.limit}")
     if cfg.eval.num_fewshot is not None and cfg.eval.num_fewshot < 0:
         raise ConfigError(f"{source}: num_fewshot must be >= 0, got {cfg.eval.num_fewshot}")
+    if cfg.eval.n_shot < 0:
+        raise ConfigError(f"{source}: n_shot must be >= 0, got {cfg.eval.n_shot}")
+    if cfg.eval.task:
+        from lmforge.eval.tasks.lf_layout import eval_prompt
+
+        eval_prompt(cfg.eval.lang)  # an unknown lang stops here, before the model loads
     return cfg
 
 
@@ -111,7 +117,13 @@ def score_task(spec: TaskSpec, scorer, args: EvalArguments) -> tuple[dict, list]
 
 def run_eval(cfg: EvalConfig) -> dict:
     """Load the model (adapters merged), score every task, write and print the results; returns them."""
-    selection = resolve_selection(cfg.eval.tasks, cfg.eval.include_path)  # files checked before the model loads
+    lf_task = None
+    if cfg.eval.task:  # LLaMA-Factory's layout; checked, like every task file, before the model loads
+        from lmforge.eval.tasks.lf_layout import read_lf_task
+
+        lf_task = read_lf_task(cfg.eval.task_dir, cfg.eval.task)
+    selection = (resolve_selection(cfg.eval.tasks, cfg.eval.include_path)
+                 if cfg.eval.tasks or lf_task is None else Selection())
     specs = selection.specs
     from lmforge.eval.scoring import Scorer
     from lmforge.model.loader import load_model
@@ -136,6 +148,10 @@ def run_eval(cfg: EvalConfig) -> dict:
                                         "metrics": list(spec.metrics)}
         report["timing"][spec.task] = {"seconds": round(seconds, 3), "items_per_second": round(len(items) / seconds, 2)}
         all_items[spec.task] = items
+    if lf_task is not None:
+        lf_results = score_lf(cfg, lf_task, model, tokenizer)
+        report["results"].update(lf_results)
+        report["n-shot"].update({name: cfg.eval.n_shot for name in lf_results})
     for group, leaves in selection.groups:  # lm-eval lists a group's row before its tasks' rows
         report["groups"][group.group] = aggregate_group(group, leaves, report["results"])
         report["group_subtasks"][group.group] = leaves
@@ -148,6 +164,27 @@ def run_eval(cfg: EvalConfig) -> dict:
     if cfg.eval.output_path:
         write_outputs(Path(cfg.eval.output_path), report, all_items, specs, cfg.eval.log_samples)
     return report
+
+
+def score_lf(cfg: EvalConfig, task, model, tokenizer) -> dict:
+    """LLaMA-Factory's eval layout through the run's chat template (lmforge_run.json, else the tokenizer's own,
+    else `empty`, as LLaMA-Factory chose when `template` was unset); prints its summary lines, writes
+    samples_<task>.jsonl with log_samples."""
+    from lmforge.data.templates import resolve_template
+    from lmforge.eval.lf_eval import lf_score_lines, score_lf_task
+    from lmforge.run_info import trained_template
+
+    template = resolve_template(trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path),
+                                tokenizer)
+    results, records = score_lf_task(task, model, tokenizer, template, n_shot=cfg.eval.n_shot, lang=cfg.eval.lang,
+                                     batch_size=cfg.eval.batch_size, limit=cfg.eval.limit, seed=cfg.eval.fewshot_seed)
+    print(lf_score_lines(results, task))
+    if cfg.eval.output_path and cfg.eval.log_samples:
+        out = Path(cfg.eval.output_path)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f"samples_{task.label}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return results
 
 
 def write_outputs(out: Path, report: dict, all_items: dict, specs: list[TaskSpec], log_samples: bool) -> None:
