@@ -15,8 +15,9 @@ from lmforge.config.evaluator_args import parse_eval_tasks
 from lmforge.errors import ConfigError
 
 
-def write_mc_task(root: Path) -> Path:
-    """A multiple-choice task YAML (next number, 4 options) with its jsonl data, as lm-eval reads them."""
+def write_tasks(root: Path) -> Path:
+    """Task YAMLs with their jsonl data, as lm-eval reads them: mc_next (multiple choice: the next number of 4
+    options) and wiki (loglikelihood_rolling: bits per byte, a figure that moves with every training step)."""
     root.mkdir(parents=True, exist_ok=True)
     rnd = random.Random(7)
     rows = []
@@ -35,6 +36,14 @@ def write_mc_task(root: Path) -> Path:
         'doc_to_target: answer\ndoc_to_choice: "{{choices}}"\n'
         "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
     )
+    texts = root / "wiki.jsonl"
+    texts.write_text("".join(json.dumps({"text": f"The number is {i}. " * (1 + i % 3)}) + "\n" for i in range(6)))
+    (root / "wiki.yaml").write_text(
+        "task: wiki\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {texts}\n"
+        'test_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{text}}"\n'
+        "metric_list:\n  - metric: bits_per_byte\n"
+    )
     return root
 
 
@@ -49,12 +58,13 @@ def train_config(path: Path, model: Path, data: Path, output: Path, **extra) -> 
 
 
 def test_inloop_figure_equals_lmforge_eval_on_the_saved_model(tmp_path, tiny_model_dir, data_dir):
-    tasks = write_mc_task(tmp_path / "tasks")
+    tasks = write_tasks(tmp_path / "tasks")
     out = tmp_path / "run"
     entry = {"label": "mc", "type": "downstream", "task": "mc_next", "include_path": str(tasks), "limit": 8,
              "num_fewshot": 1, "batch_size": 4}
+    wiki = {"label": "wiki", "task": str(tasks / "wiki.yaml")}  # a task YAML path; type downstream by default
     assert main(["train", str(train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
-                                           eval_tasks=[entry]))]) == 0
+                                           eval_tasks=[entry, wiki]))]) == 0
     rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/mc/acc" in r]
     assert [r["step"] for r in evals] == [2, 4]  # every eval_steps, the last step once
@@ -67,6 +77,18 @@ def test_inloop_figure_equals_lmforge_eval_on_the_saved_model(tmp_path, tiny_mod
     report = json.loads((standalone / "results.json").read_text())["results"]["mc_next"]
     assert evals[-1]["eval/mc/acc"] == pytest.approx(report["acc,none"], abs=1e-12)
     assert evals[-1]["eval/mc/acc_norm"] == pytest.approx(report["acc_norm,none"], abs=1e-12)
+
+    # bits per byte moves with every step: the in-loop figure is the trained model's (LoRA unmerged, in eval
+    # mode), equal to the saved model's standalone figure and to neither the base model's nor step 2's
+    wikis = [r["eval/wiki/bits_per_byte"] for r in rows if "eval/wiki/bits_per_byte" in r]
+    assert main(["eval", f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={out}",
+                 f"tasks={tasks / 'wiki.yaml'}", f"output_path={standalone}"]) == 0
+    trained = json.loads((standalone / "results.json").read_text())["results"]["wiki"]["bits_per_byte,none"]
+    assert main(["eval", f"model_name_or_path={tiny_model_dir}", f"tasks={tasks / 'wiki.yaml'}",
+                 f"output_path={standalone}"]) == 0
+    base = json.loads((standalone / "results.json").read_text())["results"]["wiki"]["bits_per_byte,none"]
+    assert wikis[-1] == pytest.approx(trained, rel=1e-5)
+    assert abs(wikis[-1] - base) > 1e-3 and abs(wikis[-1] - wikis[0]) > 1e-3
 
 
 @pytest.mark.parametrize("entry, message", [

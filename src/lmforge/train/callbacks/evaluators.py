@@ -11,7 +11,8 @@ no_grad and back in train mode after. Metrics are logged through `Trainer.log` a
 filtered metric as `eval/<label>/<metric>/<filter>`; a group's tasks as `eval/<label>/<task>/<metric>` beside the
 group's own figures), so trainer_log.jsonl, the console and every report_to backend receive them.
 
-Under DDP every rank scores every item (correct, not sharded: the work is repeated per rank) and only the main
+The time spent evaluating is not charged to training throughput (ThroughputCallback restarts its clock on a
+log without `loss`). Under DDP every rank scores every item (correct, not sharded: the work is repeated per rank) and only the main
 process writes the log. Prompts are the task's raw text: the run's chat template is not applied.
 """
 
