@@ -135,3 +135,57 @@ def test_a_missing_task_file_fails_before_training(tmp_path, tiny_model_dir, dat
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("lmforge: error:") and "mc_next" in last
     assert not (out / "trainer_log.jsonl").exists()
+
+
+def test_evaluate_restores_train_mode_and_scores_the_lm_under_a_value_head(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.model.value_head import ValueHeadModel
+    from lmforge.train.callbacks.evaluators import EvaluatorCallback
+
+    tasks = write_tasks(tmp_path / "tasks")
+    specs = parse_eval_tasks([{"label": "mc", "task": "mc_next", "include_path": str(tasks), "limit": 4},
+                              {"label": "wiki", "task": str(tasks / "wiki.yaml")}])
+    callback = EvaluatorCallback(specs, AutoTokenizer.from_pretrained(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    plain = callback.evaluate(model)
+    assert model.training and sorted(plain) == ["eval/mc/acc", "eval/mc/acc_norm", "eval/wiki/bits_per_byte"]
+    assert callback.plotted() == ["eval/mc/acc", "eval/mc/acc_norm", "eval/wiki/bits_per_byte"]
+    assert callback.evaluate(ValueHeadModel(model)) == plain
+
+
+def test_two_gloo_processes_log_the_figures_of_one_process(tmp_path, tiny_model_dir):
+    """Under DDP every rank scores every item (not sharded); rank 0 logs, and the figures equal one process's
+    trained with the same global batch."""
+    import os
+    import subprocess
+    import sys
+
+    tasks = write_tasks(tmp_path / "tasks")
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "qa.jsonl", "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"instruction": f"Count to {i % 9}", "output": " ".join(map(str, range(i % 9 + 1)))}) + "\n")
+    (data / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl"}}))
+    figures = {}
+    for procs, batch in ((1, 4), (2, 2)):
+        out = tmp_path / f"run{procs}"
+        config = tmp_path / f"train{procs}.yaml"
+        config.write_text(yaml.safe_dump(dict(
+            model_name_or_path=str(tiny_model_dir), stage="sft", finetuning_type="full", template="qwen",
+            dataset_dir=str(data), dataset="qa", cutoff_len=64, output_dir=str(out), per_device_train_batch_size=batch,
+            max_steps=3, learning_rate=1e-3, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
+            seed=3, dataloader_num_workers=0, report_to="none",
+            eval_tasks=[{"label": "mc", "task": "mc_next", "include_path": str(tasks), "limit": 6},
+                        {"label": "wiki", "task": str(tasks / "wiki.yaml")}])))
+        env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK")}
+        env["NPROC_PER_NODE"] = str(procs)
+        done = subprocess.run([sys.executable, "-m", "lmforge.cli", "train", str(config)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+        figures[procs] = [r for r in rows if "eval/wiki/bits_per_byte" in r]
+    assert [r["step"] for r in figures[2]] == [r["step"] for r in figures[1]] == [3]  # the last step, logged once
+    assert figures[2][0]["eval/mc/acc"] == figures[1][0]["eval/mc/acc"]
+    assert figures[2][0]["eval/wiki/bits_per_byte"] == pytest.approx(figures[1][0]["eval/wiki/bits_per_byte"], abs=1e-5)

@@ -68,7 +68,8 @@ class EvaluatorCallback(TrainerCallback):
             self.trainer.log(self.evaluate(model))
 
     def evaluate(self, model) -> dict[str, float]:
-        """Every evaluator's metrics on `model` (a PEFT or plain model; DDP's wrapper is unwrapped)."""
+        """Every evaluator's metrics on `model`: a plain or PEFT model, unwrapped from DDP, or the language model
+        under rm's value head (scored as a language model)."""
         import torch
 
         from lmforge.eval.runner import score_task
@@ -76,6 +77,7 @@ class EvaluatorCallback(TrainerCallback):
         from lmforge.eval.tasks.groups import aggregate_group
 
         model = getattr(model, "module", model)
+        model = getattr(model, "pretrained_model", model)  # ValueHeadModel (rm): its backbone keeps the LM head
         was_training = model.training
         model.eval()
         metrics: dict[str, float] = {}
