@@ -122,8 +122,15 @@ def run_eval(cfg: EvalConfig) -> dict:
         from lmforge.eval.tasks.lf_layout import read_lf_task
 
         lf_task = read_lf_task(cfg.eval.task_dir, cfg.eval.task)
-    selection = (resolve_selection(cfg.eval.tasks, cfg.eval.include_path)
-                 if cfg.eval.tasks or lf_task is None else Selection())
+    from lmforge.eval.lm_sets import check_lm_source, is_lm_set
+
+    names = [t.strip() for t in (cfg.eval.tasks or "").split(",") if t.strip()]
+    lm_sets = [t for t in names if is_lm_set(t)]
+    for name in lm_sets:
+        check_lm_source(name)
+    task_names = ",".join(t for t in names if not is_lm_set(t))
+    selection = (resolve_selection(task_names, cfg.eval.include_path)
+                 if task_names or (lf_task is None and not lm_sets) else Selection())
     specs = selection.specs
     from lmforge.eval.scoring import Scorer
     from lmforge.model.loader import load_model
@@ -148,6 +155,15 @@ def run_eval(cfg: EvalConfig) -> dict:
                                         "metrics": list(spec.metrics)}
         report["timing"][spec.task] = {"seconds": round(seconds, 3), "items_per_second": round(len(items) / seconds, 2)}
         all_items[spec.task] = items
+    if lm_sets:
+        from lmforge.eval.lm_sets import lm_stream, score_lm_stream
+        from lmforge.eval.scoring import max_length_of
+
+        for name in lm_sets:
+            report["results"][name] = score_lm_stream(lm_stream(name, tokenizer), model, tokenizer,
+                                                      seq_len=max_length_of(model, tokenizer),
+                                                      batch_size=cfg.eval.batch_size)
+            report["n-shot"][name] = 0
     if lf_task is not None:
         lf_results = score_lf(cfg, lf_task, model, tokenizer)
         report["results"].update(lf_results)
