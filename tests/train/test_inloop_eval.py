@@ -155,8 +155,8 @@ def test_evaluate_restores_train_mode_and_scores_the_lm_under_a_value_head(tmp_p
 
 
 def test_two_gloo_processes_log_the_figures_of_one_process(tmp_path, tiny_model_dir):
-    """Under DDP every rank scores every item (not sharded); rank 0 logs, and the figures equal one process's
-    trained with the same global batch."""
+    """Under DDP each rank scores a shard of the requests and the results are gathered; rank 0 logs, and the
+    figures equal one process's trained with the same global batch."""
     import os
     import subprocess
     import sys
@@ -184,6 +184,7 @@ def test_two_gloo_processes_log_the_figures_of_one_process(tmp_path, tiny_model_
         done = subprocess.run([sys.executable, "-m", "lmforge.cli", "train", str(config)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-4000:]
+        assert ("evaluators: requests split over 2 ranks" if procs == 2 else "evaluators: one process") in done.stderr
         rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
         figures[procs] = [r for r in rows if "eval/wiki/bits_per_byte" in r]
     assert [r["step"] for r in figures[2]] == [r["step"] for r in figures[1]] == [3]  # the last step, logged once

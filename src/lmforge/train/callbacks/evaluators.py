@@ -12,8 +12,10 @@ filtered metric as `eval/<label>/<metric>/<filter>`; a group's tasks as `eval/<l
 group's own figures), so trainer_log.jsonl, the console and every report_to backend receive them.
 
 The time spent evaluating is not charged to training throughput (ThroughputCallback restarts its clock on a
-log without `loss`). Under DDP every rank scores every item (correct, not sharded: the work is repeated per rank) and only the main
-process writes the log. Prompts are the task's raw text: the run's chat template is not applied.
+log without `loss`). Under DDP each rank scores every world_size-th request and the results are gathered in
+request order (`ShardedScorer`), so the figures are a single process's; under FSDP or DeepSpeed, whose sharded
+weights need every rank in every forward, each rank scores every request instead. Only the main process writes
+the log. Prompts are the task's raw text: the run's chat template is not applied.
 """
 
 from __future__ import annotations
@@ -39,6 +41,53 @@ def metric_keys(label: str, task: str | None, results: dict) -> dict[str, float]
     return out
 
 
+class ShardedScorer:
+    """A Scorer whose request lists are split over the ranks (rank r scores requests r, r + world, ...) and
+    gathered back in order: every rank returns the whole list, as one process would."""
+
+    def __init__(self, scorer, rank: int, world: int):
+        self.scorer, self.rank, self.world = scorer, rank, world
+
+    def _shard(self, method, requests, *args, **kwargs) -> list:
+        import torch.distributed as dist
+
+        requests = list(requests)
+        mine = method(requests[self.rank::self.world], *args, **kwargs)
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, mine)
+        out: list = [None] * len(requests)
+        for rank, part in enumerate(parts):
+            out[rank::self.world] = part
+        return out
+
+    def loglikelihood(self, pairs, desc: str = "loglikelihood"):
+        return self._shard(self.scorer.loglikelihood, pairs, desc=desc)
+
+    def loglikelihood_rolling(self, texts, desc: str = "perplexity"):
+        return self._shard(self.scorer.loglikelihood_rolling, texts, desc=desc)
+
+    def generate_until(self, contexts, until, max_gen_toks: int = 256, desc: str = "generate"):
+        return self._shard(self.scorer.generate_until, contexts, until, max_gen_toks, desc=desc)
+
+
+def shard_world(trainer) -> tuple[int, int] | None:
+    """(rank, world size) when requests can be split over the ranks: DDP (replicated weights); None for one
+    process, FSDP or DeepSpeed (a forward there needs every rank)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        return None
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 class EvaluatorCallback(TrainerCallback):
     def __init__(self, evaluators: tuple[EvaluatorSpec, ...], tokenizer):
         from lmforge.eval.tasks.registry import resolve_selection
@@ -48,6 +97,7 @@ class EvaluatorCallback(TrainerCallback):
         self.selections = [(spec, resolve_selection(spec.task, spec.include_path)) for spec in evaluators]
         self.trainer = None
         self.last_step = -1
+        self.announced = False
 
     def plotted(self) -> list[str]:
         """The logged keys `plot_loss` draws, one panel each: the metrics of single-task evaluators."""
@@ -85,6 +135,13 @@ class EvaluatorCallback(TrainerCallback):
             with torch.no_grad():
                 for spec, selection in self.selections:
                     scorer = Scorer(model, self.tokenizer, batch_size=spec.batch_size, progress=False)
+                    sharding = shard_world(self.trainer)
+                    if sharding:
+                        scorer = ShardedScorer(scorer, *sharding)
+                    if not self.announced:
+                        self.announced = True
+                        logger.info("evaluators: %s", f"requests split over {sharding[1]} ranks" if sharding
+                                    else "every rank scores every request" if _world() > 1 else "one process")
                     args = EvalArguments(num_fewshot=spec.num_fewshot, limit=spec.limit)
                     results = {task.task: score_task(task, scorer, args)[0] for task in selection.specs}
                     if len(selection.specs) == 1 and not selection.groups:
