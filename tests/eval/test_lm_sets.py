@@ -71,7 +71,7 @@ def test_memmap_dir_and_its_text_file_score_the_same(tmp_path, tiny_model_dir, h
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda d: f"lm:{d / 'absent.txt'}", "is neither a data file nor a directory made by `lmforge tokenize`"),
+    (lambda d: f"lm:{d / 'absent.txt'}", "is neither a data file, a directory made by `lmforge tokenize`"),
     (lambda d: "lm:", "key 'tasks' expects str, got a mapping"),  # YAML reads a bare 'lm:' as a mapping
     (lambda d: (d / "empty_dir").mkdir() or f"lm:{d / 'empty_dir'}", "has no meta.json"),
     (lambda d: (d / "x.jsonl").write_text('{"body": "hi"}\n') and f"lm:{d / 'x.jsonl'}", "record 0: no 'text' field"),
@@ -80,3 +80,20 @@ def test_bad_sources_are_one_error(tmp_path, tiny_model_dir, capsys, make, messa
     code = main(["eval", f"model_name_or_path={tiny_model_dir}", f"tasks={make(tmp_path)}"])
     err = capsys.readouterr().err
     assert code in (1, 2) and message in err and "Traceback" not in err, err
+
+
+def test_a_dataset_info_entry_scores_its_text_column(tmp_path, tiny_model_dir, heldout):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "held.jsonl").write_text("".join(json.dumps({"content": line}) + "\n" for line in LINES))
+    (data / "dataset_info.json").write_text(json.dumps({"held": {"file_name": "held.jsonl",
+                                                                 "columns": {"prompt": "content"}}}))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    assert lm_stream(f"lm:{data / 'held'}", tokenizer) == lm_stream(f"lm:{heldout}", tokenizer)
+    with pytest.raises(Exception, match="not an entry of"):
+        lm_stream(f"lm:{data / 'helt'}", tokenizer)
+    assert score_lm_stream(lm_stream(f"lm:{data / 'held'}", tokenizer), model, tokenizer, seq_len=16,
+                           batch_size=4)["tokens"] > 0

@@ -8,8 +8,9 @@
 Named in `tasks` as `lm:<source>` rather than under a key of its own: `tasks` is the one list of what a run
 scores (lm-eval's key), so held-out sets sit beside task names in one order and one results table, and the same
 spec reads the same way in training's eval_tasks. The source is a data file that lmforge's readers read (.txt a
-document per line, .json/.jsonl/.csv/.parquet with a `text` field) or a directory written by `lmforge tokenize`
-(its meta.json and shards). Text is tokenized as `lmforge tokenize` does (no special tokens, eos after each
+document per line, .json/.jsonl/.csv/.parquet with a `text` field), a dataset_info entry (`lm:<entry>` from
+./dataset_info.json or `lm:<dataset_dir>/<entry>`; its `columns.prompt` is the text field when set) or a
+directory written by `lmforge tokenize` (its meta.json and shards). Text is tokenized as `lmforge tokenize` does (no special tokens, eos after each
 document), so a file and its memmap directory give the same stream and the same numbers.
 
 The stream is cut into consecutive windows of `seq_len` tokens (the last one shorter); in each, every token
@@ -35,34 +36,49 @@ def is_lm_set(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def check_lm_source(name: str) -> Path:
-    """The file or directory of `lm:<source>`; checked before the model loads."""
+def check_lm_source(name: str) -> tuple[list[Path], str] | Path:
+    """`lm:<source>` checked before the model loads: a `lmforge tokenize` directory (its Path), else the data
+    files and text field of a data file or of a dataset_info entry (`lm:<entry>` in ./dataset_info.json, or
+    `lm:<dataset_dir>/<entry>`)."""
     raw = name[len(PREFIX):].strip()
     if not raw:
         raise DataError(f"tasks: '{name}' names no source; write lm:<data file or `lmforge tokenize` directory>")
     source = Path(raw)
-    if not source.is_dir() and not source.is_file():
-        raise DataError(f"tasks: {name}: {source} is neither a data file nor a directory made by `lmforge tokenize`")
-    return source
+    if source.is_dir():
+        return source
+    if source.is_file():
+        return [source], "text"
+    from lmforge.data.dataset_info import DATASET_INFO, resolve_datasets
+
+    dataset_dir = source.parent
+    if not (dataset_dir / DATASET_INFO).is_file():
+        raise DataError(f"tasks: {name}: {source} is neither a data file, a directory made by `lmforge tokenize`, "
+                        f"nor an entry of a {DATASET_INFO} (none in {dataset_dir})")
+    spec = resolve_datasets([source.name], str(dataset_dir))[0]
+    # a pretraining entry names its text column as `columns.prompt` (LLaMA-Factory's pt datasets); else "text"
+    column = spec.columns.prompt if "prompt" in spec.configured_columns else "text"
+    return [Path(p) for p in spec.paths], column
 
 
 def lm_stream(name: str, tokenizer) -> list[int]:
-    """The token stream of `lm:<file or memmap directory>`."""
+    """The token stream of `lm:<source>` (see `check_lm_source`)."""
     source = check_lm_source(name)
-    if source.is_dir():
+    if isinstance(source, Path):
         return _memmap_stream(source, tokenizer)
     from lmforge.data.sources import read_records
 
-    records = read_records(source)
-    if not records:
-        raise DataError(f"tasks: {name}: {source} holds no documents")
+    files, column = source
     stream: list[int] = []
-    for row, record in enumerate(records):
-        text = record.get("text")
-        if not isinstance(text, str):
-            raise DataError(f"{source} record {row}: no 'text' field (it has {', '.join(map(str, record)) or 'none'}); "
-                            "an lm set scores each record's text")
-        stream += tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+    for path in files:
+        records = read_records(path)
+        if not records:
+            raise DataError(f"tasks: {name}: {path} holds no documents")
+        for row, record in enumerate(records):
+            text = record.get(column)
+            if not isinstance(text, str):
+                raise DataError(f"{path} record {row}: no '{column}' field (it has "
+                                f"{', '.join(map(str, record)) or 'none'}); an lm set scores each record's text")
+            stream += tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
     return stream
 
 
