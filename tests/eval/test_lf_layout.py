@@ -115,3 +115,12 @@ def test_bad_input_is_one_clear_error(tmp_path, tiny_model_dir, lf_dir, capsys, 
     code, _ = run(tmp_path, tiny_model_dir, lf_dir, *extra)
     err = capsys.readouterr().err
     assert code in (1, 2) and message in err and "Traceback" not in err, err  # DataError 1, ConfigError 2
+
+
+def test_lang_zh_words_the_prompt_in_chinese(tmp_path, tiny_model_dir, lf_dir):
+    code, out = run(tmp_path, tiny_model_dir, lf_dir, "n_shot=1", "lang=zh", "limit=1")
+    assert code == 0
+    records = [json.loads(line) for line in (out / "samples_mmlu_test.jsonl").read_text().splitlines()]
+    first_user, shot_answer, question = (content for _, content in records[0]["prompt"])
+    assert first_user.startswith("以下是中国arithmetic考试的单项选择题，请选出其中的正确答案。\n\n")
+    assert question.endswith("\n答案：") and shot_answer in "ABCD" and len(records) == 2

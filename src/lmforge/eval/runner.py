@@ -9,6 +9,13 @@ The keys are lm-eval's (`tasks`, `include_path`, `num_fewshot`, `limit`, `batch_
 `torch_dtype`, ...). Writes results.json (lm-eval's layout: "acc,none" and "acc_stderr,none" per task) and,
 with log_samples, samples_<task>.jsonl: one record per document with its prompt, choices, log-likelihoods,
 prediction and target. Prints a table of the results.
+
+Two more kinds of task, in the same run and the same table:
+    lmforge eval model_name_or_path=models/tiny task_dir=evaluation task=mmlu_test n_shot=5 lang=en
+        LLaMA-Factory's eval layout, scored as its evaluator scored it (eval/lf_eval.py): accuracy per subject
+        (mmlu_test:<subject>), per category (mmlu_test_STEM, ...) and over all questions (mmlu_test).
+    lmforge eval model_name_or_path=models/tiny tasks=lm:heldout.jsonl,lm:tokens_dir/
+        held-out loss, perplexity and bits per byte (eval/lm_sets.py).
 """
 
 from __future__ import annotations
