@@ -52,7 +52,8 @@ def train_config(path: Path, model: Path, data: Path, output: Path, **extra) -> 
                cutoff_len=64, finetuning_type="lora", lora_rank=4, per_device_train_batch_size=4, max_steps=4,
                learning_rate=5e-3, logging_steps=1, save_strategy="no", seed=0, dataloader_num_workers=0,
                output_dir=str(output), report_to="none", val_size=0.1, eval_strategy="steps", eval_steps=2,
-               plot_loss=True, **extra)
+               plot_loss=True)
+    cfg.update(extra)
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -89,6 +90,17 @@ def test_inloop_figure_equals_lmforge_eval_on_the_saved_model(tmp_path, tiny_mod
     base = json.loads((standalone / "results.json").read_text())["results"]["wiki"]["bits_per_byte,none"]
     assert wikis[-1] == pytest.approx(trained, rel=1e-5)
     assert abs(wikis[-1] - base) > 1e-3 and abs(wikis[-1] - wikis[0]) > 1e-3
+
+
+def test_eval_strategy_epoch_scores_at_each_epoch_end_once(tmp_path, tiny_model_dir, data_dir):
+    tasks = write_tasks(tmp_path / "tasks")
+    out = tmp_path / "run"
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out, eval_strategy="epoch",
+                          per_device_train_batch_size=12, max_steps=-1, num_train_epochs=2,
+                          eval_tasks=[{"label": "wiki", "task": str(tasks / "wiki.yaml")}])
+    assert main(["train", str(config)]) == 0
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/wiki/bits_per_byte" in r] == [3, 6]
 
 
 @pytest.mark.parametrize("entry, message", [

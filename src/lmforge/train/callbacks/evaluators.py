@@ -4,7 +4,8 @@
     trainer = BaseTrainer(..., callbacks=[evaluators, ...])
     evaluators.attach(trainer)                                            # metrics go out through trainer.log
 
-At every `eval_steps` step (with `eval_strategy: steps`) and at the last step, each evaluator's tasks are scored
+At every `eval_steps` step (with `eval_strategy: steps`), at every epoch's end (with `eval_strategy: epoch`) and at
+the last step, each evaluator's tasks are scored
 with `lmforge eval`'s code (`eval.runner.score_task` over `eval.scoring.Scorer`), so the figures equal what
 `lmforge eval` gives on the saved model with the same task, limit and shots. The model is put in eval mode under
 no_grad and back in train mode after. Metrics are logged through `Trainer.log` as `eval/<label>/<metric>` (a
@@ -113,7 +114,16 @@ class EvaluatorCallback(TrainerCallback):
         every = state.eval_steps or args.eval_steps  # the trainer resolves a fractional eval_steps into state
         due = strategy == "steps" and every and state.global_step % int(every) == 0
         last = control.should_training_stop or state.global_step >= state.max_steps
-        if (due or last) and state.global_step != self.last_step:
+        if due or last:
+            self._evaluate_once(state, model)
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "epoch":
+            self._evaluate_once(state, model)
+
+    def _evaluate_once(self, state: TrainerState, model) -> None:
+        """Score and log, unless this step was scored already (the last step is also an eval or epoch step)."""
+        if state.global_step != self.last_step:
             self.last_step = state.global_step
             self.trainer.log(self.evaluate(model))
 
