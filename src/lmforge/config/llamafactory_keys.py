@@ -40,14 +40,10 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         'badam_verbose': 0,
         'use_badam': False,
     },
+    # batch_size, lang, n_shot, task and task_dir are lmforge eval keys (config/eval_args.py)
     'benchmark evaluation (MMLU/CMMLU/C-Eval)': {
-        'batch_size': 4,
         'download_mode': 'reuse_dataset_if_exists',
-        'lang': 'en',
-        'n_shot': 5,
         'save_dir': None,
-        'task': None,
-        'task_dir': 'evaluation',
     },
     'dataset streaming': {
         'buffer_size': 16384,
