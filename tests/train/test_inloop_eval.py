@@ -127,6 +127,13 @@ def test_a_bad_entry_fails_the_cli_in_one_line_before_training(tmp_path, tiny_mo
     assert not (out / "trainer_log.jsonl").exists()
 
 
+def test_eval_tasks_alone_do_not_make_eval_steps_valid(tmp_path, tiny_model_dir, data_dir, capsys):
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, tmp_path / "run", val_size=0.0,
+                          eval_tasks=[{"label": "mc", "task": "mc_next"}])
+    assert main(["train", str(config)]) != 0
+    assert "eval_tasks are scored at the end of training only" in capsys.readouterr().err
+
+
 def test_a_missing_task_file_fails_before_training(tmp_path, tiny_model_dir, data_dir, capsys):
     out = tmp_path / "run"
     config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,

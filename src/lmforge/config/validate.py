@@ -94,6 +94,7 @@ def check_eval_source(cfg: RunConfig) -> None:
     if strategy != "no" and not (cfg.data.val_size or cfg.data.eval_dataset_names or cfg.data.eval_memmap_dirs):
         raise ConfigError(
             f"'eval_strategy: {strategy}' needs eval data: set 'val_size', 'eval_dataset' or 'eval_memmap_path'"
+            + (" (without them, eval_tasks are scored at the end of training only)" if cfg.evaluators.eval_tasks else "")
         )
     if cfg.data.val_size < 0:
         raise ConfigError(f"'val_size' must be >= 0, got {cfg.data.val_size}")
