@@ -64,8 +64,9 @@ def test_inloop_figure_equals_lmforge_eval_on_the_saved_model(tmp_path, tiny_mod
     entry = {"label": "mc", "type": "downstream", "task": "mc_next", "include_path": str(tasks), "limit": 8,
              "num_fewshot": 1, "batch_size": 4}
     wiki = {"label": "wiki", "task": str(tasks / "wiki.yaml")}  # a task YAML path; type downstream by default
+    heldout = {"label": "heldout", "type": "lm", "dataset": str(tasks / "wiki.jsonl")}
     assert main(["train", str(train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
-                                           eval_tasks=[entry, wiki]))]) == 0
+                                           eval_tasks=[entry, wiki, heldout]))]) == 0
     rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/mc/acc" in r]
     assert [r["step"] for r in evals] == [2, 4]  # every eval_steps, the last step once
@@ -91,6 +92,14 @@ def test_inloop_figure_equals_lmforge_eval_on_the_saved_model(tmp_path, tiny_mod
     assert wikis[-1] == pytest.approx(trained, rel=1e-5)
     assert abs(wikis[-1] - base) > 1e-3 and abs(wikis[-1] - wikis[0]) > 1e-3
 
+    # type lm: the held-out text's loss, perplexity and bits per byte, as `lmforge eval tasks=lm:<file>` gives them
+    assert main(["eval", f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={out}",
+                 f"tasks=lm:{tasks / 'wiki.jsonl'}", f"output_path={standalone}"]) == 0
+    lm = json.loads((standalone / "results.json").read_text())["results"][f"lm:{tasks / 'wiki.jsonl'}"]
+    for metric in ("loss", "perplexity", "bits_per_byte"):
+        assert evals[-1][f"eval/heldout/{metric}"] == pytest.approx(lm[f"{metric},none"], rel=1e-5)
+    assert (out / "eval_heldout_loss.png").is_file()
+
 
 def test_eval_strategy_epoch_scores_at_each_epoch_end_once(tmp_path, tiny_model_dir, data_dir):
     tasks = write_tasks(tmp_path / "tasks")
@@ -108,7 +117,9 @@ def test_eval_strategy_epoch_scores_at_each_epoch_end_once(tmp_path, tiny_model_
     ({"label": "mc"}, "eval_tasks[0].task: give a task name"),
     ({"label": "mc", "task": "t", "limit": 0}, "eval_tasks[0].limit: expects an integer >= 1, got 0"),
     ({"label": "mc", "task": "t", "type": "downstrem"}, "eval_tasks[0].type: 'downstrem' is not one of"),
-    ({"label": "ppl", "type": "lm", "task": "t"}, "eval_tasks[0].type: 'lm' evaluators"),
+    ({"label": "ppl", "type": "lm", "task": "t"}, "eval_tasks[0].task: is for type downstream entries"),
+    ({"label": "ppl", "type": "lm"}, "eval_tasks[0].dataset: give the held-out text"),
+    ({"label": "mc", "task": "t", "seq_len": 8}, "eval_tasks[0].seq_len: is for type lm entries"),
     ({"task": "t"}, "eval_tasks[0].label: give a name"),
 ])
 def test_a_bad_entry_is_a_config_error_naming_the_key(entry, message):

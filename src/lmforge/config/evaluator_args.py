@@ -2,6 +2,7 @@
 
     eval_tasks:
       - {label: mc, type: downstream, task: mc_next, include_path: tasks/, limit: 200, num_fewshot: 0}
+      - {label: heldout, type: lm, dataset: data/heldout.jsonl, seq_len: 512}   # loss, perplexity, bits per byte
 
 Each entry is scored with `lmforge eval`'s scorer on the model being trained, at `eval_steps` (with
 `eval_strategy: steps`) and at the end of training; its metrics are logged as `eval/<label>/<metric>`.
@@ -15,7 +16,9 @@ from typing import Any
 
 from lmforge.errors import ConfigError, did_you_mean
 
-EVALUATOR_KEYS = ("label", "type", "task", "include_path", "limit", "num_fewshot", "batch_size")
+EVALUATOR_KEYS = ("label", "type", "task", "include_path", "limit", "num_fewshot", "dataset", "seq_len", "batch_size")
+ONLY_FOR = {"task": "downstream", "include_path": "downstream", "limit": "downstream", "num_fewshot": "downstream",
+            "dataset": "lm", "seq_len": "lm"}
 EVALUATOR_TYPES = ("downstream", "lm")
 
 
@@ -24,7 +27,10 @@ class EvaluatorSpec:
     """One checked `eval_tasks` entry."""
 
     label: str
-    task: str
+    task: str = ""
+    type: str = "downstream"
+    dataset: str | None = None  # type lm: a data file, a dataset_info entry or a `lmforge tokenize` directory
+    seq_len: int | None = None  # type lm: tokens per window (unset: the model's context length)
     include_path: str | None = None
     limit: int | None = None
     num_fewshot: int | None = None
@@ -37,7 +43,9 @@ class EvaluatorArguments:
         default=None,
         metadata={"help": "Evaluators run during training at eval_steps (eval_strategy: steps) and at the end, "
                   "logged as eval/<label>/<metric>: a list of {label, type: downstream, task: <lm-eval task name or "
-                  "task YAML path>, include_path, limit, num_fewshot, batch_size}. type: lm is not supported yet."},
+                  "task YAML path>, include_path, limit, num_fewshot, batch_size} or {label, type: lm, dataset: <data "
+                  "file, dataset_info entry or lmforge tokenize directory>, seq_len, batch_size} (loss, perplexity, "
+                  "bits_per_byte)."},
     )
 
     @property
@@ -65,10 +73,9 @@ def parse_eval_tasks(entries: Any) -> tuple[EvaluatorSpec, ...]:
         if kind not in EVALUATOR_TYPES:
             raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(EVALUATOR_TYPES)}"
                               f"{did_you_mean(str(kind), EVALUATOR_TYPES)}")
-        if kind == "lm":
-            raise ConfigError(f"{where}.type: 'lm' evaluators (loss and perplexity of a held-out set) are not "
-                              "supported during training yet; use type: downstream with a loglikelihood_rolling "
-                              "task YAML, or val_size / eval_dataset for the eval loss")
+        for key in entry:
+            if key in ONLY_FOR and ONLY_FOR[key] != kind:
+                raise ConfigError(f"{where}.{key}: is for type {ONLY_FOR[key]} entries; this one is type {kind}")
         label = entry.get("label")
         if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", label):
             raise ConfigError(f"{where}.label: give a name of letters, digits, '_', '-' or '.' "
@@ -76,20 +83,25 @@ def parse_eval_tasks(entries: Any) -> tuple[EvaluatorSpec, ...]:
         if label in labels:
             raise ConfigError(f"{where}.label: {label!r} is used by an earlier entry; labels must differ")
         labels.add(label)
-        task = entry.get("task")
-        if not isinstance(task, str) or not task.strip():
+        task = entry.get("task", "")
+        if kind == "downstream" and (not isinstance(task, str) or not task.strip()):
             raise ConfigError(f"{where}.task: give a task name (found in include_path) or a task YAML path, "
                               f"got {task!r}")
+        dataset = entry.get("dataset")
+        if kind == "lm" and (not isinstance(dataset, str) or not dataset.strip()):
+            raise ConfigError(f"{where}.dataset: give the held-out text of a type lm evaluator (a data file, a "
+                              f"dataset_info entry or a `lmforge tokenize` directory), got {dataset!r}")
         include_path = entry.get("include_path")
         if include_path is not None and not isinstance(include_path, str):
             raise ConfigError(f"{where}.include_path: expects a directory path, got {include_path!r}")
         numbers = {}
-        for key, low in (("limit", 1), ("num_fewshot", 0), ("batch_size", 1)):
+        for key, low in (("limit", 1), ("num_fewshot", 0), ("seq_len", 2), ("batch_size", 1)):
             value = entry.get(key)
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{where}.{key}: expects an integer >= {low}, got {value!r}")
             numbers[key] = value
-        specs.append(EvaluatorSpec(label=label, task=task.strip(), include_path=include_path, **numbers))
+        specs.append(EvaluatorSpec(label=label, task=task.strip(), type=kind, dataset=dataset,
+                                   include_path=include_path, **numbers))
     return tuple(specs)

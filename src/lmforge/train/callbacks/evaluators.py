@@ -16,7 +16,8 @@ The time spent evaluating is not charged to training throughput (ThroughputCallb
 log without `loss`). Under DDP each rank scores every world_size-th request and the results are gathered in
 request order (`ShardedScorer`), so the figures are a single process's; under FSDP or DeepSpeed, whose sharded
 weights need every rank in every forward, each rank scores every request instead. Only the main process writes
-the log. Prompts are the task's raw text: the run's chat template is not applied.
+the log. A type lm evaluator (held-out text: loss, perplexity, bits per byte, eval.lm_sets) is not sharded.
+Prompts are the task's raw text: the run's chat template is not applied.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def metric_keys(label: str, task: str | None, results: dict) -> dict[str, float]
         metric, _, filter_name = key.partition(",")
         out[prefix + metric + ("" if filter_name == "none" else f"/{filter_name}")] = float(value)
     return out
+
+
+LM_METRICS = ("loss", "perplexity", "bits_per_byte")
+"""What a type lm evaluator logs (eval.lm_sets.score_lm_stream)."""
 
 
 class ShardedScorer:
@@ -91,11 +96,20 @@ def _world() -> int:
 
 class EvaluatorCallback(TrainerCallback):
     def __init__(self, evaluators: tuple[EvaluatorSpec, ...], tokenizer):
+        from lmforge.eval.lm_sets import PREFIX, check_lm_source, lm_stream
         from lmforge.eval.tasks.registry import resolve_selection
 
         self.tokenizer = tokenizer
-        # resolved now, so a missing task file fails before training, not at the first evaluation
-        self.selections = [(spec, resolve_selection(spec.task, spec.include_path)) for spec in evaluators]
+        # resolved now, so a missing task file fails before training, not at the first evaluation; an lm set's
+        # text is tokenized once, here
+        self.selections = [(spec, resolve_selection(spec.task, spec.include_path)) for spec in evaluators
+                           if spec.type == "downstream"]
+        self.lm_sets = []
+        for spec in evaluators:
+            if spec.type == "lm":
+                name = spec.dataset if spec.dataset.startswith(PREFIX) else PREFIX + spec.dataset
+                check_lm_source(name)
+                self.lm_sets.append((spec, lm_stream(name, tokenizer)))
         self.trainer = None
         self.last_step = -1
         self.announced = False
@@ -103,7 +117,8 @@ class EvaluatorCallback(TrainerCallback):
     def plotted(self) -> list[str]:
         """The logged keys `plot_loss` draws, one panel each: the metrics of single-task evaluators."""
         return [f"eval/{spec.label}/{metric}" for spec, selection in self.selections
-                if len(selection.specs) == 1 and not selection.groups for metric in selection.specs[0].metrics]
+                if len(selection.specs) == 1 and not selection.groups for metric in selection.specs[0].metrics] + [
+                f"eval/{spec.label}/{metric}" for spec, _ in self.lm_sets for metric in LM_METRICS]
 
     def attach(self, trainer) -> None:
         """The trainer whose `log` carries the metrics (callbacks are not handed the trainer itself)."""
@@ -132,8 +147,9 @@ class EvaluatorCallback(TrainerCallback):
         under rm's value head (scored as a language model)."""
         import torch
 
+        from lmforge.eval.lm_sets import score_lm_stream
         from lmforge.eval.runner import score_task
-        from lmforge.eval.scoring import Scorer
+        from lmforge.eval.scoring import Scorer, max_length_of
         from lmforge.eval.tasks.groups import aggregate_group
 
         model = getattr(model, "module", model)
@@ -162,6 +178,10 @@ class EvaluatorCallback(TrainerCallback):
                     for group, leaves in selection.groups:
                         name = None if len(selection.groups) == 1 else group.group
                         metrics.update(metric_keys(spec.label, name, aggregate_group(group, leaves, results)))
+                for spec, stream in self.lm_sets:  # not sharded: every rank scores the whole stream
+                    results = score_lm_stream(stream, model, self.tokenizer, batch_size=spec.batch_size,
+                                              seq_len=spec.seq_len or max_length_of(model, self.tokenizer))
+                    metrics.update(metric_keys(spec.label, None, results))
         finally:
             model.train(was_training)
         return metrics
