@@ -164,6 +164,11 @@ def test_a_missing_task_file_fails_before_training(tmp_path, tiny_model_dir, dat
     assert main(["train", str(config)]) != 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("lmforge: error:") and "mc_next" in last
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
+                          eval_tasks=[{"label": "held", "type": "lm", "dataset": str(tmp_path / "gone.jsonl")}])
+    assert main(["train", str(config)]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("lmforge: error:") and "gone.jsonl" in last
     assert not (out / "trainer_log.jsonl").exists()
 
 
@@ -208,7 +213,8 @@ def test_two_gloo_processes_log_the_figures_of_one_process(tmp_path, tiny_model_
             max_steps=3, learning_rate=1e-3, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
             seed=3, dataloader_num_workers=0, report_to="none",
             eval_tasks=[{"label": "mc", "task": "mc_next", "include_path": str(tasks), "limit": 6},
-                        {"label": "wiki", "task": str(tasks / "wiki.yaml")}])))
+                        {"label": "wiki", "task": str(tasks / "wiki.yaml")},
+                        {"label": "heldout", "type": "lm", "dataset": str(tasks / "wiki.jsonl")}])))
         env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK")}
         env["NPROC_PER_NODE"] = str(procs)
         done = subprocess.run([sys.executable, "-m", "lmforge.cli", "train", str(config)], cwd=tmp_path, env=env,
@@ -220,3 +226,4 @@ def test_two_gloo_processes_log_the_figures_of_one_process(tmp_path, tiny_model_
     assert [r["step"] for r in figures[2]] == [r["step"] for r in figures[1]] == [3]  # the last step, logged once
     assert figures[2][0]["eval/mc/acc"] == figures[1][0]["eval/mc/acc"]
     assert figures[2][0]["eval/wiki/bits_per_byte"] == pytest.approx(figures[1][0]["eval/wiki/bits_per_byte"], abs=1e-5)
+    assert figures[2][0]["eval/heldout/loss"] == pytest.approx(figures[1][0]["eval/heldout/loss"], abs=1e-5)
