@@ -15,6 +15,15 @@ from lmforge.config.freeze_args import FreezeArguments
 from lmforge.config.lora_args import LoraArguments
 
 
+class HasAdapter:
+    """For a config dataclass with `finetuning`, `lora` and `freeze` groups: their adapter view."""
+
+    @property
+    def adapter(self) -> AdapterArguments:
+        """finetuning_type with the lora / freeze keys: what model loading needs."""
+        return AdapterArguments(self.finetuning.finetuning_type, self.lora, self.freeze)
+
+
 @dataclass(frozen=True)
 class AdapterArguments:
     finetuning_type: FinetuningType = "lora"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lmforge.config.adapter_args import AdapterArguments
+from lmforge.config.adapter_args import HasAdapter
 from lmforge.config.data_args import DataArguments
 from lmforge.config.eval_args import EvalArguments
 from lmforge.config.evaluator_args import EvaluatorArguments
@@ -58,7 +58,7 @@ GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "preference", "l
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(HasAdapter):
     """Every argument group of one run."""
 
     model: ModelArguments
@@ -73,11 +73,6 @@ class RunConfig:
     loss: LossArguments = LossArguments()
     evaluators: EvaluatorArguments = EvaluatorArguments()
     source: str = ""  # the config file, for messages
-
-    @property
-    def adapter(self) -> AdapterArguments:
-        """finetuning_type with the lora / freeze keys: what model loading needs."""
-        return AdapterArguments(self.finetuning.finetuning_type, self.lora, self.freeze)
 
 
 def _group_of_key() -> dict[str, str]:
@@ -302,7 +297,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 @dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(HasAdapter):
     """The groups that `chat`, `api` and `export` use: no training arguments, no output_dir."""
 
     model: ModelArguments
@@ -313,10 +308,6 @@ class InferenceConfig:
     lora: LoraArguments = LoraArguments()
     freeze: FreezeArguments = FreezeArguments()
     source: str = ""
-
-    @property
-    def adapter(self) -> AdapterArguments:
-        return AdapterArguments(self.finetuning.finetuning_type, self.lora, self.freeze)
 
 
 def load_inference_config(path: str | Path | None, overrides: list[str] | None = None) -> InferenceConfig:

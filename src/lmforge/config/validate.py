@@ -96,8 +96,6 @@ def check_eval_source(cfg: RunConfig) -> None:
             f"'eval_strategy: {strategy}' needs eval data: set 'val_size', 'eval_dataset' or 'eval_memmap_path'"
             + (" (without them, eval_tasks are scored at the end of training only)" if cfg.evaluators.eval_tasks else "")
         )
-    if cfg.data.val_size < 0:
-        raise ConfigError(f"'val_size' must be >= 0, got {cfg.data.val_size}")
 
 
 def check_adapter_keys(cfg: RunConfig) -> None:
@@ -156,11 +154,6 @@ def check_preference(cfg: RunConfig) -> None:
         if cfg.loss.loss_weighting != "token":
             raise ConfigError(f"'loss_weighting' applies to {' and '.join(stages_with(token_loss=True))}, "
                               f"not stage {stage}")
-
-
-def check_cutoff(cfg: RunConfig) -> None:
-    if cfg.data.cutoff_len < 2:
-        raise ConfigError(f"'cutoff_len' must be >= 2, got {cfg.data.cutoff_len}")
 
 
 def check_predict(cfg: RunConfig) -> None:
@@ -263,7 +256,6 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_batching,
     check_loss_options,
     check_preference,
-    check_cutoff,
     check_predict,
     check_streaming,
     check_output_dir,

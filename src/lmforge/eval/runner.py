@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from lmforge.config.adapter_args import AdapterArguments
+from lmforge.config.adapter_args import HasAdapter
 from lmforge.config.eval_args import EvalArguments
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.config.freeze_args import FreezeArguments
@@ -42,17 +42,13 @@ EVAL_GROUPS = ("model", "finetuning", "lora", "freeze", "eval")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(HasAdapter):
     model: ModelArguments
     eval: EvalArguments
     finetuning: FinetuningArguments = FinetuningArguments()
     lora: LoraArguments = LoraArguments()
     freeze: FreezeArguments = FreezeArguments()
     source: str = ""
-
-    @property
-    def adapter(self) -> AdapterArguments:
-        return AdapterArguments(self.finetuning.finetuning_type, self.lora, self.freeze)
 
 
 def load_eval_config(path: str | None, overrides: list[str] | None = None) -> EvalConfig:

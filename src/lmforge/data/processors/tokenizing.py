@@ -43,14 +43,7 @@ def tokenize_supervised(
                 out[name].append(example[name])
         return out
 
-    tokenized = convs.map(
-        encode_batch,
-        batched=True,
-        batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers,
-        remove_columns=convs.column_names,
-        desc=f"tokenizing {split}",
-    )
+    tokenized = map_batches(convs, encode_batch, data_args, split)
     kept = drop_unsupervised(tokenized, ["labels"], data_args, split, report)
     if packs and split == "train":
         # Eval stays one sample per row, so eval losses are per-sample exact whatever the packing.
@@ -79,10 +72,7 @@ def tokenize_pairwise(
                 out[name].append(ids)
         return out
 
-    tokenized = convs.map(
-        encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names, desc=f"tokenizing {split}",
-    )
+    tokenized = map_batches(convs, encode_batch, data_args, split)
     return drop_unsupervised(tokenized, ["chosen_labels", "rejected_labels"], data_args, split, report)
 
 
@@ -102,10 +92,7 @@ def tokenize_feedback(
             out["kto_tag"].append(tag)
         return out
 
-    tokenized = convs.map(
-        encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names, desc=f"tokenizing {split}",
-    )
+    tokenized = map_batches(convs, encode_batch, data_args, split)
     kept = drop_unsupervised(tokenized, ["labels"], data_args, split, report)
     desirable = sum(kept["kto_tag"])
     logger.info("%s: %d desirable and %d undesirable samples", split, desirable, len(kept) - desirable)
@@ -121,14 +108,7 @@ def tokenize_pretrain(
         texts = [messages[0]["content"] for messages in batch["messages"]]
         return {"ids": tokenize_documents(texts, tokenizer, add_bos)}
 
-    docs = convs.map(
-        encode_batch,
-        batched=True,
-        batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers,
-        remove_columns=convs.column_names,
-        desc=f"tokenizing {split}",
-    )
+    docs = map_batches(convs, encode_batch, data_args, split)
     # Packing runs over the whole token stream in one pass so no tail is cut at map-batch boundaries.
     blocks = (pack_documents if packs else truncate_documents)(docs["ids"], data_args.cutoff_len)
     return Dataset.from_list(list(blocks))
@@ -159,3 +139,15 @@ def drop_unsupervised(
 def rows(batch: dict[str, list]) -> list[dict]:
     """The rows of a batched `Dataset.map` input (a dict of columns)."""
     return [dict(zip(batch, values)) for values in zip(*batch.values())]
+
+
+def map_batches(convs: Dataset, encode_batch, data_args: DataArguments, split: str) -> Dataset:
+    """`encode_batch` over the records in the configured batches and processes; only its columns are kept."""
+    return convs.map(
+        encode_batch,
+        batched=True,
+        batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers,
+        remove_columns=convs.column_names,
+        desc=f"tokenizing {split}",
+    )
