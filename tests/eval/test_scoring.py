@@ -93,21 +93,117 @@ def test_generate_until_is_greedy_and_cut_at_the_stop_string(model_and_tokenizer
     assert scorer.generate_until(contexts[:1], until=[stop], max_gen_toks=6)[0] == got[0].split(stop)[0]
 
 
+def _count_rows(monkeypatch) -> list[list[int]]:
+    """The lengths of the rows of every forward pass the scorer runs."""
+    runs: list[list[int]] = []
+    original = Scorer._score_rows
+
+    def counting(self, rows):
+        runs.append([len(row) for row in rows])
+        return original(self, rows)
+
+    monkeypatch.setattr(Scorer, "_score_rows", counting)
+    return runs
+
+
 def test_one_token_choices_share_one_row(model_and_tokenizer, monkeypatch):
     model, tok = model_and_tokenizer
     scorer = Scorer(model, tok, batch_size=8)
     context = "Question: pick a letter.\nAnswer:"
     pairs = [(context, f" {letter}") for letter in "ABCD"] + [(context, " a longer answer")]
     assert all(len(scorer.encode_pair(c, x)[1]) == 1 for c, x in pairs[:4])
-    rows_run = []
-    original = Scorer._score_batch
-
-    def counting(self, inputs, wanted):
-        rows_run.append(len(inputs))
-        return original(self, inputs, wanted)
-
-    monkeypatch.setattr(Scorer, "_score_batch", counting)
+    runs = _count_rows(monkeypatch)
     got = scorer.loglikelihood(pairs)
-    assert rows_run == [2]  # the four letters feed the same tokens: one row for them, one for the long answer
+    context_len = len(scorer.encode_pair(*pairs[0])[0])
+    long_len = len(scorer.encode_pair(*pairs[4])[1])
+    # the four letters are read off the context's last position: one row holds the context and the long answer
+    assert runs == [[context_len + long_len - 1]]
     for pair, (ll, greedy) in zip(pairs, got):
         assert ll == pytest.approx(direct(model, *scorer.encode_pair(*pair))[0], abs=1e-4)
+
+
+ENDINGS = [" walks the dog around the block twice", " eats a sandwich", " reads the whole newspaper slowly today",
+           " sleeps"]
+
+
+def mc_pairs(n_questions: int) -> list[tuple[str, str]]:
+    contexts = [f"Story {q}: a person opens the door, looks outside for a while and then" for q in range(n_questions)]
+    return [(c, e) for c in contexts for e in ENDINGS]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_multi_token_choices_share_their_context_and_equal_separate_passes(model_and_tokenizer, monkeypatch,
+                                                                           batch_size):
+    model, tok = model_and_tokenizer
+    pairs = mc_pairs(3)
+    runs = _count_rows(monkeypatch)
+    scorer = Scorer(model, tok, batch_size=batch_size)
+    got = scorer.loglikelihood(pairs)
+    worst = 0.0
+    for pair, (ll, greedy) in zip(pairs, got):
+        want_ll, want_greedy = direct(model, *scorer.encode_pair(*pair))
+        worst = max(worst, abs(ll - want_ll))
+        assert greedy == want_greedy
+    assert worst < 1e-4
+    fed = sum(n for run in runs[1:] for n in run)  # runs[0] is the one-time check of the shared mask
+    separate = sum(len(c) + len(x) - 1 for c, x in (scorer.encode_pair(*p) for p in pairs))
+    assert fed < 0.55 * separate  # each context fed once instead of four times
+    assert scorer.share_prefix
+
+
+def test_a_model_that_ignores_the_mask_is_scored_request_by_request(model_and_tokenizer, monkeypatch, caplog):
+    import lmforge.eval.scoring as scoring
+
+    model, tok = model_and_tokenizer
+
+    def causal_only(rows, width, dtype):  # what a model that drops a custom mask would compute
+        mask = torch.zeros(len(rows), 1, width, width, dtype=dtype)
+        return mask.masked_fill(~torch.ones(width, width, dtype=torch.bool).tril(), torch.finfo(dtype).min)
+
+    monkeypatch.setattr(scoring, "shared_prefix_mask", causal_only)
+    pairs = mc_pairs(2)
+    scorer = Scorer(model, tok, batch_size=4)
+    with caplog.at_level("WARNING", logger="lmforge"):
+        got = scorer.loglikelihood(pairs)
+    assert not scorer.share_prefix and "ignores a custom attention mask" in caplog.text
+    for pair, (ll, _) in zip(pairs, got):
+        assert ll == pytest.approx(direct(model, *scorer.encode_pair(*pair))[0], abs=1e-4)
+
+
+def test_absolute_position_models_share_contexts_too(tmp_path, model_and_tokenizer):
+    """GPT-2 adds learned position embeddings: the position ids of each choice must restart after the context."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tok = model_and_tokenizer
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                                       bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)).eval()
+    pairs = mc_pairs(2)
+    scorer = Scorer(model, tok, batch_size=4)
+    got = scorer.loglikelihood(pairs)
+    assert scorer.share_prefix
+    for pair, (ll, _) in zip(pairs, got):
+        assert ll == pytest.approx(direct(model, *scorer.encode_pair(*pair))[0], abs=1e-4)
+
+
+def test_batch_size_auto_halves_after_out_of_memory(model_and_tokenizer, monkeypatch):
+    model, tok = model_and_tokenizer
+    pairs = mc_pairs(6) + [(f"Question {i}: which letter?", " A") for i in range(20)]
+    want = Scorer(model, tok, batch_size=1).loglikelihood(pairs)
+    original = Scorer._score_rows
+    sizes = []
+
+    def limited(self, rows):
+        sizes.append(len(rows))
+        if len(rows) > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, rows)
+
+    monkeypatch.setattr(Scorer, "_score_rows", limited)
+    scorer = Scorer(model, tok, batch_size="auto", max_batch_size=64)
+    got = scorer.loglikelihood(pairs)
+    assert scorer.auto_batch == 4 and max(s for s in sizes if s <= 5) == 4  # 64 -> 32 -> 16 -> 8 -> 4
+    assert [round(ll, 4) for ll, _ in got] == [round(ll, 4) for ll, _ in want]
+    with pytest.raises(RuntimeError, match="device-side assert"):  # any other error is not a reason to shrink
+        monkeypatch.setattr(Scorer, "_score_rows", lambda self, rows: (_ for _ in ()).throw(RuntimeError("device-side assert")))
+        Scorer(model, tok, batch_size="auto").loglikelihood(pairs)

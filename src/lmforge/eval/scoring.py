@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from lmforge.eval.shared_prefix import PackedRow, pack_requests, shared_prefix_mask
 from lmforge.model.hidden_states import forward_hidden
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither the config nor the tokenizer gives a length
@@ -42,12 +43,21 @@ def max_length_of(model, tokenizer) -> int:
 
 
 class Scorer:
-    def __init__(self, model, tokenizer, *, batch_size: int = 8, max_length: int | None = None,
-                 logit_rows: int = 4096, progress: bool | None = None):
-        """`logit_rows`: continuation positions projected to the vocabulary at once (memory: rows x vocab fp32).
-        `progress`: tqdm bars on stderr (None: only on a terminal)."""
+    def __init__(self, model, tokenizer, *, batch_size: int | str = 8, max_length: int | None = None,
+                 logit_rows: int = 4096, progress: bool | None = None, share_prefix: bool = True,
+                 max_batch_size: int = 64):
+        """`batch_size`: sequences per forward pass, or "auto": start at `max_batch_size` and halve after an
+        out-of-memory error. `logit_rows`: continuation positions projected to the vocabulary at once (memory:
+        rows x vocab fp32). `progress`: tqdm bars on stderr (None: only on a terminal). `share_prefix`: the
+        choices of a question share one sequence (False: one sequence per request, as lm-eval)."""
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size = max(1, int(batch_size))
+        if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be an integer >= 1 or 'auto', got {batch_size!r}")
+        self.batch_size = batch_size
+        self.auto_batch = max_batch_size
+        # a custom 4D mask reaches only the eager and sdpa attention kernels unchanged
+        self.share_prefix = share_prefix and getattr(_config_of(model), "_attn_implementation", "sdpa") in ("sdpa", "eager")
+        self._prefix_checked = False
         self.max_length = max_length or max_length_of(model, tokenizer)
         self.logit_rows = logit_rows
         self.progress = progress
@@ -60,6 +70,12 @@ class Scorer:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype attention runs in (a mask must match it): the output head's weight dtype."""
+        weight = getattr(self.head, "weight", None)
+        return weight.dtype if weight is not None and weight.dtype.is_floating_point else torch.float32
 
     # -- tokenization ------------------------------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
@@ -83,9 +99,11 @@ class Scorer:
         return context_ids, whole[len(context_ids):]
 
     # -- log-likelihoods ---------------------------------------------------------------------------------------
-    def loglikelihood(self, pairs: Sequence[tuple[str, str]], desc: str = "loglikelihood") -> list[tuple[float, bool]]:
-        """log P(continuation | context) and whether greedy decoding would produce the continuation exactly."""
-        return self.score_tokens([self.encode_pair(c, x) for c, x in pairs], desc=desc)
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]], desc: str = "loglikelihood",
+                      items: int | None = None) -> list[tuple[float, bool]]:
+        """log P(continuation | context) and whether greedy decoding would produce the continuation exactly.
+        `items`: the questions these pairs come from, for the progress bar's items/s."""
+        return self.score_tokens([self.encode_pair(c, x) for c, x in pairs], desc=desc, items=items)
 
     def loglikelihood_rolling(self, texts: Sequence[str], desc: str = "perplexity") -> list[float]:
         """log P(text) of whole documents, in windows of the model's length (each predicting new tokens only,
@@ -95,7 +113,7 @@ class Scorer:
             for window in self.rolling_windows(self.encode(text)):
                 windows.append(window)
                 owner.append(i)
-        scores = self.score_tokens(windows, desc=desc)
+        scores = self.score_tokens(windows, desc=desc, items=len(texts))
         totals = [0.0] * len(texts)
         for i, (ll, _) in zip(owner, scores):
             totals[i] += ll
@@ -119,47 +137,95 @@ class Scorer:
         return windows
 
     @torch.no_grad()
-    def score_tokens(self, requests: Sequence[tuple[list[int], list[int]]], desc: str = "scoring") -> list[tuple[float, bool]]:
-        """(sum of log-probs, is_greedy) of each continuation after its context, in request order."""
-        fed: dict[tuple[int, ...], list[int]] = {}
-        for i, (context, continuation) in enumerate(requests):
-            if not continuation:
-                raise ValueError("a continuation encodes to no tokens")
-            # the last token is only predicted, never fed; a too-long pair loses its oldest tokens
-            fed.setdefault(tuple((context + continuation)[-(self.max_length + 1):][:-1]), []).append(i)
-        # Requests that feed identical tokens share one row: the choices of a question that are one token each
-        # (letters, numbers) differ only in the token predicted at the end, so the question runs once, not once
-        # per choice (lm-eval's one-token-continuation cache does the same).
-        # Longest first: the first batch shows the worst memory at once, and lengths in a batch are similar.
-        rows = sorted(fed, key=lambda ids: (-len(ids), ids))
+    def score_tokens(self, requests: Sequence[tuple[list[int], list[int]]], desc: str = "scoring",
+                     items: int | None = None) -> list[tuple[float, bool]]:
+        """(sum of log-probs, is_greedy) of each continuation after its context, in request order.
+
+        Requests with the same context share one fed sequence (eval/shared_prefix.py); sequences run longest
+        first (the first batch shows the worst memory at once, and lengths in a batch are similar), those that
+        need the block mask in batches of their own. `items`: what the progress bar counts (questions rather
+        than requests)."""
+        rows = pack_requests(requests, self.max_length, share=self.share_prefix)
+        plain = sorted((r for r in rows if not r.shared), key=lambda r: (-len(r), r.context))
+        shared = sorted((r for r in rows if r.shared), key=lambda r: (-len(r), r.context))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        bar = tqdm(total=len(requests), desc=desc, unit="req", disable=self._bar_off(), leave=False)
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start:start + self.batch_size]
-            wanted = [(row, i) for row, ids in enumerate(batch) for i in fed[ids]]
-            scores = self._score_batch(batch, [(row, requests[i][1]) for row, i in wanted])
-            for (_, i), value in zip(wanted, scores):
-                results[i] = value
-            bar.update(len(wanted))
+        scale = (items / len(requests)) if items and requests else 1
+        bar = tqdm(total=len(requests), desc=desc, unit="item" if items else "req", unit_scale=scale,
+                   disable=self._bar_off(), leave=False)
+        for group in (shared, plain):  # shared first: its one-time check may turn sharing off
+            start = 0
+            while start < len(group):
+                batch = group[start:start + self._batch_rows()]
+                try:
+                    scores = self._score_rows(batch)
+                except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried, see _shrink_after
+                    self._shrink_after(exc)
+                    continue
+                if batch[0].shared and not self._prefix_checked:
+                    self._check_shared_prefix(batch[0], scores)
+                    if not self.share_prefix:  # the model ignores the block mask: score every request alone
+                        return self.score_tokens(requests, desc=desc, items=items)
+                for index, value in scores.items():
+                    results[index] = value
+                bar.update(len(scores))
+                start += len(batch)
         bar.close()
         return results  # type: ignore[return-value]
 
-    def _score_batch(self, inputs: list[tuple[int, ...]], wanted: list[tuple[int, list[int]]]) -> list[tuple[float, bool]]:
-        """Run the right-padded `inputs` once; score each (row, continuation): its tokens end that row."""
-        width = max(len(ids) for ids in inputs)
-        input_ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(inputs), width), dtype=torch.long)
-        for row, ids in enumerate(inputs):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            mask[row, :len(ids)] = 1
+    def _batch_rows(self) -> int:
+        return self.auto_batch if self.batch_size == "auto" else self.batch_size
+
+    def _shrink_after(self, exc: Exception) -> None:
+        """batch_size auto: halve the batch after an out-of-memory error and retry (lm-eval's auto starts at 64
+        and halves the same way); any other error, or one at batch 1, is raised."""
+        if self.batch_size != "auto" or self.auto_batch == 1 or not _is_out_of_memory(exc):
+            raise exc
+        self.auto_batch //= 2
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        from lmforge.logging import get_logger
+
+        get_logger(__name__).info("batch_size auto: out of memory, %d sequences per batch now", self.auto_batch)
+
+    def _check_shared_prefix(self, row: PackedRow, scores: dict[int, tuple[float, bool]]) -> None:
+        """Once per scorer: the continuation fed last in the first shared row (the one that would see the other
+        choices if the mask were dropped), scored alone, must give the same log-likelihood; an architecture that ignores a custom mask or position ids fails here, and its
+        requests are then scored one sequence each, as lm-eval scores them."""
+        self._prefix_checked = True
+        index, _, tokens = max(row.targets, key=lambda t: t[1][-1])
+        alone = pack_requests([(list(row.context), tokens)], self.max_length)
+        (value,) = self._score_rows(alone).values()
+        if abs(value[0] - scores[index][0]) > 1e-3 * max(1.0, abs(value[0])):
+            from lmforge.logging import get_logger
+
+            get_logger(__name__).warning(
+                "%s ignores a custom attention mask (shared-context log-likelihood %.6f, alone %.6f): each choice "
+                "is scored as a sequence of its own", type(self.model).__name__, scores[index][0], value[0])
+            self.share_prefix = False
+
+    def _score_rows(self, rows: list[PackedRow]) -> dict[int, tuple[float, bool]]:
+        """Run the right-padded rows once; {request index: (log-likelihood, is_greedy)} of every target."""
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            input_ids[r, :len(row)] = torch.tensor(row.tokens)
+            position_ids[r, :len(row)] = torch.tensor(row.positions())
+            mask[r, :len(row)] = 1
         device = self.device
-        _, hidden = forward_hidden(self.model, {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
-                                                "use_cache": False})
-        spans = [(row, len(inputs[row]) - len(cont), len(inputs[row])) for row, cont in wanted]
-        rows = torch.cat([torch.full((end - begin,), row) for row, begin, end in spans]).to(device)
-        cols = torch.cat([torch.arange(begin, end) for _, begin, end in spans]).to(device)
-        targets = torch.cat([torch.tensor(cont) for _, cont in wanted]).to(device)
-        picked = hidden[rows, cols]  # [continuation tokens of the batch, hidden]
+        inputs = {"input_ids": input_ids.to(device), "use_cache": False}
+        if rows[0].shared:
+            inputs["attention_mask"] = shared_prefix_mask(rows, width, self.dtype).to(device)
+            inputs["position_ids"] = position_ids.to(device)
+        else:  # plain causal rows: the model's own mask and positions, as lm-eval runs them
+            inputs["attention_mask"] = mask.to(device)
+        _, hidden = forward_hidden(self.model, inputs)
+        wanted = [(r, index, positions, tokens) for r, row in enumerate(rows) for index, positions, tokens in row.targets]
+        row_of = torch.cat([torch.full((len(p),), r) for r, _, p, _ in wanted]).to(device)
+        cols = torch.cat([torch.tensor(p) for _, _, p, _ in wanted]).to(device)
+        targets = torch.cat([torch.tensor(t) for _, _, _, t in wanted]).to(device)
+        picked = hidden[row_of, cols]  # [continuation tokens of the batch, hidden]
         logprobs, greedy = [], []
         for chunk in range(0, picked.shape[0], self.logit_rows):
             part = slice(chunk, chunk + self.logit_rows)
@@ -169,10 +235,10 @@ class Scorer:
             logprobs.append(torch.log_softmax(logits, dim=-1).gather(1, targets[part, None]).squeeze(1))
             greedy.append(logits.argmax(dim=-1) == targets[part])
         logprob, hit = torch.cat(logprobs).cpu(), torch.cat(greedy).cpu()
-        out, offset = [], 0
-        for _, continuation in wanted:
-            n = len(continuation)
-            out.append((float(logprob[offset:offset + n].sum()), bool(hit[offset:offset + n].all())))
+        out, offset = {}, 0
+        for _, index, _, tokens in wanted:
+            n = len(tokens)
+            out[index] = (float(logprob[offset:offset + n].sum()), bool(hit[offset:offset + n].all()))
             offset += n
         return out
 
@@ -181,8 +247,6 @@ class Scorer:
     def generate_until(self, contexts: Sequence[str], until: Sequence[str], max_gen_toks: int = 256,
                        desc: str = "generate") -> list[str]:
         """Greedy continuations of each context, cut before the first stop string (and the EOS token)."""
-        from transformers import StoppingCriteriaList
-
         stops = [s for s in until if s]
         eos = self.tokenizer.decode([self.tokenizer.eos_token_id]) if self.tokenizer.eos_token_id is not None else None
         if eos and eos not in stops:
@@ -194,32 +258,54 @@ class Scorer:
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         texts: list[str] = [""] * len(encoded)
         bar = tqdm(total=len(encoded), desc=desc, unit="item", disable=self._bar_off(), leave=False)
-        device = self.device
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: every row's next token is at the same column
-                ids = encoded[i]
-                input_ids[row, width - len(ids):] = torch.tensor(ids)
-                mask[row, width - len(ids):] = 1
-            out = self.model.generate(
-                input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_gen_toks,
-                do_sample=False, pad_token_id=self.pad_id, use_cache=True,
-                stopping_criteria=StoppingCriteriaList([_StopStrings(self.tokenizer, stops, width)]),
-            )
-            for row, i in enumerate(batch):
-                text = self.tokenizer.decode(out[row, width:].tolist(), skip_special_tokens=True)
-                for stop in stops:
-                    text = text.split(stop)[0]
+        start = 0
+        while start < len(order):
+            batch = order[start:start + self._batch_rows()]
+            try:
+                generated = self._generate_batch([encoded[i] for i in batch], stops, max_gen_toks)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+                self._shrink_after(exc)
+                continue
+            for i, text in zip(batch, generated):
                 texts[i] = text
             bar.update(len(batch))
+            start += len(batch)
         bar.close()
+        return texts
+
+    def _generate_batch(self, encoded: list[list[int]], stops: list[str], max_gen_toks: int) -> list[str]:
+        from transformers import StoppingCriteriaList
+
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):  # left padding: every row's next token is at the same column
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            mask[row, width - len(ids):] = 1
+        device = self.device
+        out = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_gen_toks,
+            do_sample=False, pad_token_id=self.pad_id, use_cache=True,
+            stopping_criteria=StoppingCriteriaList([_StopStrings(self.tokenizer, stops, width)]),
+        )
+        texts = []
+        for row in range(len(encoded)):
+            text = self.tokenizer.decode(out[row, width:].tolist(), skip_special_tokens=True)
+            for stop in stops:
+                text = text.split(stop)[0]
+            texts.append(text)
         return texts
 
     def _bar_off(self) -> bool | None:
         return None if self.progress is None else not self.progress
+
+
+def _config_of(model):
+    return getattr(getattr(model, "module", model), "config", None)
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
 
 
 class _StopStrings:
