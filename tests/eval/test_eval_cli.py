@@ -64,12 +64,86 @@ def test_few_shot_and_limit_from_a_config_file(tmp_path, tiny_model_dir, task_di
     (["num_fewshots=2"], "did you mean 'num_fewshot'"),
     (["learning_rate=1e-4"], "lmforge eval does not use 'learning_rate'"),
     (["tasks=mc_nxt"], "no task, group or tag 'mc_nxt' in include_path"),
-    (["batch_size=0"], "batch_size must be >= 1"),
+    (["batch_size=0"], "batch_size: expects an integer >= 1 or auto, got 0"),
+    (["batch_size=auto:4"], "batch_size: 'auto:4' (lm-eval's auto:N"),
+    (["fewshot_as_multiturn=true"], "fewshot_as_multiturn: true needs apply_chat_template"),
+    (["apply_chat_template=chatmll"], "apply_chat_template: unknown template 'chatmll'"),
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_model_dir, task_dir, capsys, extra, message):
     code, _ = run_eval(tmp_path, tiny_model_dir, task_dir, *extra)
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_chat_template_comes_from_the_run_info_else_the_tokenizer_else_an_error(tmp_path, tiny_model_dir, task_dir,
+                                                                                capsys):
+    import shutil
+
+    from lmforge.eval.tasks.chat_context import chat_template_for
+    from lmforge.model.tokenizer import load_tokenizer
+    from lmforge.config.model_args import ModelArguments
+    from lmforge.run_info import write_run_info
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(model)))
+    assert chat_template_for(True, None, str(model), tokenizer, "x").name == "auto"  # the tokenizer's own
+    write_run_info(model, {"template": "qwen"})
+    assert chat_template_for(True, None, str(model), tokenizer, "x").name == "qwen"  # the run's
+    assert chat_template_for("chatml", None, str(model), tokenizer, "x").name == "chatml"  # named
+    (model / "lmforge_run.json").unlink()
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template")
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    code, _ = run_eval(tmp_path, model, task_dir, "apply_chat_template=true")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "apply_chat_template: " in err and "has no lmforge_run.json naming a template and its tokenizer has no " \
+        "chat_template; set apply_chat_template to a template name instead of true" in err
+
+
+def test_system_instruction_without_a_chat_template_is_written_before_the_prompt(tmp_path, tiny_model_dir,
+                                                                                   task_dir):
+    code, out = run_eval(tmp_path, tiny_model_dir, task_dir, "tasks=mc_next", "limit=2", "system_instruction=Be brief.")
+    first = json.loads((out / "samples_mc_next.jsonl").read_text().splitlines()[0])
+    # lm-eval: system_instruction + fewshot_delimiter + description, then the question; choices keep " "
+    assert code == 0 and first["prompt"].startswith("Be brief.\n\nPick the next number.\n\nQuestion: ")
+    assert first["arguments"][0][1].startswith(" ")
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"label": "ppl", "type": "lm", "dataset": "d.txt", "apply_chat_template": True},
+     "eval_tasks[0].apply_chat_template: is for type downstream entries; this one is type lm"),
+    ({"label": "mc", "task": "t", "apply_chat_template": "yes"}, "eval_tasks[0].apply_chat_template: expects true"),
+    ({"label": "mc", "task": "t", "fewshot_as_multiturn": True},
+     "eval_tasks[0].fewshot_as_multiturn: true needs eval_tasks[0].apply_chat_template: true"),
+    ({"label": "mc", "task": "t", "batch_size": "auto:2"}, "eval_tasks[0].batch_size: 'auto:2'"),
+    ({"label": "mc", "task": "t", "batch_size": 0}, "eval_tasks[0].batch_size: expects an integer >= 1 or auto"),
+])
+def test_evaluator_chat_and_batch_keys_are_checked(entry, message):
+    from lmforge.config.evaluator_args import parse_eval_tasks
+    from lmforge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_eval_tasks([entry])
+    assert message in str(err.value)
+
+
+def test_evaluator_entries_take_chat_keys_and_batch_size_auto():
+    from lmforge.config.evaluator_args import parse_eval_tasks
+
+    (spec,) = parse_eval_tasks([{"label": "mc", "task": "t", "apply_chat_template": True, "batch_size": "auto"}])
+    assert spec.apply_chat_template and spec.multiturn and spec.batch_size == "auto"
+    (spec,) = parse_eval_tasks([{"label": "mc", "task": "t", "apply_chat_template": True,
+                                 "fewshot_as_multiturn": False}])
+    assert not spec.multiturn
+
+
+def test_batch_size_auto_is_passed_on_unchanged(tmp_path, tiny_model_dir):
+    from lmforge.eval.runner import load_eval_config
+
+    cfg = load_eval_config(None, [f"model_name_or_path={tiny_model_dir}", "batch_size=auto"])
+    assert cfg.eval.batch_size == "auto"
+    assert load_eval_config(None, [f"model_name_or_path={tiny_model_dir}", "batch_size=3"]).eval.batch_size == 3
 
 
 def test_data_errors_name_the_task_file(tmp_path, tiny_model_dir, task_dir, capsys):

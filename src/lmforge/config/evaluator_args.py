@@ -3,9 +3,12 @@
     eval_tasks:
       - {label: mc, type: downstream, task: mc_next, include_path: tasks/, limit: 200, num_fewshot: 0}
       - {label: heldout, type: lm, dataset: data/heldout.jsonl, seq_len: 512}   # loss, perplexity, bits per byte
+      - {label: chat_mc, task: mc_next, include_path: tasks/, apply_chat_template: true, batch_size: auto}
 
 Each entry is scored with `lmforge eval`'s scorer on the model being trained, at `eval_steps` (with
 `eval_strategy: steps`) and at the end of training; its metrics are logged as `eval/<label>/<metric>`.
+With `apply_chat_template: true` a downstream entry's prompts are chat turns rendered with the run's `template`
+(lm-eval's layout; `fewshot_as_multiturn`, `system_instruction` as in `lmforge eval`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmforge.config.eval_args import check_batch_size
 from lmforge.errors import ConfigError, did_you_mean
 
-EVALUATOR_KEYS = ("label", "type", "task", "include_path", "limit", "num_fewshot", "dataset", "seq_len", "batch_size")
+EVALUATOR_KEYS = ("label", "type", "task", "include_path", "limit", "num_fewshot", "apply_chat_template",
+                  "fewshot_as_multiturn", "system_instruction", "dataset", "seq_len", "batch_size")
 ONLY_FOR = {"task": "downstream", "include_path": "downstream", "limit": "downstream", "num_fewshot": "downstream",
-            "dataset": "lm", "seq_len": "lm"}
+            "apply_chat_template": "downstream", "fewshot_as_multiturn": "downstream",
+            "system_instruction": "downstream", "dataset": "lm", "seq_len": "lm"}
 EVALUATOR_TYPES = ("downstream", "lm")
 
 
@@ -34,7 +40,14 @@ class EvaluatorSpec:
     include_path: str | None = None
     limit: int | None = None
     num_fewshot: int | None = None
-    batch_size: int = 8
+    apply_chat_template: bool = False  # downstream: prompts as chat turns in the training run's `template`
+    fewshot_as_multiturn: bool | None = None  # downstream: unset = apply_chat_template (lm-eval 0.4.13)
+    system_instruction: str | None = None  # downstream: the system turn (or text before the prompt)
+    batch_size: int | str = 8  # or "auto" (the Scorer's detection; a type lm evaluator then scores 8 at a time)
+
+    @property
+    def multiturn(self) -> bool:
+        return self.apply_chat_template if self.fewshot_as_multiturn is None else self.fewshot_as_multiturn
 
 
 @dataclass(frozen=True)
@@ -43,9 +56,10 @@ class EvaluatorArguments:
         default=None,
         metadata={"help": "Evaluators run during training at eval_steps (eval_strategy: steps) and at the end, "
                   "logged as eval/<label>/<metric>: a list of {label, type: downstream, task: <lm-eval task name or "
-                  "task YAML path>, include_path, limit, num_fewshot, batch_size} or {label, type: lm, dataset: <data "
-                  "file, dataset_info entry or lmforge tokenize directory>, seq_len, batch_size} (loss, perplexity, "
-                  "bits_per_byte)."},
+                  "task YAML path>, include_path, limit, num_fewshot, apply_chat_template (true: prompts as chat turns in "
+                  "the run's template), fewshot_as_multiturn, system_instruction, batch_size (an integer or auto)} or "
+                  "{label, type: lm, dataset: <data file, dataset_info entry or lmforge tokenize directory>, seq_len, "
+                  "batch_size (auto: 8)} (loss, perplexity, bits_per_byte)."},
     )
 
     @property
@@ -94,8 +108,22 @@ def parse_eval_tasks(entries: Any) -> tuple[EvaluatorSpec, ...]:
         include_path = entry.get("include_path")
         if include_path is not None and not isinstance(include_path, str):
             raise ConfigError(f"{where}.include_path: expects a directory path, got {include_path!r}")
+        flags = {}
+        for key in ("apply_chat_template", "fewshot_as_multiturn"):
+            if key in entry:
+                if not isinstance(entry[key], bool):
+                    raise ConfigError(f"{where}.{key}: expects true or false, got {entry[key]!r}")
+                flags[key] = entry[key]
+        if flags.get("fewshot_as_multiturn") and not flags.get("apply_chat_template"):
+            raise ConfigError(f"{where}.fewshot_as_multiturn: true needs {where}.apply_chat_template: true "
+                              "(lm-eval's rule)")
+        system_instruction = entry.get("system_instruction")
+        if system_instruction is not None and not isinstance(system_instruction, str):
+            raise ConfigError(f"{where}.system_instruction: expects text, got {system_instruction!r}")
         numbers = {}
-        for key, low in (("limit", 1), ("num_fewshot", 0), ("seq_len", 2), ("batch_size", 1)):
+        if "batch_size" in entry:
+            numbers["batch_size"] = check_batch_size(entry["batch_size"], f"{where}.batch_size")
+        for key, low in (("limit", 1), ("num_fewshot", 0), ("seq_len", 2)):
             value = entry.get(key)
             if value is None:
                 continue
@@ -103,5 +131,6 @@ def parse_eval_tasks(entries: Any) -> tuple[EvaluatorSpec, ...]:
                 raise ConfigError(f"{where}.{key}: expects an integer >= {low}, got {value!r}")
             numbers[key] = value
         specs.append(EvaluatorSpec(label=label, task=task.strip(), type=kind, dataset=dataset,
-                                   include_path=include_path, **numbers))
+                                   include_path=include_path, system_instruction=system_instruction, **flags,
+                                   **numbers))
     return tuple(specs)

@@ -4,11 +4,16 @@
     lmforge eval model_name_or_path=models/tiny tasks=mc_local,wiki_local include_path=tasks/ num_fewshot=5 \\
         limit=200 batch_size=16 output_path=runs/eval log_samples=true
 
-The keys are lm-eval's (`tasks`, `include_path`, `num_fewshot`, `limit`, `batch_size`, `output_path`,
-`log_samples`) plus lmforge's model keys (`model_name_or_path`, `adapter_name_or_path` merged at load,
+The keys are lm-eval's (`tasks`, `include_path`, `num_fewshot`, `limit`, `batch_size` (or auto), `output_path`,
+`log_samples`, `apply_chat_template`, `fewshot_as_multiturn`, `system_instruction`) plus lmforge's model keys (`model_name_or_path`, `adapter_name_or_path` merged at load,
 `torch_dtype`, ...). Writes results.json (lm-eval's layout: "acc,none" and "acc_stderr,none" per task) and,
 with log_samples, samples_<task>.jsonl: one record per document with its prompt, choices, log-likelihoods,
 prediction and target. Prints a table of the results.
+
+Prompts are the task's plain text unless `apply_chat_template` is set: then they are chat turns (lm-eval
+0.4.13's layout, eval/tasks/chat_context.py) rendered with the run's chat template, the one named in
+lmforge_run.json of the adapter or model (else the tokenizer's own chat_template, or a template named by
+`apply_chat_template: <name>`).
 
 Two more kinds of task, in the same run and the same table:
     lmforge eval model_name_or_path=models/tiny task_dir=evaluation task=mmlu_test n_shot=5 lang=en
@@ -27,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lmforge.config.adapter_args import HasAdapter
-from lmforge.config.eval_args import EvalArguments
+from lmforge.config.eval_args import EvalArguments, check_batch_size, fixed_batch_size
 from lmforge.config.finetuning_args import FinetuningArguments
 from lmforge.config.freeze_args import FreezeArguments
 from lmforge.config.lora_args import LoraArguments
@@ -71,8 +76,12 @@ def load_eval_config(path: str | None, overrides: list[str] | None = None) -> Ev
     if not cfg.model.model_name_or_path:
         raise ConfigError(f"{source}: set 'model_name_or_path' to a local model directory")
     check_model_path(cfg.model.model_name_or_path)
-    if cfg.eval.batch_size < 1:
-        raise ConfigError(f"{source}: batch_size must be >= 1, got {cfg.eval.batch_size}")
+    check_batch_size(cfg.eval.batch_size, f"{source}: batch_size")
+    if cfg.eval.fewshot_as_multiturn and not cfg.eval.apply_chat_template:
+        raise ConfigError(f"{source}: fewshot_as_multiturn: true needs apply_chat_template (lm-eval's rule): the "
+                          "turns are chat turns")
+    if cfg.eval.apply_chat_template == "":
+        raise ConfigError(f"{source}: apply_chat_template: expects true, false or a template name, got ''")
     if cfg.eval.limit is not None and cfg.eval.limit < 1:
         raise ConfigError(f"{source}: limit must be >= 1, got {cfg.eval.limit}")
     if cfg.eval.num_fewshot is not None and cfg.eval.num_fewshot < 0:
@@ -86,11 +95,13 @@ def load_eval_config(path: str | None, overrides: list[str] | None = None) -> Ev
     return cfg
 
 
-def score_task(spec: TaskSpec, scorer, args: EvalArguments) -> tuple[dict, list]:
-    """({metric: value, metric_stderr: se, ...}, items) of one task, scored with `scorer`."""
+def score_task(spec: TaskSpec, scorer, args: EvalArguments, renderer=None) -> tuple[dict, list]:
+    """({metric: value, metric_stderr: se, ...}, items) of one task, scored with `scorer`; `renderer`: the
+    prompts as chat turns (`prompt_renderer`), None: plain text."""
     from lmforge.eval.metrics import aggregate, item_metrics
 
-    items = build_items(spec, num_fewshot=args.num_fewshot, limit=args.limit, seed=args.fewshot_seed)
+    items = build_items(spec, num_fewshot=args.num_fewshot, limit=args.limit, seed=args.fewshot_seed,
+                        renderer=renderer)
     kind = spec.output_type
     if kind == "generate_until":
         texts = scorer.generate_until([it.context for it in items], spec.until, spec.max_gen_toks, desc=spec.task)
@@ -139,16 +150,17 @@ def run_eval(cfg: EvalConfig) -> dict:
     from lmforge.model.loader import load_model
     from lmforge.model.tokenizer import load_tokenizer
 
+    tokenizer = load_tokenizer(cfg.model)
+    renderer = prompt_renderer(cfg, tokenizer) if specs else None  # a missing chat template stops before the model
     adapter = replace(cfg.adapter, finetuning_type="lora" if cfg.model.adapter_name_or_path else "full")
     model = load_model(cfg.model, adapter, is_trainable=False)
-    tokenizer = load_tokenizer(cfg.model)
-    scorer = Scorer(model, tokenizer, batch_size=cfg.eval.batch_size)
+    scorer = Scorer(model, tokenizer, batch_size=cfg.eval.batch_size)  # "auto" is the Scorer's to resolve
     report: dict = {"results": {}, "groups": {}, "group_subtasks": {}, "n-shot": {}, "n-samples": {}, "configs": {},
                     "timing": {}}
     all_items = {}
     for spec in specs:
         started = time.perf_counter()
-        results, items = score_task(spec, scorer, cfg.eval)
+        results, items = score_task(spec, scorer, cfg.eval, renderer)
         seconds = time.perf_counter() - started
         report["results"][spec.task] = results
         shots = cfg.eval.num_fewshot if cfg.eval.num_fewshot is not None else (spec.num_fewshot or 0)
@@ -165,7 +177,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         for name in lm_sets:
             report["results"][name] = score_lm_stream(lm_stream(name, tokenizer), model, tokenizer,
                                                       seq_len=max_length_of(model, tokenizer),
-                                                      batch_size=cfg.eval.batch_size)
+                                                      batch_size=fixed_batch_size(cfg.eval.batch_size))
             report["n-shot"][name] = 0
     if lf_task is not None:
         lf_results = score_lf(cfg, lf_task, model, tokenizer)
@@ -185,6 +197,21 @@ def run_eval(cfg: EvalConfig) -> dict:
     return report
 
 
+def prompt_renderer(cfg: EvalConfig, tokenizer):
+    """The chat rendering of lm-eval's apply_chat_template / fewshot_as_multiturn / system_instruction for the
+    task files, or None when none is set (plain prompts)."""
+    from lmforge.eval.tasks.chat_context import PromptRenderer, chat_template_for
+
+    if not cfg.eval.apply_chat_template and cfg.eval.system_instruction is None:
+        return None
+    template = None
+    if cfg.eval.apply_chat_template:
+        template = chat_template_for(cfg.eval.apply_chat_template, cfg.model.adapter_name_or_path,
+                                     cfg.model.model_name_or_path, tokenizer, cfg.source)
+    return PromptRenderer(template, tokenizer, fewshot_as_multiturn=cfg.eval.multiturn,
+                          system_instruction=cfg.eval.system_instruction)
+
+
 def score_lf(cfg: EvalConfig, task, model, tokenizer) -> dict:
     """LLaMA-Factory's eval layout through the run's chat template (lmforge_run.json, else the tokenizer's own,
     else `empty`, as LLaMA-Factory chose when `template` was unset); prints its summary lines, writes
@@ -196,7 +223,7 @@ def score_lf(cfg: EvalConfig, task, model, tokenizer) -> dict:
     template = resolve_template(trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path),
                                 tokenizer)
     results, records = score_lf_task(task, model, tokenizer, template, n_shot=cfg.eval.n_shot, lang=cfg.eval.lang,
-                                     batch_size=cfg.eval.batch_size, limit=cfg.eval.limit, seed=cfg.eval.fewshot_seed)
+                                     batch_size=fixed_batch_size(cfg.eval.batch_size), limit=cfg.eval.limit, seed=cfg.eval.fewshot_seed)
     print(lf_score_lines(results, task))
     if cfg.eval.output_path and cfg.eval.log_samples:
         out = Path(cfg.eval.output_path)

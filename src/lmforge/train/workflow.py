@@ -99,7 +99,10 @@ def build_trainer(
     if cfg.evaluators.evaluators:  # eval_tasks: scored on the model being trained, logged as eval/<label>/<metric>
         from lmforge.train.callbacks.evaluators import EvaluatorCallback
 
-        evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer)
+        # apply_chat_template entries render prompts with the run's template, resolved as training resolves it
+        chat = any(spec.apply_chat_template for spec in cfg.evaluators.evaluators)
+        template = resolve_template(cfg.data.template, tokenizer) if chat else None
+        evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer, template)
         callbacks.append(evaluators)
     if cfg.finetuning.plot_loss:
         plotted = (*stage.plotted, *(evaluators.plotted() if evaluators else ()))

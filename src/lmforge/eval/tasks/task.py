@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.errors import DataError
+from lmforge.eval.tasks.chat_context import PromptRenderer
 from lmforge.eval.tasks.prompts import DocFormatter, build_context, coerce_gold, fewshot_sampler_pick
 from lmforge.eval.tasks.spec import TaskSpec
 
@@ -58,9 +59,10 @@ def load_split(spec: TaskSpec, split: str) -> list[dict]:
 
 
 def build_items(spec: TaskSpec, *, num_fewshot: int | None = None, limit: int | None = None,
-                seed: int = 1234) -> list[Item]:
+                seed: int = 1234, renderer: PromptRenderer | None = None) -> list[Item]:
     """The items of a task's eval split (the first `limit`), prompts built with `num_fewshot` shots
-    (None: the task's own num_fewshot, else 0)."""
+    (None: the task's own num_fewshot, else 0); `renderer`: lm-eval's apply_chat_template / system_instruction
+    (chat_context.py), None: the plain prompt."""
     docs = load_split(spec, spec.eval_split)
     shots = spec.num_fewshot if num_fewshot is None else num_fewshot
     shots = shots or 0
@@ -79,18 +81,24 @@ def build_items(spec: TaskSpec, *, num_fewshot: int | None = None, limit: int | 
     items = []
     for doc_id, doc in enumerate(docs[:limit] if limit else docs):
         picked = fewshot_sampler_pick(rnd, pool, shots, doc if exclude_self else None) if shots else []
-        context = "" if spec.output_type == "loglikelihood_rolling" else build_context(
-            spec, fmt, doc, doc_id, [(i, pool[i]) for i in picked])
-        items.append(_item(spec, fmt, doc_id, doc, context))
+        shot_docs = [(i, pool[i]) for i in picked]
+        if spec.output_type == "loglikelihood_rolling":
+            context = ""  # lm-eval scores whole documents with no prompt, chat template or not
+        elif renderer is not None:
+            context = renderer.context(spec, fmt, doc, doc_id, shot_docs)
+        else:
+            context = build_context(spec, fmt, doc, doc_id, shot_docs)
+        delimiter = spec.target_delimiter if renderer is None else renderer.target_delimiter(spec)
+        items.append(_item(spec, fmt, doc_id, doc, context, delimiter))
     return items
 
 
-def _item(spec: TaskSpec, fmt: DocFormatter, doc_id: int, doc: dict, context: str) -> Item:
+def _item(spec: TaskSpec, fmt: DocFormatter, doc_id: int, doc: dict, context: str, target_delimiter: str) -> Item:
     kind = spec.output_type
     if kind == "multiple_choice":
         choices = fmt.choices(doc, doc_id)
         gold = coerce_gold(fmt, doc, doc_id, choices)
-        requests = [(context, f"{spec.target_delimiter}{choice}") for choice in choices]
+        requests = [(context, f"{target_delimiter}{choice}") for choice in choices]
         return Item(doc_id, doc, context, requests, choices=choices, gold=gold)
     target = fmt.target(doc, doc_id)
     if kind == "loglikelihood_rolling":

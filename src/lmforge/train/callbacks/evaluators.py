@@ -1,6 +1,6 @@
 """Evaluators during training, OLMo style: `eval_tasks` scored on the model being trained.
 
-    evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer)   # task files resolved here, before training
+    evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer, template)   # task files resolved here
     trainer = BaseTrainer(..., callbacks=[evaluators, ...])
     evaluators.attach(trainer)                                            # metrics go out through trainer.log
 
@@ -17,14 +17,16 @@ log without `loss`). Under DDP each rank scores every world_size-th request and 
 request order (`ShardedScorer`), so the figures are a single process's; under FSDP or DeepSpeed, whose sharded
 weights need every rank in every forward, each rank scores every request instead. Only the main process writes
 the log. A type lm evaluator (held-out text: loss, perplexity, bits per byte, eval.lm_sets) is not sharded.
-Prompts are the task's raw text: the run's chat template is not applied.
+Prompts are the task's plain text, or, for an entry with `apply_chat_template: true`, chat turns rendered with
+the training run's chat template (`template`, resolved as training resolved it), as `lmforge eval
+apply_chat_template=true` renders them from the saved run's lmforge_run.json.
 """
 
 from __future__ import annotations
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from lmforge.config.eval_args import EvalArguments
+from lmforge.config.eval_args import EvalArguments, fixed_batch_size
 from lmforge.config.evaluator_args import EvaluatorSpec
 from lmforge.logging import get_logger
 
@@ -95,11 +97,22 @@ def _world() -> int:
 
 
 class EvaluatorCallback(TrainerCallback):
-    def __init__(self, evaluators: tuple[EvaluatorSpec, ...], tokenizer):
+    def __init__(self, evaluators: tuple[EvaluatorSpec, ...], tokenizer, template=None):
+        """`template`: the run's chat template object (data.templates), needed by entries with apply_chat_template."""
         from lmforge.eval.lm_sets import PREFIX, check_lm_source, lm_stream
+        from lmforge.eval.tasks.chat_context import PromptRenderer
         from lmforge.eval.tasks.registry import resolve_selection
 
         self.tokenizer = tokenizer
+        self.renderers = {}
+        for spec in evaluators:
+            if spec.type != "downstream" or not (spec.apply_chat_template or spec.system_instruction is not None):
+                continue
+            if spec.apply_chat_template and template is None:
+                raise ValueError(f"evaluator {spec.label!r}: apply_chat_template needs the run's template")
+            self.renderers[spec.label] = PromptRenderer(template if spec.apply_chat_template else None, tokenizer,
+                                                        fewshot_as_multiturn=spec.multiturn,
+                                                        system_instruction=spec.system_instruction)
         # resolved now, so a missing task file fails before training, not at the first evaluation; an lm set's
         # text is tokenized once, here
         self.selections = [(spec, resolve_selection(spec.task, spec.include_path)) for spec in evaluators
@@ -169,7 +182,8 @@ class EvaluatorCallback(TrainerCallback):
                         logger.info("evaluators: %s", f"requests split over {sharding[1]} ranks" if sharding
                                     else "every rank scores every request" if _world() > 1 else "one process")
                     args = EvalArguments(num_fewshot=spec.num_fewshot, limit=spec.limit)
-                    results = {task.task: score_task(task, scorer, args)[0] for task in selection.specs}
+                    renderer = self.renderers.get(spec.label)
+                    results = {task.task: score_task(task, scorer, args, renderer)[0] for task in selection.specs}
                     if len(selection.specs) == 1 and not selection.groups:
                         metrics.update(metric_keys(spec.label, None, next(iter(results.values()))))
                         continue
@@ -179,7 +193,8 @@ class EvaluatorCallback(TrainerCallback):
                         name = None if len(selection.groups) == 1 else group.group
                         metrics.update(metric_keys(spec.label, name, aggregate_group(group, leaves, results)))
                 for spec, stream in self.lm_sets:  # not sharded: every rank scores the whole stream
-                    results = score_lm_stream(stream, model, self.tokenizer, batch_size=spec.batch_size,
+                    results = score_lm_stream(stream, model, self.tokenizer,
+                                              batch_size=fixed_batch_size(spec.batch_size),
                                               seq_len=spec.seq_len or max_length_of(model, self.tokenizer))
                     metrics.update(metric_keys(spec.label, None, results))
         finally:
