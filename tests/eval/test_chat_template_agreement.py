@@ -110,3 +110,31 @@ def test_chat_prompts_agree_with_lm_evaluation_harness(tmp_path, chat_model_dir,
     for key in ("acc,none", "acc_norm,none"):
         assert ours1["mc_next"][key] == theirs1["mc_next"][key], key
     print(f"largest log-likelihood difference from lm-eval (chat template): {worst:.2e}")
+
+
+def test_in_loop_evaluator_renders_with_the_training_template_as_lmforge_eval_does(tmp_path, chat_model_dir,
+                                                                                    task_dir):
+    """An eval_tasks entry with apply_chat_template scores what `lmforge eval apply_chat_template=true` scores on
+    the saved run (its lmforge_run.json names the same template)."""
+    from lmforge.config.evaluator_args import parse_eval_tasks
+    from lmforge.config.model_args import ModelArguments
+    from lmforge.data.templates import resolve_template
+    from lmforge.eval.tasks import build_items
+    from lmforge.model.tokenizer import load_tokenizer
+    from lmforge.train.callbacks.evaluators import EvaluatorCallback
+    from transformers import AutoModelForCausalLM
+
+    specs = parse_eval_tasks([{"label": "mc", "task": "mc_next", "include_path": str(task_dir), "num_fewshot": 2,
+                               "apply_chat_template": True, "fewshot_as_multiturn": False, "batch_size": 4}])
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(chat_model_dir)))
+    callback = EvaluatorCallback(specs, tokenizer, resolve_template("chatml", tokenizer))
+    model = AutoModelForCausalLM.from_pretrained(chat_model_dir, dtype="float32")
+    metrics = callback.evaluate(model)
+    ours, samples = lmforge(chat_model_dir, task_dir, tmp_path / "ours", "mc_next",
+                            ["num_fewshot=2", "fewshot_as_multiturn=false"])
+    ((_, selection),) = callback.selections
+    items = build_items(selection.specs[0], num_fewshot=2, renderer=callback.renderers["mc"])
+    assert [it.requests for it in items] == [[tuple(a) for a in samples["mc_next"][i]["arguments"]]
+                                             for i in range(len(items))]
+    assert metrics["eval/mc/acc"] == ours["mc_next"]["acc,none"]
+    assert metrics["eval/mc/acc_norm"] == ours["mc_next"]["acc_norm,none"]
