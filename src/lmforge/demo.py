@@ -8,8 +8,11 @@
    set of sequences never seen in training;
 3. pretrain (`stage: pt`) on the corpus, then fine-tune (`stage: sft`) on the instructions, each from a
    YAML written into the output dir and run exactly as `lmforge train` would;
-4. print held-out greedy exact-match accuracy after pretraining (before SFT) and after SFT, and the
-   eval losses;
+   The SFT run scores the held-out set with an in-loop evaluator (`eval_tasks`: an lm-evaluation-harness
+   generate_until task, shift_heldout.yaml, prompts in the run's chat template, exact match) before its first
+   step and at the end: the accuracy before and after fine-tuning;
+4. score the saved fine-tuned model with `lmforge eval` on the same task file (the same figure as the in-loop
+   one at the end), and print both accuracies and the eval losses;
 5. write chat.yaml for the fine-tuned model, answer one held-out prompt through it (the `lmforge chat` /
    `lmforge api` engine) and print the commands that chat with and serve the model.
 
@@ -44,10 +47,15 @@ LOG_FILE = "demo.log"
 PHASES = 5
 
 
+HELDOUT_TASK = "shift_heldout"
+EVALUATOR = "shift"  # its figures are logged as eval/shift/exact_match
+
+
 @dataclass
 class DemoResult:
-    accuracy_before: float
-    accuracy_after: float
+    accuracy_before: float  # the in-loop evaluator before the first SFT step
+    accuracy_after: float  # the in-loop evaluator at the last SFT step
+    accuracy_standalone: float  # `lmforge eval` on the saved fine-tuned model
     sft_eval_loss_first: float
     sft_eval_loss_last: float
     pt_dir: Path
@@ -92,7 +100,27 @@ def write_demo_data(data_dir: Path, seed: int, n_train: int = 3000, n_heldout: i
         "shift_heldout": {"file_name": "shift_heldout.json"},
     }
     (data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    write_heldout_task(data_dir)
     return held
+
+
+def write_heldout_task(data_dir: Path) -> Path:
+    """The held-out set as an lm-evaluation-harness task: the instruction is the prompt (rendered in the run's chat
+    template by `apply_chat_template`), the greedy answer up to the end of the turn must equal the output."""
+    task = {
+        "task": HELDOUT_TASK,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str((data_dir / "shift_heldout.json").resolve())}},
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": "instruction",
+        "doc_to_target": "output",
+        "generation_kwargs": {"until": ["\n"], "max_gen_toks": 16},
+        "metric_list": [{"metric": "exact_match"}],
+    }
+    path = data_dir / f"{HELDOUT_TASK}.yaml"
+    path.write_text(yaml.safe_dump(task, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def demo_configs(root: Path, base_dir: Path, data_dir: Path, seed: int) -> tuple[dict, dict]:
@@ -132,6 +160,11 @@ def demo_configs(root: Path, base_dir: Path, data_dir: Path, seed: int) -> tuple
         "val_size": 200,
         "eval_strategy": "steps",
         "eval_steps": 50,
+        # held-out exact match before the first step, every 150 steps and at the end: 6 scorings of 100 greedy
+        # answers, +1.9% on the SFT run (benchmarks/inloop_eval_overhead.py)
+        "eval_tasks": [{"label": EVALUATOR, "task": str(data_dir / f"{HELDOUT_TASK}.yaml"), "apply_chat_template": True,
+                        "batch_size": 100, "eval_interval": 150}],
+        "eval_on_start": True,
         "per_device_eval_batch_size": 64,
         "output_dir": str(root / "sft"),
         "per_device_train_batch_size": 32,
@@ -143,19 +176,19 @@ def demo_configs(root: Path, base_dir: Path, data_dir: Path, seed: int) -> tuple
     return pt, sft
 
 
-def heldout_accuracy(model_dir: Path, template_name: str, heldout: list[dict], system: str) -> float:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def standalone_accuracy(model_dir: Path, data_dir: Path, output_path: Path) -> float:
+    """`lmforge eval` on a saved model: the held-out task with the run's template (from its lmforge_run.json)."""
+    from lmforge.eval.runner import load_eval_config, run_eval
 
-    from lmforge.data.templates import get_template
-    from lmforge.eval.greedy import exact_match_accuracy, greedy_replies
-    from lmforge.types import Conversation, Message, Role
+    overrides = [f"model_name_or_path={model_dir}", f"tasks={data_dir / f'{HELDOUT_TASK}.yaml'}",
+                 "apply_chat_template=true", "batch_size=100", f"output_path={output_path}"]
+    report = run_eval(load_eval_config(None, overrides))
+    return float(report["results"][HELDOUT_TASK]["exact_match,none"])
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
-    template = get_template(template_name, tokenizer)
-    prompts = [Conversation([Message(Role.USER, r["instruction"])], system=system) for r in heldout]
-    replies = greedy_replies(model, tokenizer, template, prompts, max_new_tokens=16, progress="answer")
-    return exact_match_accuracy(replies, [r["output"] for r in heldout])
+
+def _evaluator_accuracies(output_dir: Path) -> list[tuple[int, float]]:
+    key = f"eval/{EVALUATOR}/exact_match"
+    return [(row.get("step", 0), row[key]) for row in _log_rows(output_dir) if key in row]
 
 
 def _log_rows(output_dir: Path) -> list[dict]:
@@ -256,24 +289,27 @@ def run_demo(root: Path, seed: int = 0, say: Callable[[str], None] = _say) -> De
     losses = _train_losses(root / "pt")
     say(f"      done in {_duration(time.perf_counter() - started)}: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
 
-    phase(3, "evaluate", "held-out greedy answers of the pretrained model")
-    with _details_to(log_path):
-        before = heldout_accuracy(root / "pt", sft_cfg["template"], heldout, sft_cfg["default_system"])
-    say(f"      exact match: {before:.1%}")
-
-    started = phase(4, "fine-tune", f"lmforge train {paths['sft']}  (stage sft on the instructions)")
+    started = phase(3, "fine-tune", f"lmforge train {paths['sft']}  (stage sft on the instructions; in-loop "
+                                     "evaluator: held-out exact match before the first step and at the end)")
     with _details_to(log_path):
         config = load_config(paths["sft"])
         get_stage(config.finetuning.stage)(config)
     losses = _eval_losses(root / "sft")
-    say(f"      done in {_duration(time.perf_counter() - started)}: eval loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    scored = _evaluator_accuracies(root / "sft")
+    before, after = scored[0][1], scored[-1][1]
+    say(f"      done in {_duration(time.perf_counter() - started)}: eval loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+        f"held-out exact match {before:.1%} (step {scored[0][0]}) -> {after:.1%} (step {scored[-1][0]})")
 
-    phase(5, "evaluate", "held-out greedy answers of the fine-tuned model, one through the chat engine")
+    started = phase(4, "evaluate", f"lmforge eval on the saved model {root / 'sft'} (the same task file)")
     with _details_to(log_path):
-        after = heldout_accuracy(root / "sft", sft_cfg["template"], heldout, sft_cfg["default_system"])
+        standalone = standalone_accuracy(root / "sft", root / "data", root / "eval")
+    say(f"      done in {_duration(time.perf_counter() - started)}: held-out exact match {standalone:.1%}")
+
+    phase(5, "chat", "one held-out prompt through the chat engine (lmforge chat / lmforge api)")
+    with _details_to(log_path):
         chat_config, prompt, answer = _chat_with(root, sft_cfg["default_system"], heldout[0]["instruction"])
-    say(f"      exact match: {after:.1%}")
-    return DemoResult(before, after, losses[0], losses[-1], root / "pt", root / "sft", chat_config, prompt, answer)
+    return DemoResult(before, after, standalone, losses[0], losses[-1], root / "pt", root / "sft", chat_config, prompt,
+                      answer)
 
 
 def _chat_with(root: Path, system: str, prompt: str) -> tuple[Path, str, str]:
@@ -299,8 +335,9 @@ def demo_main(argv: list[str]) -> int:
     result = run_demo(args.output_dir, args.seed)
     print()
     print("lmforge demo: shift each letter by one (held-out sequences never seen in training)")
-    print(f"  held-out exact-match accuracy  after pretraining: {result.accuracy_before:6.1%}")
-    print(f"  held-out exact-match accuracy  after SFT:         {result.accuracy_after:6.1%}")
+    print(f"  held-out exact-match accuracy  after pretraining: {result.accuracy_before:6.1%}  (in-loop evaluator, step 0)")
+    print(f"  held-out exact-match accuracy  after SFT:         {result.accuracy_after:6.1%}  (in-loop evaluator, last "
+          f"step; lmforge eval on the saved model: {result.accuracy_standalone:.1%})")
     print(f"  SFT eval loss  first eval: {result.sft_eval_loss_first:.3f}  last eval: {result.sft_eval_loss_last:.3f}")
     print(f"  models: {result.pt_dir} (pretrained), {result.sft_dir} (fine-tuned); plots: training_loss.png in each")
     print(f"  the fine-tuned model, asked through {result.chat_config}:")

@@ -31,8 +31,13 @@ def read_run_info(directory: str | Path) -> dict[str, Any] | None:
 def trained_template(adapter_name_or_path: str | None, model_name_or_path: str | None) -> str | None:
     """The template recorded by the training run, looked up in the adapter directories (last first), then the
     model's directory."""
+    return trained_setting("template", adapter_name_or_path, model_name_or_path)
+
+
+def trained_setting(key: str, adapter_name_or_path: str | None, model_name_or_path: str | None) -> Any:
+    """`key` of the run info of the last-trained directory: the adapters (last first), then the model."""
     adapters = [p.strip() for p in (adapter_name_or_path or "").split(",") if p.strip()]
     for source in [*reversed(adapters), model_name_or_path]:
         if source and (info := read_run_info(source)) is not None:
-            return info.get("template")
+            return info.get(key)
     return None

@@ -102,14 +102,20 @@ def test_inloop_figure_equals_lmforge_eval_on_the_saved_model(tmp_path, tiny_mod
 
 
 def test_eval_strategy_epoch_scores_at_each_epoch_end_once(tmp_path, tiny_model_dir, data_dir):
+    """eval_strategy epoch: at each epoch's end once; an entry's own eval_interval instead of it; eval_on_start: all
+    entries before the first step too."""
     tasks = write_tasks(tmp_path / "tasks")
     out = tmp_path / "run"
     config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out, eval_strategy="epoch",
-                          per_device_train_batch_size=12, max_steps=-1, num_train_epochs=2,
-                          eval_tasks=[{"label": "wiki", "task": str(tasks / "wiki.yaml")}])
+                          per_device_train_batch_size=12, max_steps=-1, num_train_epochs=2, eval_on_start=True,
+                          eval_tasks=[{"label": "wiki", "task": str(tasks / "wiki.yaml")},
+                                      {"label": "often", "task": str(tasks / "wiki.yaml"), "eval_interval": 2}])
     assert main(["train", str(config)]) == 0
     rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "eval/wiki/bits_per_byte" in r] == [3, 6]
+    assert [r["step"] for r in rows if "eval/wiki/bits_per_byte" in r] == [0, 3, 6]
+    assert [r["step"] for r in rows if "eval/often/bits_per_byte" in r] == [0, 2, 4, 6]
+    first = next(r for r in rows if "eval/wiki/bits_per_byte" in r)
+    assert first["eval/wiki/bits_per_byte"] == first["eval/often/bits_per_byte"]  # the same model, the same task
 
 
 @pytest.mark.parametrize("entry, message", [
@@ -121,6 +127,7 @@ def test_eval_strategy_epoch_scores_at_each_epoch_end_once(tmp_path, tiny_model_
     ({"label": "ppl", "type": "lm"}, "eval_tasks[0].dataset: give the held-out text"),
     ({"label": "mc", "task": "t", "seq_len": 8}, "eval_tasks[0].seq_len: is for type lm entries"),
     ({"task": "t"}, "eval_tasks[0].label: give a name"),
+    ({"label": "mc", "task": "t", "eval_interval": 0}, "eval_tasks[0].eval_interval: expects an integer >= 1, got 0"),
 ])
 def test_a_bad_entry_is_a_config_error_naming_the_key(entry, message):
     with pytest.raises(ConfigError, match=None) as info:

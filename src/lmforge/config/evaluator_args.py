@@ -21,7 +21,7 @@ from lmforge.config.eval_args import check_batch_size
 from lmforge.errors import ConfigError, did_you_mean
 
 EVALUATOR_KEYS = ("label", "type", "task", "include_path", "limit", "num_fewshot", "apply_chat_template",
-                  "fewshot_as_multiturn", "system_instruction", "dataset", "seq_len", "batch_size")
+                  "fewshot_as_multiturn", "system_instruction", "dataset", "seq_len", "batch_size", "eval_interval")
 ONLY_FOR = {"task": "downstream", "include_path": "downstream", "limit": "downstream", "num_fewshot": "downstream",
             "apply_chat_template": "downstream", "fewshot_as_multiturn": "downstream",
             "system_instruction": "downstream", "dataset": "lm", "seq_len": "lm"}
@@ -43,6 +43,7 @@ class EvaluatorSpec:
     apply_chat_template: bool = False  # downstream: prompts as chat turns in the training run's `template`
     fewshot_as_multiturn: bool | None = None  # downstream: unset = apply_chat_template (lm-eval 0.4.13)
     system_instruction: str | None = None  # downstream: the system turn (or text before the prompt)
+    eval_interval: int | None = None  # steps between this entry's evaluations (OLMo's eval_interval); unset: eval_steps
     batch_size: int | str = 8  # or "auto" (the Scorer's detection; a type lm evaluator then scores 8 at a time)
 
     @property
@@ -59,7 +60,9 @@ class EvaluatorArguments:
                   "task YAML path>, include_path, limit, num_fewshot, apply_chat_template (true: prompts as chat turns in "
                   "the run's template), fewshot_as_multiturn, system_instruction, batch_size (an integer or auto)} or "
                   "{label, type: lm, dataset: <data file, dataset_info entry or lmforge tokenize directory>, seq_len, "
-                  "batch_size (auto: 8)} (loss, perplexity, bits_per_byte)."},
+                  "batch_size (auto: 8)} (loss, perplexity, bits_per_byte). Every entry also takes eval_interval: steps between "
+                  "its evaluations (unset: eval_steps with eval_strategy steps); eval_on_start: true scores them all "
+                  "before the first step."},
     )
 
     @property
@@ -123,7 +126,7 @@ def parse_eval_tasks(entries: Any) -> tuple[EvaluatorSpec, ...]:
         numbers = {}
         if "batch_size" in entry:
             numbers["batch_size"] = check_batch_size(entry["batch_size"], f"{where}.batch_size")
-        for key, low in (("limit", 1), ("num_fewshot", 0), ("seq_len", 2)):
+        for key, low in (("limit", 1), ("num_fewshot", 0), ("seq_len", 2), ("eval_interval", 1)):
             value = entry.get(key)
             if value is None:
                 continue

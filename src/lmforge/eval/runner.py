@@ -204,12 +204,17 @@ def prompt_renderer(cfg: EvalConfig, tokenizer):
 
     if not cfg.eval.apply_chat_template and cfg.eval.system_instruction is None:
         return None
-    template = None
+    from lmforge.run_info import trained_setting
+
+    template = default_system = None
     if cfg.eval.apply_chat_template:
         template = chat_template_for(cfg.eval.apply_chat_template, cfg.model.adapter_name_or_path,
                                      cfg.model.model_name_or_path, tokenizer, cfg.source)
+        if cfg.eval.apply_chat_template is True:  # the run's template comes with the run's system prompt
+            default_system = trained_setting("default_system", cfg.model.adapter_name_or_path,
+                                             cfg.model.model_name_or_path)
     return PromptRenderer(template, tokenizer, fewshot_as_multiturn=cfg.eval.multiturn,
-                          system_instruction=cfg.eval.system_instruction)
+                          system_instruction=cfg.eval.system_instruction, default_system=default_system)
 
 
 def score_lf(cfg: EvalConfig, task, model, tokenizer) -> dict:

@@ -102,7 +102,7 @@ def build_trainer(
         # apply_chat_template entries render prompts with the run's template, resolved as training resolves it
         chat = any(spec.apply_chat_template for spec in cfg.evaluators.evaluators)
         template = resolve_template(cfg.data.template, tokenizer) if chat else None
-        evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer, template)
+        evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer, template, cfg.data.default_system)
         callbacks.append(evaluators)
     if cfg.finetuning.plot_loss:
         plotted = (*stage.plotted, *(evaluators.plotted() if evaluators else ()))

@@ -74,12 +74,15 @@ class PromptRenderer:
     (only a system_instruction in front)."""
 
     def __init__(self, template=None, tokenizer=None, *, fewshot_as_multiturn: bool = False,
-                 system_instruction: str | None = None):
+                 system_instruction: str | None = None, default_system: str | None = None):
+        """`default_system`: the run's `default_system`, the system turn of a prompt that has none (what training
+        gave every sample without one; lm-eval has no such setting)."""
         if fewshot_as_multiturn and template is None:
             raise ConfigError("fewshot_as_multiturn: needs apply_chat_template (lm-eval's rule)")
         self.template, self.tokenizer = template, tokenizer
         self.fewshot_as_multiturn = fewshot_as_multiturn
         self.system_instruction = system_instruction
+        self.default_system = default_system
 
     def target_delimiter(self, spec: TaskSpec) -> str:
         """What goes between context and a multiple_choice continuation: nothing once the context ends with the
@@ -96,7 +99,7 @@ class PromptRenderer:
         """The template's text of the turns, ending with the assistant header (add_generation_prompt)."""
         from lmforge.types import Conversation, Message, Role
 
-        system = turns[0].content if turns[0].role == "system" else ""
+        system = turns[0].content if turns[0].role == "system" else (self.default_system or "")
         messages = [Message(Role(t.role), t.content) for t in turns if t.role != "system"]
         conv = Conversation(messages, system=system)
         # a named template's default_system fills in a missing system turn, as the model's own chat_template does

@@ -4,8 +4,9 @@
     trainer = BaseTrainer(..., callbacks=[evaluators, ...])
     evaluators.attach(trainer)                                            # metrics go out through trainer.log
 
-At every `eval_steps` step (with `eval_strategy: steps`), at every epoch's end (with `eval_strategy: epoch`) and at
-the last step, each evaluator's tasks are scored
+Each evaluator's tasks are scored every `eval_interval` steps of its own (OLMo's per-evaluator interval), else
+at every `eval_steps` step (with `eval_strategy: steps`) or every epoch's end (with `eval_strategy: epoch`); at the
+last step; and before the first step with `eval_on_start: true`. They are scored
 with `lmforge eval`'s code (`eval.runner.score_task` over `eval.scoring.Scorer`), so the figures equal what
 `lmforge eval` gives on the saved model with the same task, limit and shots. The model is put in eval mode under
 no_grad and back in train mode after. Metrics are logged through `Trainer.log` as `eval/<label>/<metric>` (a
@@ -97,8 +98,10 @@ def _world() -> int:
 
 
 class EvaluatorCallback(TrainerCallback):
-    def __init__(self, evaluators: tuple[EvaluatorSpec, ...], tokenizer, template=None):
-        """`template`: the run's chat template object (data.templates), needed by entries with apply_chat_template."""
+    def __init__(self, evaluators: tuple[EvaluatorSpec, ...], tokenizer, template=None,
+                 default_system: str | None = None):
+        """`template`: the run's chat template object (data.templates), needed by entries with apply_chat_template;
+        `default_system`: the run's system prompt, given to their prompts as training gave it to samples."""
         from lmforge.eval.lm_sets import PREFIX, check_lm_source, lm_stream
         from lmforge.eval.tasks.chat_context import PromptRenderer
         from lmforge.eval.tasks.registry import resolve_selection
@@ -112,7 +115,8 @@ class EvaluatorCallback(TrainerCallback):
                 raise ValueError(f"evaluator {spec.label!r}: apply_chat_template needs the run's template")
             self.renderers[spec.label] = PromptRenderer(template if spec.apply_chat_template else None, tokenizer,
                                                         fewshot_as_multiturn=spec.multiturn,
-                                                        system_instruction=spec.system_instruction)
+                                                        system_instruction=spec.system_instruction,
+                                                        default_system=default_system if spec.apply_chat_template else None)
         # resolved now, so a missing task file fails before training, not at the first evaluation; an lm set's
         # text is tokenized once, here
         self.selections = [(spec, resolve_selection(spec.task, spec.include_path)) for spec in evaluators
@@ -124,7 +128,8 @@ class EvaluatorCallback(TrainerCallback):
                 check_lm_source(name)
                 self.lm_sets.append((spec, lm_stream(name, tokenizer)))
         self.trainer = None
-        self.last_step = -1
+        self.scored_at: dict[str, int] = {}  # label -> the last step it was scored at
+        self.scorers: dict[str, object] = {}  # label -> its Scorer (a batch size found by auto is kept)
         self.announced = False
 
     def plotted(self) -> list[str]:
@@ -137,27 +142,44 @@ class EvaluatorCallback(TrainerCallback):
         """The trainer whose `log` carries the metrics (callbacks are not handed the trainer itself)."""
         self.trainer = trainer
 
+    def labels(self) -> list[str]:
+        return [spec.label for spec, _ in self.selections] + [spec.label for spec, _ in self.lm_sets]
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
+                       **kwargs):
+        if args.eval_on_start:  # the starting point of every curve: the model before its first step
+            self._evaluate_due(state, model, self.labels())
+
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
         every = state.eval_steps or args.eval_steps  # the trainer resolves a fractional eval_steps into state
-        due = strategy == "steps" and every and state.global_step % int(every) == 0
         last = control.should_training_stop or state.global_step >= state.max_steps
-        if due or last:
-            self._evaluate_once(state, model)
+        due = []
+        for spec in [spec for spec, _ in self.selections] + [spec for spec, _ in self.lm_sets]:
+            interval = spec.eval_interval or (int(every) if strategy == "steps" and every else None)
+            if last or (interval and state.global_step % interval == 0):
+                due.append(spec.label)
+        self._evaluate_due(state, model, due)
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "epoch":
-            self._evaluate_once(state, model)
+            self._evaluate_due(state, model, [label for label in self.labels() if not self._interval_of(label)])
 
-    def _evaluate_once(self, state: TrainerState, model) -> None:
-        """Score and log, unless this step was scored already (the last step is also an eval or epoch step)."""
-        if state.global_step != self.last_step:
-            self.last_step = state.global_step
-            self.trainer.log(self.evaluate(model))
+    def _interval_of(self, label: str) -> int | None:
+        return next(spec.eval_interval for spec, _ in self.selections + self.lm_sets if spec.label == label)
 
-    def evaluate(self, model) -> dict[str, float]:
-        """Every evaluator's metrics on `model`: a plain or PEFT model, unwrapped from DDP, or the language model
-        under rm's value head (scored as a language model)."""
+    def _evaluate_due(self, state: TrainerState, model, labels: list[str]) -> None:
+        """Score and log the labelled evaluators, each at most once per step (the last step may also be an
+        interval or epoch step)."""
+        labels = [label for label in labels if self.scored_at.get(label) != state.global_step]
+        if labels:
+            for label in labels:
+                self.scored_at[label] = state.global_step
+            self.trainer.log(self.evaluate(model, labels))
+
+    def evaluate(self, model, labels: list[str] | None = None) -> dict[str, float]:
+        """The metrics of the evaluators named in `labels` (None: all) on `model`: a plain or PEFT model,
+        unwrapped from DDP, or the language model under rm's value head (scored as a language model)."""
         import torch
 
         from lmforge.eval.lm_sets import score_lm_stream
@@ -173,7 +195,12 @@ class EvaluatorCallback(TrainerCallback):
         try:
             with torch.no_grad():
                 for spec, selection in self.selections:
-                    scorer = Scorer(model, self.tokenizer, batch_size=spec.batch_size, progress=False)
+                    if labels is not None and spec.label not in labels:
+                        continue
+                    scorer = self.scorers.get(spec.label)
+                    if scorer is None or scorer.model is not model:
+                        scorer = self.scorers[spec.label] = Scorer(model, self.tokenizer, batch_size=spec.batch_size,
+                                                                   progress=False)
                     sharding = shard_world(self.trainer)
                     if sharding:
                         scorer = ShardedScorer(scorer, *sharding)
@@ -193,6 +220,8 @@ class EvaluatorCallback(TrainerCallback):
                         name = None if len(selection.groups) == 1 else group.group
                         metrics.update(metric_keys(spec.label, name, aggregate_group(group, leaves, results)))
                 for spec, stream in self.lm_sets:  # not sharded: every rank scores the whole stream
+                    if labels is not None and spec.label not in labels:
+                        continue
                     results = score_lm_stream(stream, model, self.tokenizer,
                                               batch_size=fixed_batch_size(spec.batch_size),
                                               seq_len=spec.seq_len or max_length_of(model, self.tokenizer))
