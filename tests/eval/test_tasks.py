@@ -104,10 +104,25 @@ def _write(tmp_path, task_dir, **changes) -> str:
     ("mc_train.jsonl", "mc_trian.jsonl", ConfigError, r"bad.yaml: dataset_kwargs.data_files: the train file .*mc_trian.jsonl does not exist"),
     ("test_split: test", "test_split: tset", ConfigError, r"test_split 'tset' is not among the splits.*did you mean 'test'"),
     ("task: mc_next", "task: mc_next\nprocess_docs: !function utils.process_docs", ConfigError, r"bad.yaml: .*process_docs"),
+    ("task: mc_next", "task: mc_next\nfewshot_config:\n  sampler: frist_n", ConfigError,
+     r"bad.yaml: fewshot_config.sampler 'frist_n' is not one of default, first_n \(did you mean 'first_n'\?\)"),
+    ("task: mc_next", "task: mc_next\nfewshot_config:\n  samples: []", ConfigError,
+     r"bad.yaml: fewshot_config.samples is not supported \(only fewshot_config.sampler"),
 ])
 def test_bad_task_files_name_the_file_and_key(tmp_path, task_dir, old, new, error, match):
     with pytest.raises(error, match=match):
         read_task_yaml(_write(tmp_path, task_dir, **{old: new}))
+
+
+def test_first_n_shots_are_the_first_records_in_order(tmp_path, task_dir):
+    from lmforge.eval.tasks.task import load_split
+
+    spec = read_task_yaml(_write(tmp_path, task_dir, **{"task: mc_next": "task: mc_next\nfewshot_config:\n  sampler: first_n"}))
+    assert spec.fewshot_sampler == "first_n"
+    shots = load_split(spec, "train")[:3]
+    for item in build_items(spec, num_fewshot=3, limit=4):
+        positions = [item.context.index(shot["question"]) for shot in shots]
+        assert positions == sorted(positions)  # the same three, in file order, before every question
 
 
 def test_process_docs_is_refused_with_the_reason(tmp_path, task_dir):

@@ -169,9 +169,16 @@ def coerce_gold(fmt: DocFormatter, doc: dict, index: int, choices: list[str]) ->
     return indices if isinstance(target, list) else indices[0]
 
 
-def fewshot_sampler_pick(rnd, pool: list[dict], n: int, exclude: dict | None) -> list[int]:
+def fewshot_sampler_pick(rnd, pool: list[dict], n: int, exclude: dict | None, sampler: str = "default") -> list[int]:
     """Indices of `n` shots drawn like lm-eval's default sampler: `rnd.sample(pool, n)`, or with `exclude` given,
-    n + 1 drawn, that document (when drawn) taken out, and the first n kept."""
+    n + 1 drawn, that document (when drawn) taken out, and the first n kept. `first_n`: the first n records,
+    every copy of `exclude` left out (lm-eval's FirstNSampler; `rnd` is not used)."""
+    if sampler == "first_n":
+        kept = [i for i, doc in enumerate(pool) if exclude is None or doc != exclude]
+        if n > len(kept):
+            raise DataError(f"{n} few-shot examples asked for, but the few-shot split has only {len(kept)} records"
+                            + (" besides the scored one" if exclude is not None else ""))
+        return kept[:n]
     need = n + (1 if exclude is not None else 0)
     if need > len(pool):
         raise DataError(f"{n} few-shot examples asked for, but the few-shot split has only {len(pool)} records"

@@ -41,7 +41,11 @@ ACCEPTED_KEYS = (
     "validation_split", "test_split", "fewshot_split", "doc_to_text", "doc_to_target", "doc_to_choice",
     "description", "target_delimiter", "fewshot_delimiter", "num_fewshot", "output_type", "generation_kwargs",
     "metric_list", "filter_list", "metadata", "repeats", "should_decontaminate", "doc_to_decontamination_query",
+    "fewshot_config",
 )
+FEWSHOT_SAMPLERS = ("default", "first_n")
+"""lm-eval's samplers: `default` draws shots at random (seed 1234), `first_n` takes the first n in order
+(MMLU's and CMMLU's canonical shots)."""
 REFUSED_KEYS = {
     "process_docs": "a Python function over the documents; write the processed rows into the data file instead",
     "process_results": "a Python function; use metric_list with the built-in metrics",
@@ -49,7 +53,6 @@ REFUSED_KEYS = {
     "include": "task inheritance is not supported yet; write the keys into this file",
     "use_prompt": "promptsource prompts need downloads; write doc_to_text / doc_to_target",
     "doc_to_image": "multimodal tasks are out of scope", "doc_to_audio": "multimodal tasks are out of scope",
-    "fewshot_config": "only the default sampler is supported; use fewshot_split",
     "gen_prefix": "not supported yet",
 }
 FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
@@ -91,6 +94,7 @@ class TaskSpec:
     metric_kwargs: dict[str, dict] = field(default_factory=dict)  # exact_match: ignore_case, regexes_to_ignore...
     filters: dict[str, tuple[FilterStep, ...]] = field(default_factory=dict)  # name -> steps; {"none": ()} default
     tags: tuple[str, ...] = ()
+    fewshot_sampler: str = "default"  # fewshot_config.sampler
 
     @property
     def eval_split(self) -> str:
@@ -160,6 +164,7 @@ def parse_task(raw: dict[str, Any], path: Path) -> TaskSpec:
         raise ConfigError(f"{where}: output_type multiple_choice needs doc_to_choice (a column, a list or a Jinja template)")
     metrics, metric_kwargs = _metrics(raw, output_type, where)
     until, max_gen_toks = _generation(raw, output_type, where)
+    fewshot_sampler = _fewshot_sampler(raw.get("fewshot_config"), where)
     num_fewshot = raw.get("num_fewshot")
     if num_fewshot is not None and (not isinstance(num_fewshot, int) or isinstance(num_fewshot, bool) or num_fewshot < 0):
         raise ConfigError(f"{where}: num_fewshot must be a whole number >= 0, got {num_fewshot!r}")
@@ -172,6 +177,7 @@ def parse_task(raw: dict[str, Any], path: Path) -> TaskSpec:
         doc_to_choice=raw.get("doc_to_choice"), description=str(raw.get("description") or ""),
         target_delimiter=_str_key(raw, "target_delimiter", " ", where),
         fewshot_delimiter=_str_key(raw, "fewshot_delimiter", "\n\n", where), num_fewshot=num_fewshot,
+        fewshot_sampler=fewshot_sampler,
         until=until, max_gen_toks=max_gen_toks, metrics=metrics, metric_kwargs=metric_kwargs,
         filters=_filters(raw, where), tags=tuple([tags] if isinstance(tags, str) else tags),
     )
@@ -317,3 +323,21 @@ def _filters(raw: dict, where: str) -> dict[str, tuple[FilterStep, ...]]:
 
     check_patterns(pipelines, where)
     return pipelines
+
+
+def _fewshot_sampler(config, where: str) -> str:
+    """fewshot_config: only `sampler` (default | first_n); its other keys (samples, fewshot_indices, doc_to_*
+    overrides, process_docs) are refused by name."""
+    if config is None:
+        return "default"
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: fewshot_config must be a mapping like {{sampler: first_n}}, got {config!r}")
+    other = sorted(k for k in config if k != "sampler")
+    if other:
+        raise ConfigError(f"{where}: fewshot_config.{other[0]} is not supported (only fewshot_config.sampler: "
+                          f"{' | '.join(FEWSHOT_SAMPLERS)}); give the shots' split with fewshot_split")
+    sampler = config.get("sampler", "default")
+    if sampler not in FEWSHOT_SAMPLERS:
+        raise ConfigError(f"{where}: fewshot_config.sampler {sampler!r} is not one of {', '.join(FEWSHOT_SAMPLERS)}"
+                          f"{did_you_mean(str(sampler), FEWSHOT_SAMPLERS)}")
+    return sampler

@@ -80,7 +80,7 @@ def build_items(spec: TaskSpec, *, num_fewshot: int | None = None, limit: int | 
     rnd = random.Random(seed)
     items = []
     for doc_id, doc in enumerate(docs[:limit] if limit else docs):
-        picked = fewshot_sampler_pick(rnd, pool, shots, doc if exclude_self else None) if shots else []
+        picked = fewshot_sampler_pick(rnd, pool, shots, doc if exclude_self else None, spec.fewshot_sampler) if shots else []
         shot_docs = [(i, pool[i]) for i in picked]
         if spec.output_type == "loglikelihood_rolling":
             context = ""  # lm-eval scores whole documents with no prompt, chat template or not
