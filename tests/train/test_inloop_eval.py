@@ -234,3 +234,47 @@ def test_two_gloo_processes_log_the_figures_of_one_process(tmp_path, tiny_model_
     assert figures[2][0]["eval/mc/acc"] == figures[1][0]["eval/mc/acc"]
     assert figures[2][0]["eval/wiki/bits_per_byte"] == pytest.approx(figures[1][0]["eval/wiki/bits_per_byte"], abs=1e-5)
     assert figures[2][0]["eval/heldout/loss"] == pytest.approx(figures[1][0]["eval/heldout/loss"], abs=1e-5)
+
+
+def write_preference_data(root: Path) -> Path:
+    """pairs (rm, dpo), feedback (kto) and a corpus (pt) in one dataset_dir."""
+    root.mkdir(parents=True, exist_ok=True)
+    pairs = [{"instruction": f"Is {i} fine?", "chosen": "Yes, it is fine.", "rejected": "No."} for i in range(16)]
+    feedback = [{"messages": [{"role": "user", "content": f"Is {i} fine?"},
+                              {"role": "assistant", "content": "Yes." if i % 2 else "No."}], "label": bool(i % 2)}
+                for i in range(16)]
+    (root / "pairs.json").write_text(json.dumps(pairs))
+    (root / "feedback.json").write_text(json.dumps(feedback))
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"text": f"The number is {i}."}) + "\n" for i in range(16)))
+    info = {"pairs": {"file_name": "pairs.json", "ranking": True,
+                      "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}},
+            "feedback": {"file_name": "feedback.json", "formatting": "sharegpt",
+                         "columns": {"messages": "messages", "kto_tag": "label"},
+                         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                  "assistant_tag": "assistant"}},
+            "corpus": {"file_name": "corpus.jsonl", "columns": {"prompt": "text"}}}
+    (root / "dataset_info.json").write_text(json.dumps(info))
+    return root
+
+
+@pytest.mark.parametrize("stage, dataset", [("pt", "corpus"), ("rm", "pairs"), ("dpo", "pairs"), ("kto", "feedback")])
+def test_every_stage_logs_its_evaluators(tmp_path, tiny_model_dir, stage, dataset):
+    """The evaluators hang off the trainer every stage builds: each stage logs them at the last step, and the
+    figure is the trained model's (dpo: equal to `lmforge eval` on the saved adapter)."""
+    tasks = write_tasks(tmp_path / "tasks")
+    out = tmp_path / "run"
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, write_preference_data(tmp_path / "data"), out,
+                          stage=stage, dataset=dataset, max_steps=2, val_size=0, eval_strategy="no",
+                          eval_tasks=[{"label": "wiki", "task": str(tasks / "wiki.yaml")},
+                                      {"label": "heldout", "type": "lm", "dataset": str(tasks / "wiki.jsonl")}])
+    assert main(["train", str(config)]) == 0
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if "eval/wiki/bits_per_byte" in r]
+    assert [r["step"] for r in scored] == [2]
+    assert 0 < scored[0]["eval/wiki/bits_per_byte"] < 100 and scored[0]["eval/heldout/loss"] > 0
+    if stage == "dpo":
+        standalone = tmp_path / "standalone"
+        assert main(["eval", f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={out}",
+                     f"tasks={tasks / 'wiki.yaml'}", f"output_path={standalone}"]) == 0
+        report = json.loads((standalone / "results.json").read_text())["results"]["wiki"]
+        assert scored[0]["eval/wiki/bits_per_byte"] == pytest.approx(report["bits_per_byte,none"], rel=1e-5)

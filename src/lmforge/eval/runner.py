@@ -113,7 +113,7 @@ def score_task(spec: TaskSpec, scorer, args: EvalArguments, renderer=None) -> tu
             item.results = [ll]
     else:
         pairs = [pair for it in items for pair in it.requests]
-        scores = iter(scorer.loglikelihood(pairs, desc=spec.task))
+        scores = iter(scorer.loglikelihood(pairs, desc=spec.task, items=len(items)))
         for item in items:
             item.results = [next(scores) for _ in item.requests]
     per_item = [item_metrics(spec, item) for item in items]

@@ -69,8 +69,9 @@ class ShardedScorer:
             out[rank::self.world] = part
         return out
 
-    def loglikelihood(self, pairs, desc: str = "loglikelihood"):
-        return self._shard(self.scorer.loglikelihood, pairs, desc=desc)
+    def loglikelihood(self, pairs, desc: str = "loglikelihood", items: int | None = None):
+        share = None if items is None else -(-items // self.world)  # a rank's share of the items, for its bar
+        return self._shard(self.scorer.loglikelihood, pairs, desc=desc, items=share)
 
     def loglikelihood_rolling(self, texts, desc: str = "perplexity"):
         return self._shard(self.scorer.loglikelihood_rolling, texts, desc=desc)
