@@ -219,3 +219,18 @@ def test_an_adapter_is_merged_and_scores_as_the_merged_model(tmp_path, tiny_mode
     with_adapter = lls(f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={tmp_path / 'adapter'}")
     assert with_adapter == pytest.approx(lls(f"model_name_or_path={merged}"), abs=1e-4)
     assert with_adapter != pytest.approx(lls(f"model_name_or_path={tiny_model_dir}"), abs=1e-3)
+
+
+def test_a_bad_record_stops_before_the_model_loads(tmp_path, tiny_model_dir, task_dir, capsys, monkeypatch):
+    """Every task's items are built first: a template error or a bad record costs no model load."""
+    import lmforge.model.loader as loader
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the task files were checked")
+
+    monkeypatch.setattr(loader, "load_model", no_load)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((task_dir / "mc_next.yaml").read_text().replace("{{question}}", "{{question}"))
+    assert main(["eval", f"model_name_or_path={tiny_model_dir}", f"tasks={bad}"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lmforge: error: {bad}: doc_to_text: Jinja syntax error") and "Traceback" not in err

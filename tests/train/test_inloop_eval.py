@@ -176,6 +176,16 @@ def test_a_missing_task_file_fails_before_training(tmp_path, tiny_model_dir, dat
     assert main(["train", str(config)]) != 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("lmforge: error:") and "gone.jsonl" in last
+    # a record whose target is outside its choices: found when the items are built, before the first step
+    tasks = write_tasks(tmp_path / "tasks")
+    (tmp_path / "tasks" / "mc.jsonl").write_text(json.dumps({"question": "What?", "choices": ["1", "2"], "answer": 7})
+                                                 + "\n")
+    config = train_config(tmp_path / "train.yaml", tiny_model_dir, data_dir, out,
+                          eval_tasks=[{"label": "mc", "task": "mc_next", "include_path": str(tasks)}])
+    assert main(["train", str(config)]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("lmforge: error: " + str(tasks / "mc_next.yaml") + ": record 0: doc_to_target gave 7, which is not "
+                    "one of its 2 choices ['1', '2'] (nor an index 0..1)")
     assert not (out / "trainer_log.jsonl").exists()
 
 

@@ -95,13 +95,21 @@ def load_eval_config(path: str | None, overrides: list[str] | None = None) -> Ev
     return cfg
 
 
-def score_task(spec: TaskSpec, scorer, args: EvalArguments, renderer=None) -> tuple[dict, list]:
-    """({metric: value, metric_stderr: se, ...}, items) of one task, scored with `scorer`; `renderer`: the
-    prompts as chat turns (`prompt_renderer`), None: plain text."""
+def task_items(spec: TaskSpec, args: EvalArguments, renderer=None) -> list:
+    """The items of one task under `args` (shots, limit, seed); `renderer`: the prompts as chat turns
+    (`prompt_renderer`), None: plain text. Every data and template error surfaces here, before any scoring."""
+    return build_items(spec, num_fewshot=args.num_fewshot, limit=args.limit, seed=args.fewshot_seed,
+                       renderer=renderer)
+
+
+def score_task(spec: TaskSpec, scorer, args: EvalArguments, renderer=None, items: list | None = None
+               ) -> tuple[dict, list]:
+    """({metric: value, metric_stderr: se, ...}, items) of one task, scored with `scorer`; `items`: built
+    beforehand by `task_items` (None: built here)."""
     from lmforge.eval.metrics import aggregate, item_metrics
 
-    items = build_items(spec, num_fewshot=args.num_fewshot, limit=args.limit, seed=args.fewshot_seed,
-                        renderer=renderer)
+    if items is None:
+        items = task_items(spec, args, renderer)
     kind = spec.output_type
     if kind == "generate_until":
         texts = scorer.generate_until([it.context for it in items], spec.until, spec.max_gen_toks, desc=spec.task)
@@ -152,6 +160,8 @@ def run_eval(cfg: EvalConfig) -> dict:
 
     tokenizer = load_tokenizer(cfg.model)
     renderer = prompt_renderer(cfg, tokenizer) if specs else None  # a missing chat template stops before the model
+    # every document read and every prompt written before the model loads: a bad record stops the run in seconds
+    prebuilt = {spec.task: task_items(spec, cfg.eval, renderer) for spec in specs}
     adapter = replace(cfg.adapter, finetuning_type="lora" if cfg.model.adapter_name_or_path else "full")
     model = load_model(cfg.model, adapter, is_trainable=False)
     scorer = Scorer(model, tokenizer, batch_size=cfg.eval.batch_size)  # "auto" is the Scorer's to resolve
@@ -160,7 +170,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     all_items = {}
     for spec in specs:
         started = time.perf_counter()
-        results, items = score_task(spec, scorer, cfg.eval, renderer)
+        results, items = score_task(spec, scorer, cfg.eval, items=prebuilt[spec.task])
         seconds = time.perf_counter() - started
         report["results"][spec.task] = results
         shots = cfg.eval.num_fewshot if cfg.eval.num_fewshot is not None else (spec.num_fewshot or 0)

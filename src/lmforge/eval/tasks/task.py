@@ -13,6 +13,7 @@ the split being scored, n + 1 are drawn and the document itself is dropped.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,9 @@ def load_split(spec: TaskSpec, split: str) -> list[dict]:
     import datasets
 
     files = spec.data_files[split]
+    if all(_blank(Path(f)) for f in files if Path(f).is_file()):
+        raise DataError(f"{spec.path}: the {split} split ({', '.join(files)}) is empty: no records to "
+                        + ("score" if split == spec.eval_split else "draw few-shot examples from"))
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a "Generating split" bar per small file is noise in eval's output
     try:
@@ -56,6 +60,12 @@ def load_split(spec: TaskSpec, split: str) -> list[dict]:
     if not records:
         raise DataError(f"{spec.path}: the {split} split ({', '.join(files)}) has no records")
     return records
+
+
+def _blank(path: Path) -> bool:
+    """No bytes, or (a small text file) only whitespace: `datasets` fails on such a file with a bare StopIteration."""
+    size = path.stat().st_size
+    return size == 0 or (size < 4096 and not path.read_bytes().strip())
 
 
 def build_items(spec: TaskSpec, *, num_fewshot: int | None = None, limit: int | None = None,

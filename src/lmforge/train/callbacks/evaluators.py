@@ -104,6 +104,7 @@ class EvaluatorCallback(TrainerCallback):
         """`template`: the run's chat template object (data.templates), needed by entries with apply_chat_template;
         `default_system`: the run's system prompt, given to their prompts as training gave it to samples."""
         from lmforge.eval.lm_sets import PREFIX, check_lm_source, lm_stream
+        from lmforge.eval.runner import task_items
         from lmforge.eval.tasks.chat_context import PromptRenderer
         from lmforge.eval.tasks.registry import resolve_selection
 
@@ -122,6 +123,9 @@ class EvaluatorCallback(TrainerCallback):
         # text is tokenized once, here
         self.selections = [(spec, resolve_selection(spec.task, spec.include_path)) for spec in evaluators
                            if spec.type == "downstream"]
+        # every task's documents read and prompts written once, now: a bad record stops the run before training
+        self.items = {(spec.label, task.task): task_items(task, self._eval_args(spec), self.renderers.get(spec.label))
+                      for spec, selection in self.selections for task in selection.specs}
         self.lm_sets = []
         for spec in evaluators:
             if spec.type == "lm":
@@ -142,6 +146,10 @@ class EvaluatorCallback(TrainerCallback):
     def attach(self, trainer) -> None:
         """The trainer whose `log` carries the metrics (callbacks are not handed the trainer itself)."""
         self.trainer = trainer
+
+    @staticmethod
+    def _eval_args(spec: EvaluatorSpec) -> EvalArguments:
+        return EvalArguments(num_fewshot=spec.num_fewshot, limit=spec.limit)
 
     def labels(self) -> list[str]:
         return [spec.label for spec, _ in self.selections] + [spec.label for spec, _ in self.lm_sets]
@@ -209,9 +217,9 @@ class EvaluatorCallback(TrainerCallback):
                         self.announced = True
                         logger.info("evaluators: %s", f"requests split over {sharding[1]} ranks" if sharding
                                     else "every rank scores every request" if _world() > 1 else "one process")
-                    args = EvalArguments(num_fewshot=spec.num_fewshot, limit=spec.limit)
-                    renderer = self.renderers.get(spec.label)
-                    results = {task.task: score_task(task, scorer, args, renderer)[0] for task in selection.specs}
+                    results = {task.task: score_task(task, scorer, self._eval_args(spec),
+                                                     items=self.items[(spec.label, task.task)])[0]
+                               for task in selection.specs}
                     if len(selection.specs) == 1 and not selection.groups:
                         metrics.update(metric_keys(spec.label, None, next(iter(results.values()))))
                         continue
