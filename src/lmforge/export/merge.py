@@ -5,7 +5,9 @@
 The merge runs in fp32 (B @ A added to the base weights exactly once), then the weights are cast to
 `export_dtype` (auto = the dtype the base model was saved in) and written as safetensors shards of at most
 `export_size` GB, with the tokenizer, a generation config whose eos ids are the template's stop tokens, and
-the adapter's `lmforge_run.json` (so `lmforge chat` finds the template). Plain transformers loads the result.
+the adapter's `lmforge_run.json` (so `lmforge chat` finds the template). Plain transformers loads the result,
+and its `apply_chat_template` renders what lmforge does: the tokenizer's chat_template is the run's named
+template written as Jinja (jinja_export.py; `template: auto` keeps the tokenizer's own).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def export_model(cfg: InferenceConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model)
     template = resolve_template(
         cfg.data.template or trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path), tokenizer)
+    write_chat_template(tokenizer, template, cfg)
     stop_ids = template.stop_token_ids(tokenizer)
     if stop_ids:
         model.generation_config.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
@@ -83,6 +86,28 @@ def export_model(cfg: InferenceConfig) -> Path:
         f" + {len(adapters)} adapter(s)" if adapters else ""), str(dtype).removeprefix("torch."), len(shards),
         "" if len(shards) == 1 else "s", out)
     return out
+
+
+def write_chat_template(tokenizer, template, cfg: InferenceConfig) -> None:
+    """Give the exported tokenizer the run's template as its Jinja chat_template, so plain transformers
+    (`apply_chat_template`) prompts the merged model with the text lmforge trained and chats with.
+
+    `auto` keeps the tokenizer's own chat_template (it is what lmforge rendered). The system prompt used when
+    a conversation has none is the config's `default_system`, else the run's (training gave it to every
+    sample without one), else the template's own.
+    """
+    from lmforge.data.templates import Template
+    from lmforge.data.templates.jinja_export import to_jinja
+    from lmforge.run_info import trained_setting
+
+    if not isinstance(template, Template):
+        logger.info("chat template: the tokenizer's own kept (template '%s')", template.name)
+        return
+    sources = (cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
+    default_system = cfg.data.default_system or trained_setting("default_system", *sources) or None
+    tokenizer.chat_template = to_jinja(template, default_system=default_system)
+    logger.info("chat template: lmforge template '%s'%s written to the tokenizer", template.name,
+                " with the run's default_system" if default_system else "")
 
 
 def export_main(argv: list[str]) -> int:

@@ -65,7 +65,7 @@ def to_jinja(template: Template, enable_thinking: bool | None = None, default_sy
         "{%- if message['content'] is not string -%}" + _raise("message content must be text") + "{%- endif -%}",
         "{%- set content = message['content'] -%}",
         "{%- if loop.first -%}",
-        "{{- " + _expr(template.prefix, None) + " -}}",
+        "{{- " + _expr(template.prefix, None) + " -}}" if template.prefix else "",
         # system_in_user rows (Llama 2, Mistral, Gemma) fuse the system text into the first message's content.
         "{%- set content = system_text ~ content -%}" if template.system_in_user else "{{- system_text -}}",
         "{%- endif -%}",
@@ -75,7 +75,7 @@ def to_jinja(template: Template, enable_thinking: bool | None = None, default_sy
         "{%- endif -%}",
         "{%- endfor -%}",
     ]
-    return "\n".join(parts)
+    return "\n".join(part for part in parts if part)
 
 
 def _expr(slot: str, variable: str | None) -> str:
