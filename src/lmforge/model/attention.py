@@ -8,6 +8,9 @@ SDPA call per span: the cost is sum(len_i^2 / 2), and the fused kernels (flash o
 the output and log-sum-exp for the backward pass. The result equals the masked computation (the exactness
 test checks losses and gradients against unpacked padded batches).
 
+Sliding-window layers (Mistral, Gemma 3's local layers) get their window as an explicit mask inside each
+span. Attention logit softcapping (Gemma 2) is beyond SDPA: `choose_attention` loads such models with eager.
+
 Everything that is not a packed or plain causal forward without a cache (padded batches with an attention
 mask, generation with a KV cache) goes to transformers' `sdpa` unchanged. The name is registered with
 transformers' attention and mask interfaces when this module is imported.
@@ -22,6 +25,11 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from lmforge.errors import ConfigError
+from lmforge.logging import get_logger
+
+logger = get_logger(__name__)
 
 NAME = "sdpa_varlen"
 
@@ -62,8 +70,7 @@ def sdpa_varlen_attention_forward(
         or q_length != kv_length
         or q_length < 2
         or not getattr(module, "is_causal", True)
-        or kwargs.get("softcap") is not None
-        or getattr(module, "sliding_window", None)
+        or kwargs.get("softcap") is not None  # the loader picks eager for softcapping models (choose_attention)
     ):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
 
@@ -71,10 +78,22 @@ def sdpa_varlen_attention_forward(
         position_ids = position_ids.expand(query.shape[0], -1)
     spans = sample_spans(position_ids)
     gqa = key.shape[1] != query.shape[1]
+    # A sliding-window layer (Mistral, Gemma 3's local layers) keeps key j for query i when 0 <= i - j < window
+    # (transformers' sliding_window_overlay). Its mask must be applied here: sdpa_varlen_mask gives no mask for
+    # packed rows, so falling back to `sdpa` would attend causally across samples and past the window.
+    window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+
+    def causal(q, k, v):
+        if window and q.shape[2] > window:
+            n = q.shape[2]
+            mask = torch.ones(n, n, dtype=torch.bool, device=q.device).tril().triu(1 - window)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                                  enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True,
+                                              enable_gqa=gqa)
+
     if all(len(row) == 1 for row in spans):
-        out = F.scaled_dot_product_attention(
-            query, key, value, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa
-        )
+        out = causal(query, key, value)
     else:
         # unbind / split rather than indexing: their backward is one stack / cat, where every indexed slice
         # would scatter its gradient into a zero-filled full-size tensor.
@@ -82,10 +101,7 @@ def sdpa_varlen_attention_forward(
         for row, q_row, k_row, v_row in zip(spans, query.unbind(0), key.unbind(0), value.unbind(0)):
             lengths = [e - s for s, e in row]
             pieces = [
-                F.scaled_dot_product_attention(
-                    q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
-                    dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa,
-                )
+                causal(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0))
                 for q, k, v in zip(q_row.split(lengths, 1), k_row.split(lengths, 1), v_row.split(lengths, 1))
             ]
             rows.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2))
@@ -114,6 +130,33 @@ def sdpa_varlen_mask(
         attention_mask=attention_mask,
         **kwargs,
     )
+
+
+def choose_attention(config, requested: str) -> str:
+    """The attn_implementation to load `config` with: `requested`, unless it would compute something else.
+
+    Attention logit softcapping (Gemma 2: `tanh(scores / cap) * cap` before the softmax) cannot be expressed
+    through SDPA: transformers refuses `sdpa` for Gemma 2 and would silently drop the cap for a softcapping
+    config it does not refuse. So the default `sdpa_varlen` falls back to `eager`, which applies the cap (and
+    is exact for packed rows through its block mask), with the reason logged; an explicit `sdpa` is refused.
+
+    Raises:
+        ConfigError: `attn_implementation: sdpa` for a model with attention logit softcapping.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    softcap = getattr(text, "attn_logit_softcapping", None)
+    if not softcap:
+        return requested
+    family = getattr(text, "model_type", "this model")
+    if requested == NAME:
+        logger.info("%s uses attention logit softcapping (attn_logit_softcapping=%s), which sdpa_varlen cannot "
+                    "apply; attention falls back to eager (exact, slower)", family, softcap)
+        return "eager"
+    if requested == "sdpa":
+        raise ConfigError(f"{family} uses attention logit softcapping (attn_logit_softcapping={softcap}), which "
+                          "attn_implementation 'sdpa' cannot apply; set attn_implementation: eager (or leave it "
+                          "unset: lmforge then picks eager for this model)")
+    return requested
 
 
 AttentionInterface.register(NAME, sdpa_varlen_attention_forward)

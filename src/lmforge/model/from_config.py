@@ -202,7 +202,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 def _check_shape(config: PretrainedConfig, n_tokens: int) -> None:
     """Catch shapes that would otherwise fail deep inside the model with a bare matrix-size error."""
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    # getattr: GPT-NeoX style configs have no num_key_value_heads (every head has its own keys and values).
+    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None)
     if getattr(config, "head_dim", None) is None and config.hidden_size % heads:
         raise ConfigError(f"hidden_size={config.hidden_size} is not divisible by num_attention_heads={heads}")
     if kv_heads and heads % kv_heads:

@@ -38,7 +38,7 @@ from lmforge.logging import get_logger
 from lmforge.model.adapters import ADAPTERS
 from lmforge.model.adapters.targets import split_names
 from lmforge.config.checkpointing_policy import selective_checkpoint_context
-from lmforge.model import attention as _register_sdpa_varlen  # noqa: F401  (registers "sdpa_varlen")
+from lmforge.model.attention import choose_attention  # importing it registers "sdpa_varlen"
 
 logger = get_logger(__name__)
 
@@ -102,21 +102,30 @@ def load_model(
         model_args.torch_dtype, config_dtype(config), device=default_device(), is_trainable=is_trainable
     )
     dtype_name = str(dtype).removeprefix("torch.")
-    logger.info("loading %s (dtype %s, attention %s)", directory, dtype_name, model_args.attention)
+    attention = choose_attention(config, model_args.attention)
+    logger.info("loading %s (dtype %s, attention %s)", directory, dtype_name, attention)
     # low_cpu_mem_usage is not passed: transformers 5 always loads without a second copy and ignores it.
     # With these two flags, weights whose shape differs from the config come back as a list (not a RuntimeError
     # pointing at a logged table), and so do weights the config calls for but the files lack (which
     # transformers would otherwise initialise randomly, only logging it); check_weights_fit refuses both.
+    quantized = {}
+    if adapter.quantization.enabled:  # QLoRA: the frozen base in 4 / 8 bits, computing in `dtype`
+        from lmforge.model.quantization import quantized_load_kwargs
+
+        quantized = quantized_load_kwargs(adapter.quantization, dtype, is_trainable=is_trainable)
+        logger.info("quantizing %s to %d bit with bitsandbytes (%s)", directory, adapter.quantization.quantization_bit,
+                    adapter.quantization.quantization_type if adapter.quantization.quantization_bit == 4 else "int8")
     model, loading = AutoModelForCausalLM.from_pretrained(
         directory,
         config=config,
         dtype=dtype,
-        attn_implementation=model_args.attention,
+        attn_implementation=attention,
         trust_remote_code=model_args.trust_remote_code,
         use_safetensors=True,
         local_files_only=True,
         ignore_mismatched_sizes=True,
         output_loading_info=True,
+        **quantized,
     )
     check_weights_fit(directory, loading)
     if is_trainable and gradient_checkpointing:

@@ -105,3 +105,51 @@ PRESETS.add(
         description="Qwen2, 8 layers x 512 wide, 32k vocab, bf16 (speed benchmarks)",
     ),
 )
+
+# One tiny random instance of every decoder family people fine-tune, for the architecture matrix
+# (tests/model/test_architectures.py) and for trying a family locally. All share the ChatML tokenizer of
+# tiny-qwen2 (tokenizer conventions are not what differs between these architectures); the config fields
+# are each family's own, chosen small but so that its distinctive parts are active: MoE routing with more
+# experts than are picked, sliding windows shorter than the test sequences, softcapping, partial / no RoPE,
+# Granite's multipliers, DeepSeek-V3's latent attention with a dense first layer and a shared expert.
+_MOE = {"num_experts_per_tok": 2, "moe_intermediate_size": 32}
+_SHORT_WINDOW = 8
+"""Sliding window of the tiny Gemma / Mistral presets: shorter than the test samples, so it changes logits."""
+FAMILY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "qwen3": ("qwen3", {**_TINY, "head_dim": 16}),
+    "qwen3-moe": ("qwen3_moe", {**_TINY, **_MOE, "head_dim": 16, "num_experts": 4, "decoder_sparse_step": 1}),
+    "mistral": ("mistral", {**_TINY, "head_dim": 16, "sliding_window": _SHORT_WINDOW}),
+    "mixtral": ("mixtral", {**_TINY, "num_local_experts": 4, "num_experts_per_tok": 2,
+                            "intermediate_size": 64}),
+    "gemma2": ("gemma2", {**_TINY, "head_dim": 16, "query_pre_attn_scalar": 16,
+                          "sliding_window": _SHORT_WINDOW, "attn_logit_softcapping": 50.0,
+                          "final_logit_softcapping": 30.0}),
+    "gemma3": ("gemma3_text", {**_TINY, "head_dim": 16, "query_pre_attn_scalar": 16,
+                               "sliding_window": _SHORT_WINDOW,
+                               "layer_types": ["sliding_attention", "full_attention"]}),
+    "phi3": ("phi3", {**_TINY, "tie_word_embeddings": False}),
+    "olmo2": ("olmo2", dict(_TINY)),
+    "granite": ("granite", {**_TINY, "embedding_multiplier": 2.0, "residual_multiplier": 0.5,
+                            "attention_multiplier": 0.25, "logits_scaling": 2.0}),
+    "gpt-neox": ("gpt_neox", {k: v for k, v in _TINY.items() if k != "num_key_value_heads"}),
+    "smollm3": ("smollm3", {**_TINY, "no_rope_layer_interval": 2}),
+    "deepseek-v3": ("deepseek_v3", {**_TINY, **_MOE, "intermediate_size": 128, "num_key_value_heads": 4,
+                                    "n_routed_experts": 4, "n_shared_experts": 1, "first_k_dense_replace": 1,
+                                    "n_group": 1, "topk_group": 1, "q_lora_rank": 32, "kv_lora_rank": 16,
+                                    "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 16}),
+}
+"""Preset suffix -> (model_type, config fields); `tiny-llama` and `tiny-qwen2` above complete the matrix."""
+
+for _family, (_model_type, _config) in FAMILY_CONFIGS.items():
+    PRESETS.add(
+        f"tiny-{_family}",
+        Preset(
+            model_type=_model_type,
+            config=_config,
+            chat_template="chatml.jinja",
+            special_tokens=tuple(CHATML_TOKENS),
+            eos_token="<|im_end|>",
+            stop_tokens=("<|im_end|>", ENDOFTEXT),
+            description=f"{_model_type}, 2 layers x 64 wide, ChatML tokenizer (architecture tests)",
+        ),
+    )

@@ -24,12 +24,14 @@ from torch import nn
 
 from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.lora_args import LoraArguments
-from lmforge.errors import ModelError
+from lmforge.errors import ConfigError, ModelError
 from lmforge.logging import get_logger
 from lmforge.model.adapters.targets import (
     check_lora_targets,
     check_module_names,
+    find_expert_parameter_names,
     find_linear_module_names,
+    modules_named,
     split_names,
 )
 
@@ -64,6 +66,17 @@ def apply_lora(
         ConfigError: a `lora_target` / `additional_target` name the model lacks.
     """
     paths = [check_adapter_dir(path) for path in adapter_paths]
+    if adapter.quantization.enabled and paths:
+        # merging into 4 / 8-bit weights would requantize them (LLaMA-Factory: "unstable"): the one adapter a
+        # quantized base takes stays a separate module; `lmforge export` merges into the dequantized base instead
+        if len(paths) > 1:
+            raise ConfigError("adapter_name_or_path: a quantized base (quantization_bit) takes one adapter; merge "
+                              "the others first with lmforge export")
+        if not is_trainable:
+            with quiet_peft_alias():
+                model = PeftModel.from_pretrained(model, paths[0])
+            logger.info("LoRA adapter %s on the %d-bit base, unmerged", paths[0], adapter.quantization.quantization_bit)
+            return model
     resume = paths[-1] if paths and is_trainable and not adapter.lora.create_new_adapter else None
     to_merge = paths[:-1] if resume else paths
     for path in to_merge:
@@ -87,8 +100,30 @@ def apply_lora(
         config.lora_alpha,
         ",".join(sorted(config.target_modules)),
     )
+    wanted = [path for name in config.target_modules for path, _ in modules_named(model, name)]
     with quiet_peft_alias():
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
+    warn_unadapted(model, wanted)
+    return peft_model
+
+
+def warn_unadapted(model: nn.Module, wanted: list[str]) -> None:
+    """Say which named modules PEFT left without an adapter.
+
+    PEFT 0.21 rewrites the targets of MoE families whose experts transformers 5 fused (DeepSeek-V3, Qwen2-MoE,
+    Mixtral: `convert_peft_config_for_transformers`, meant for loading transformers-4 adapters): `gate_proj`,
+    `up_proj`, `down_proj` are taken to mean the routed experts and dropped from the module targets, so a dense
+    MLP with those names (DeepSeek-V3's first layers, its shared experts) trains without an adapter. The result
+    is still consistent (export and chat reload the same adapter), but it is not what the names asked for.
+    """
+    missed = sorted(path for path in set(wanted) if not hasattr(model.get_submodule(path), "lora_A"))
+    if missed:
+        family = getattr(model.config, "model_type", type(model).__name__)
+        more = f" (and {len(missed) - 3} more)" if len(missed) > 3 else ""
+        logger.warning(
+            "%s: PEFT left %d module(s) named by lora_target without an adapter: %s%s (PEFT maps these names onto "
+            "the fused MoE experts of this family); they stay frozen", family, len(missed), ", ".join(missed[:3]), more
+        )
 
 
 @contextmanager
@@ -109,13 +144,18 @@ def quiet_peft_alias() -> Iterator[None]:
 def build_lora_config(model: nn.Module, lora: LoraArguments) -> LoraConfig:
     """The PEFT LoraConfig for the lora_* keys, with target names checked against the model."""
     targets = split_names(lora.lora_target)
+    expert_parameters: list[str] = []
     if not targets or targets == ["all"]:
         targets = find_linear_module_names(model)
+        if "target_parameters" in LORA_FIELDS:
+            expert_parameters = find_expert_parameter_names(model)
     else:
         check_lora_targets(model, targets, key="lora_target")
     extra = split_names(lora.additional_target)
     check_module_names(model, extra, key="additional_target")
     options = {}
+    if expert_parameters:
+        options["target_parameters"] = expert_parameters
     if extra and getattr(model.config, "tie_word_embeddings", False) and "ensure_weight_tying" in LORA_FIELDS:
         # With tied embeddings, training a copy of embed_tokens would leave lm_head on the old weight
         # (and a merged export would then differ from what trained); keep the head tied to the copy.

@@ -52,6 +52,24 @@ def find_linear_module_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
+def find_expert_parameter_names(model: nn.Module) -> list[str]:
+    """Sorted `module.parameter` names of stacked MoE expert weights (what `lora_target: all` adds for MoE).
+
+    transformers 5 stores the routed experts of Mixtral, Qwen3-MoE, DeepSeek-V3 ... as 3-D parameters
+    (`experts.gate_up_proj` of shape [experts, out, in]) rather than one nn.Linear per expert, so
+    `find_linear_module_names` misses them and "all" would leave every routed expert without an adapter.
+    PEFT adapts such parameters through `target_parameters` (a LoRA per expert, merged like any other).
+    """
+    names = set()
+    for path, module in model.named_modules():
+        if not is_in_layer(path):
+            continue
+        for param_name, param in module.named_parameters(recurse=False):
+            if param.dim() == 3:
+                names.add(f"{leaf_name(path)}.{param_name}")
+    return sorted(names)
+
+
 def modules_named(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
     """Modules whose path equals `name` or ends with `.name` (PEFT's matching rule for plain names)."""
     return [
