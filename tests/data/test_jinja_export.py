@@ -8,6 +8,8 @@ the bos / eos the real model has. The registry is iterated, so rows added later 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from jinja2 import TemplateError
 
@@ -37,10 +39,33 @@ CONVERSATIONS = {
     "multi-turn": ("Be brief.", [(U, "Hi"), (A, "Hello!"), (U, "And again?\nTwo lines."), (A, "Hello again.")]),
     "tool-result": ("", [(U, "Add 2 and 3"), (A, "Calling add."), (O, "5"), (A, "It is 5.")]),
     "tricky": (TRICKY, [(U, TRICKY), (A, TRICKY)]),
+    "thoughts": ("", [(U, "Capital of France?"), (A, "<think>\nIt is Paris.\n</think>\n\nParis."),
+                      (U, "And Italy?"), (A, "\n\nRome.")]),
+    "odd-thoughts": ("", [(U, "Hm"), (A, "<think>\na\n</think>\n\nb<think>\nc\n</think>\n\nd"), (U, "Hm?"),
+                          (A, "only </think> closes"), (U, "Hm!"), (A, "<think>\nunclosed")]),
     "prompt": ("", [(U, "What is 2+2?")]),
     "prompt-system": ("Answer in words.", [(U, "What is 2+2?")]),
     "prompt-multi-turn": ("Be brief.", [(U, "Hi"), (A, "Hello!"), (U, "Bye?")]),
+    "prompt-after-thoughts": ("", [(U, "Capital of France?"), (A, "<think>\nIt is Paris.\n</think>\n\nParis."),
+                                   (U, "And Italy?")]),
+    "prompt-after-odd-thoughts": ("", [(U, "Hm"), (A, "<think>\na\n</think>\n\nb<think>\nc\n</think>\nd"),
+                                       (U, "Hm?"), (A, "only </think> closes <think>\nx"), (U, "Hm!")]),
 }
+HAS_THOUGHT_WORDS = "thought_words" in Template.__dataclass_fields__
+
+
+def rows() -> list[tuple[str, bool | None]]:
+    """(name, enable_thinking) for every registered row: reasoning rows both ways, others once (None)."""
+    out = []
+    for name in TEMPLATES:
+        thinking = getattr(TEMPLATES.get(name), "thought_words", None) is not None
+        out += [(name, True), (name, False)] if thinking else [(name, None)]
+    return out
+
+
+def row_for(name: str, enable_thinking: bool | None):
+    row = TEMPLATES.get(name)
+    return row if enable_thinking is None else replace(row, enable_thinking=enable_thinking)
 
 
 def make_tokenizer(name: str):
@@ -77,10 +102,10 @@ def tokenizers():
 
 
 @pytest.mark.parametrize("key", list(CONVERSATIONS))
-@pytest.mark.parametrize("name", list(TEMPLATES))
-def test_exported_template_renders_what_lmforge_renders(name, key, tokenizers):
+@pytest.mark.parametrize(("name", "enable_thinking"), rows())
+def test_exported_template_renders_what_lmforge_renders(name, enable_thinking, key, tokenizers):
     tokenizer = tokenizers(name)
-    row = TEMPLATES.get(name)
+    row = row_for(name, enable_thinking)
     conv = conversation(key)
     if conv.messages[-1].role == A:
         # A whole conversation: the text training encodes (no generation prompt after a response).
@@ -93,10 +118,46 @@ def test_exported_template_renders_what_lmforge_renders(name, key, tokenizers):
         assert render(tokenizer, to_jinja(row), hf_messages(conv), add_generation_prompt=True) == expected
 
 
-@pytest.mark.parametrize("name", list(TEMPLATES))
-def test_default_system_fills_a_missing_or_empty_system_message(name, tokenizers):
+@pytest.mark.parametrize(("name", "enable_thinking"), rows())
+def test_apply_chat_template_enable_thinking_overrides_the_written_setting(name, enable_thinking, tokenizers):
+    """Qwen3's convention: `apply_chat_template(..., enable_thinking=...)` picks the mode at render time."""
     tokenizer = tokenizers(name)
-    row = TEMPLATES.get(name)
+    written = to_jinja(row_for(name, enable_thinking), enable_thinking=not enable_thinking)
+    for key in ("thoughts", "prompt-after-thoughts"):
+        conv = conversation(key)
+        ends_with_prompt = conv.messages[-1].role != A
+        expected = "".join(row_for(name, enable_thinking).render_segments(tokenizer, conv))
+        text = tokenizer.apply_chat_template(hf_messages(conv), chat_template=written, tokenize=False,
+                                             add_generation_prompt=ends_with_prompt, enable_thinking=enable_thinking)
+        assert text == expected
+
+
+@pytest.mark.skipif(not HAS_THOUGHT_WORDS, reason="templates have no thought_words yet")
+@pytest.mark.parametrize("enable_thinking", [True, False])
+@pytest.mark.parametrize("key", list(CONVERSATIONS))
+def test_reasoning_row_places_thinking_blocks_as_lmforge(key, enable_thinking):
+    """A ChatML row with Qwen3's thought words, whether or not such a row is registered."""
+    row = replace(TEMPLATES.get("qwen3_nothink"), name="think", thought_words=("<think>\n", "\n</think>\n\n"),
+                  enable_thinking=enable_thinking)
+    tokenizer = make_tokenizer("qwen3_nothink")
+    conv = conversation(key)
+    ends_with_prompt = conv.messages[-1].role != A
+    expected = "".join(row.render_segments(tokenizer, conv))
+    if ends_with_prompt:
+        assert expected == tokenizer.decode(row.encode_prompt(tokenizer, conv))
+        assert expected.endswith("<|im_start|>assistant\n" + ("" if enable_thinking else "<think>\n\n</think>\n\n"))
+    text = render(tokenizer, to_jinja(row), hf_messages(conv), add_generation_prompt=ends_with_prompt)
+    assert text == expected
+    if key == "thoughts":
+        assert ("It is Paris." in text) == enable_thinking  # thoughts trained on only with thinking on
+        # thinking on: the answer without a block gets the empty one; off: every answer, its thoughts removed
+        assert text.count("<think>\n\n</think>\n\n") == (1 if enable_thinking else 2)
+
+
+@pytest.mark.parametrize(("name", "enable_thinking"), rows())
+def test_default_system_fills_a_missing_or_empty_system_message(name, enable_thinking, tokenizers):
+    tokenizer = tokenizers(name)
+    row = row_for(name, enable_thinking)
     conv = conversation("one-turn")
     expected = "".join(row.render_segments(tokenizer, conv))  # the row's default_system (or none)
     empty_system = [{"role": "system", "content": ""}, *hf_messages(conv)]

@@ -4,6 +4,7 @@ the merged model with the ids `lmforge chat` sends, and its greedy reply is `lmf
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,8 +14,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.cli import main
 from lmforge.config import load_inference_config
+from lmforge.config.data_args import DataArguments
+from lmforge.data.templates import TEMPLATES
 from lmforge.inference.engine import ChatEngine
 
+CHAT_HAS_THINKING_KEY = "enable_thinking" in DataArguments.__dataclass_fields__
 CONVERSATIONS = {
     "no-system": [{"role": "user", "content": "Name a colour."}],
     "system": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}],
@@ -51,19 +55,35 @@ def chat_template_ids(tokenizer, messages) -> list[int]:
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-@pytest.mark.parametrize("template", ["qwen"])
+@pytest.mark.parametrize(("template", "enable_thinking"), [("qwen", None), ("qwen3", False), ("qwen3", True)])
 def test_merged_model_answers_through_plain_transformers_as_lmforge_chat(tmp_path, tiny_model_dir, lora_dir,
-                                                                         template, caplog):
+                                                                         template, enable_thinking, caplog):
+    run = {"template": template}
+    chat = {"model_name_or_path": "", "do_sample": False, "max_new_tokens": 12}
+    if enable_thinking is not None:
+        if template not in TEMPLATES:
+            pytest.skip(f"no '{template}' template yet")
+        # As training records it (its data keys), and as `lmforge chat` is told it.
+        run.update(enable_thinking=enable_thinking, data={"template": template, "enable_thinking": enable_thinking})
+        if CHAT_HAS_THINKING_KEY:
+            chat["enable_thinking"] = enable_thinking
     with caplog.at_level("INFO", logger="lmforge"):
-        out = export(tmp_path, tiny_model_dir, lora_dir, {"template": template})
-    assert f"chat template: lmforge template '{template}' written to the tokenizer" in caplog.text
+        out = export(tmp_path, tiny_model_dir, lora_dir, run)
+    written = f" (enable_thinking {enable_thinking})" if enable_thinking is not None else ""
+    assert f"chat template: lmforge template '{template}'{written} written to the tokenizer" in caplog.text
 
     tokenizer = AutoTokenizer.from_pretrained(out)  # plain transformers, no lmforge
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     cfg = tmp_path / "chat.yaml"
-    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(out), "do_sample": False, "max_new_tokens": 12}))
+    cfg.write_text(yaml.safe_dump({**chat, "model_name_or_path": str(out)}))
     engine = ChatEngine(load_inference_config(str(cfg)))  # `lmforge chat` on the export dir
     assert engine.template.name == template  # found through the copied lmforge_run.json
+    if enable_thinking is not None:
+        if not CHAT_HAS_THINKING_KEY:  # until chat has the key: the template as get_template would give it
+            engine.template = replace(engine.template, enable_thinking=enable_thinking)
+        ends_with_block = tokenizer.decode(chat_template_ids(tokenizer, CONVERSATIONS["no-system"])).endswith(
+            "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        assert ends_with_block == (not enable_thinking)
 
     for messages in CONVERSATIONS.values():
         ids = chat_template_ids(tokenizer, messages)

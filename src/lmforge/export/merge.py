@@ -58,7 +58,12 @@ def export_model(cfg: InferenceConfig) -> Path:
 
     model_args = replace(cfg.model, torch_dtype="fp32")
     adapter = replace(cfg.adapter, finetuning_type="lora" if adapters else "full")
-    model = load_model(model_args, adapter, is_trainable=False)  # adapters merged, frozen
+    if adapter.quantization.enabled and adapters:  # a QLoRA run: merged into the base it trained against
+        from lmforge.model.quantization import load_dequantized_merged
+
+        model = load_dequantized_merged(model_args, adapter)
+    else:
+        model = load_model(model_args, adapter, is_trainable=False)  # adapters merged, frozen
     saved = config_dtype(model.config)
     named = EXPORT_DTYPES.get(export.export_dtype)
     dtype = getattr(torch, named) if named else saved or torch.float32
@@ -94,7 +99,8 @@ def write_chat_template(tokenizer, template, cfg: InferenceConfig) -> None:
 
     `auto` keeps the tokenizer's own chat_template (it is what lmforge rendered). The system prompt used when
     a conversation has none is the config's `default_system`, else the run's (training gave it to every
-    sample without one), else the template's own.
+    sample without one), else the template's own. Reasoning templates (qwen3, deepseekr1) get the run's
+    `enable_thinking` (else the config's): with it false the generation prompt ends with the empty block.
     """
     from lmforge.data.templates import Template
     from lmforge.data.templates.jinja_export import to_jinja
@@ -105,9 +111,27 @@ def write_chat_template(tokenizer, template, cfg: InferenceConfig) -> None:
         return
     sources = (cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
     default_system = cfg.data.default_system or trained_setting("default_system", *sources) or None
-    tokenizer.chat_template = to_jinja(template, default_system=default_system)
-    logger.info("chat template: lmforge template '%s'%s written to the tokenizer", template.name,
+    thinking = getattr(template, "thought_words", None) is not None
+    enable_thinking = None
+    if thinking:
+        enable_thinking = _run_enable_thinking(cfg)
+        enable_thinking = template.enable_thinking if enable_thinking is None else enable_thinking
+    tokenizer.chat_template = to_jinja(template, enable_thinking=enable_thinking, default_system=default_system)
+    logger.info("chat template: lmforge template '%s'%s%s written to the tokenizer", template.name,
+                f" (enable_thinking {enable_thinking})" if thinking else "",
                 " with the run's default_system" if default_system else "")
+
+
+def _run_enable_thinking(cfg: InferenceConfig) -> bool | None:
+    """The run's enable_thinking (lmforge_run.json: top level, else its data keys), else the config's, else
+    None (the template's own)."""
+    from lmforge.run_info import trained_setting
+
+    sources = (cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
+    recorded = trained_setting("enable_thinking", *sources)
+    if recorded is None:
+        recorded = (trained_setting("data", *sources) or {}).get("enable_thinking")
+    return recorded if recorded is not None else getattr(cfg.data, "enable_thinking", None)
 
 
 def export_main(argv: list[str]) -> int:

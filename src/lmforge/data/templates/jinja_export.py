@@ -13,6 +13,12 @@ the system slot appears only when that text is non-empty; the prefix opens the t
 `assistant` and `tool` messages fill the user, assistant and observation slots. `{{bos}}` / `{{eos}}`
 become the `bos_token` / `eos_token` variables `apply_chat_template` passes in.
 
+Reasoning rows (`thought_words`, e.g. qwen3, deepseekr1) place thinking blocks as reasoning.py does: a
+conversation ending with an assistant message is rendered as training sees it, one ending with a user
+message as generation does (earlier answers without their thoughts); with `enable_thinking` false the
+generation prompt ends with the empty block, with it true it does not. The setting given here is written
+in as the default; `apply_chat_template(..., enable_thinking=...)` (Qwen3's keyword) overrides it.
+
 Differences from a model's own chat template, on purpose: a row's user slot ends with the assistant
 header, so a conversation ending in a user message ends with that header whether or not
 `add_generation_prompt` is set (as in LLaMA-Factory's export). `add_generation_prompt` matters only for
@@ -37,14 +43,20 @@ def to_jinja(template: Template, enable_thinking: bool | None = None, default_sy
 
     Args:
         template: A named row (`TEMPLATES.get(name)`); `auto` has no row, its tokenizer keeps its own template.
-        enable_thinking: The run's thinking setting, for rows with thinking blocks (None: the row's default).
+        enable_thinking: The run's thinking setting, for rows with thinking blocks (None: the row's own
+            `enable_thinking`). Written in as the default; an `enable_thinking` passed to
+            `apply_chat_template` (Qwen3's convention) overrides it.
         default_system: System prompt used when the messages have none, instead of the row's `default_system`
             (the run's `default_system`, which training gave every sample without one).
     """
     system = template.default_system if default_system is None else default_system
+    words = getattr(template, "thought_words", None)
+    if enable_thinking is None:
+        enable_thinking = getattr(template, "enable_thinking", True)
     parts = [
         f"{{#- lmforge template '{_comment(template.name)}': tools are not supported -#}}",
         "{%- if tools -%}" + _raise(_TOOLS_REFUSED) + "{%- endif -%}",
+        *(_thinking_setup(words, enable_thinking) if words else []),
         "{%- set system = " + _literal(system) + " -%}",
         "{%- set loop_messages = messages -%}",
         "{%- if messages and messages[0]['role'] == 'system' -%}",
@@ -53,6 +65,8 @@ def to_jinja(template: Template, enable_thinking: bool | None = None, default_sy
         "{%- endif -%}",
         # lmforge's system slot appears only when there is a system prompt (as in LLaMA-Factory).
         "{%- set system_text = (" + _expr(template.system, "system") + ") if system else '' -%}",
+        # A conversation ending with a prompt is rendered as generation sees it (reasoning.py).
+        "{%- set generation = loop_messages | length % 2 == 1 -%}" if words else "",
         "{%- for message in loop_messages -%}",
         "{%- set role = message['role'] -%}",
         "{%- if role == 'function' or message['tool_calls'] is defined and message['tool_calls'] -%}"
@@ -70,12 +84,50 @@ def to_jinja(template: Template, enable_thinking: bool | None = None, default_sy
         "{%- set content = system_text ~ content -%}" if template.system_in_user else "{{- system_text -}}",
         "{%- endif -%}",
         "{%- if role == 'user' -%}{{- " + _expr(template.user, "content") + " -}}",
-        "{%- elif role == 'assistant' -%}{{- " + _expr(template.assistant, "content") + " -}}",
+        "{%- elif role == 'assistant' -%}",
+        *(_thinking_answer(words) if words else []),
+        "{{- " + _expr(template.assistant, "content") + " -}}",
         "{%- else -%}{{- " + _expr(template.observation or template.user, "content") + " -}}",
         "{%- endif -%}",
         "{%- endfor -%}",
+        # Generation with thinking off: the prompt ends with the empty block (Qwen3's enable_thinking=False).
+        "{%- if generation and add_generation_prompt is defined and add_generation_prompt and not thinking -%}"
+        "{{- " + _literal(words[0] + words[1]) + " -}}{%- endif -%}" if words else "",
     ]
     return "\n".join(part for part in parts if part)
+
+
+def _thinking_setup(words: tuple[str, str], enable_thinking: bool) -> list[str]:
+    """The thinking setting and reasoning.py's `remove_thought` as a macro (Jinja has no regular expressions:
+    the first opening word, then the first closing word after it, is cut out until none is left, which is
+    what the non-greedy `re.sub` does)."""
+    opening, closing = words
+    return [
+        "{%- set thinking = enable_thinking if enable_thinking is defined and enable_thinking is not none else "
+        + ("true" if enable_thinking else "false") + " -%}",
+        "{%- macro remove_thought(text) -%}",
+        "{%- set ns = namespace(out='', rest=text) -%}",
+        "{%- for _ in range(text.count(" + _literal(opening) + ")) -%}",
+        "{%- set i = ns.rest.find(" + _literal(opening) + ") -%}",
+        "{%- set j = ns.rest.find(" + _literal(closing) + ", i + " + str(len(opening)) + ") if i >= 0 else -1 -%}",
+        "{%- if j >= 0 -%}{%- set ns.out = ns.out ~ ns.rest[:i] -%}"
+        "{%- set ns.rest = ns.rest[j + " + str(len(closing)) + ":] -%}{%- endif -%}",
+        "{%- endfor -%}",
+        "{{- (ns.out ~ ns.rest).lstrip('\\n') -}}",
+        "{%- endmacro -%}",
+    ]
+
+
+def _thinking_answer(words: tuple[str, str]) -> list[str]:
+    """reasoning.py for one answer: thoughts removed in generation's history and with thinking off; in
+    training, an answer without a block gets the empty one before it (the same text whether the block ends
+    the prompt, thinking off, or opens the answer, thinking on)."""
+    has_thought = f"({_literal(words[0].strip())} in content or {_literal(words[1].strip())} in content)"
+    return [
+        "{%- if generation or not thinking -%}{%- set content = remove_thought(content) -%}{%- endif -%}",
+        "{%- if not generation and not " + has_thought + " -%}{{- " + _literal(words[0] + words[1])
+        + " -}}{%- endif -%}",
+    ]
 
 
 def _expr(slot: str, variable: str | None) -> str:
