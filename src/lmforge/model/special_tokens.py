@@ -11,6 +11,16 @@ LLAMA2_TOKENS = ["<s>", "</s>", "[INST]", "[/INST]"]  # also Mistral's
 GEMMA_TOKENS = ["<bos>", "<start_of_turn>", "<end_of_turn>"]
 PHI_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
+LLAMA4_TOKENS = ["<|header_start|>", "<|header_end|>", "<|eot|>", "<|eom|>"]
+PHI4_TOKENS = ["<|im_sep|>"]  # with the ChatML ones
+DEEPSEEK_TOKENS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"]
+GLM4_TOKENS = ["[gMASK]", "<sop>", "<|observation|>"]  # with Phi's <|system|>, <|user|>, <|assistant|>
+GRANITE_TOKENS = ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>"]
+COHERE_TOKENS = [
+    "<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>",
+    "<|SYSTEM_TOKEN|>",
+]
+MISTRAL_V7_TOKENS = ["[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
 ALL_CHAT_TOKENS = [
     *CHATML_TOKENS,
     *LLAMA3_TOKENS,
@@ -18,5 +28,17 @@ ALL_CHAT_TOKENS = [
     *GEMMA_TOKENS,
     *PHI_TOKENS,
     *THINK_TOKENS,
+]
+"""The control tokens of the first built-in chat templates. Kept as it is, because tests pin the layout of the
+tokenizers built with it; `TEMPLATE_TOKENS` holds every template's."""
+TEMPLATE_TOKENS = [
+    *ALL_CHAT_TOKENS,
+    *LLAMA4_TOKENS,
+    *PHI4_TOKENS,
+    *DEEPSEEK_TOKENS,
+    *GLM4_TOKENS,
+    *GRANITE_TOKENS,
+    *COHERE_TOKENS,
+    *MISTRAL_V7_TOKENS,
 ]
 """Every control token of the built-in chat templates, so one tokenizer can render any of them."""

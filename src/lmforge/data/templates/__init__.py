@@ -15,6 +15,8 @@ Both expose: name, default_system, efficient_eos, encode_turns, encode_prompt, s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lmforge.data.templates.builtin import TEMPLATES
 from lmforge.data.templates.hf_chat import HfChatTemplate
 from lmforge.data.templates.template import Template
@@ -25,8 +27,11 @@ logger = get_logger(__name__)
 AUTO = "auto"
 
 
-def get_template(name: str, tokenizer) -> Template | HfChatTemplate:
+def get_template(name: str, tokenizer, enable_thinking: bool = True) -> Template | HfChatTemplate:
     """The template called `name` (or `auto`), checked against the tokenizer it will encode with.
+
+    `enable_thinking` (the config key) is given to reasoning rows (qwen3, deepseekr1; see reasoning.py); other
+    rows and `auto` (which renders the tokenizer's own template as is) ignore it.
 
     Raises:
         ConfigError: (key 'template') the name is unknown, or the tokenizer lacks a token the template needs,
@@ -36,15 +41,17 @@ def get_template(name: str, tokenizer) -> Template | HfChatTemplate:
         return HfChatTemplate(tokenizer)
     template = TEMPLATES.get(name)
     template.check_tokenizer(tokenizer)
+    if template.thought_words is not None:
+        template = replace(template, enable_thinking=enable_thinking)
     return template
 
 
-def resolve_template(name: str | None, tokenizer) -> Template | HfChatTemplate:
+def resolve_template(name: str | None, tokenizer, enable_thinking: bool = True) -> Template | HfChatTemplate:
     """The template named by the config; by default the tokenizer's own chat_template, else `empty`."""
     if name is None:
         name = AUTO if getattr(tokenizer, "chat_template", None) else "empty"
         logger.info("template not set: using '%s'", name)
-    return get_template(name, tokenizer)
+    return get_template(name, tokenizer, enable_thinking)
 
 
 __all__ = ["AUTO", "TEMPLATES", "HfChatTemplate", "Template", "get_template", "resolve_template"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.data.templates.reasoning import segments_with_thoughts
 from lmforge.data.templates.tools import format_function_call, format_tools
 from lmforge.errors import ConfigError, DataError
 from lmforge.types import PROMPT_ROLES, RESPONSE_ROLES, Conversation, Role
@@ -66,6 +67,13 @@ class Template:
     next prompt as eos and appends one eos to the whole sample."""
     tool_format: str = "default"
     """How tool schemas and calls are written (see tools.py)."""
+    thought_words: tuple[str, str] | None = None
+    """Opening and closing text of a reasoning block (LLaMA-Factory's thought_words, e.g. ('<think>\\n',
+    '\\n</think>\\n\\n')); set on reasoning templates only (qwen3, deepseekr1), None elsewhere. See reasoning.py."""
+    enable_thinking: bool = True
+    """Reasoning templates only: the run's `enable_thinking` (get_template sets it). True: an answer without a
+    block gets the empty block prepended (trained on); False: thoughts are removed from answers and the empty
+    block ends the prompt (not trained on), also the generation prompt, as Qwen3's enable_thinking=False does."""
 
     def __post_init__(self) -> None:
         for field_name in ("user", "assistant", "system", "observation", "function"):
@@ -74,6 +82,8 @@ class Template:
                 raise ValueError(f"template '{self.name}': slot '{field_name}' needs exactly one {CONTENT}")
         if self.efficient_eos and EOS in self.assistant:
             raise ValueError(f"template '{self.name}': efficient_eos templates end responses without {EOS}")
+        if self.thought_words is not None and len(self.thought_words) != 2:
+            raise ValueError(f"template '{self.name}': thought_words is (opening, closing)")
 
     # ---- the interface the processors and the inference engine use ----------------------------------------
 
@@ -117,7 +127,17 @@ class Template:
     # ---- rendering -----------------------------------------------------------------------------------------
 
     def render_segments(self, tokenizer, conv: Conversation) -> list[str]:
-        """The rendered text of each message, in order; the first also holds the prefix and system prompt."""
+        """The rendered text of each message, in order; the first also holds the prefix and system prompt.
+
+        Reasoning templates (`thought_words` set) place their thinking blocks as reasoning.py describes: a
+        conversation ending with a response is rendered as training sees it, one ending with a prompt as
+        generation does.
+        """
+        if self.thought_words is not None:
+            return segments_with_thoughts(self, tokenizer, conv, self._render)
+        return self._render(tokenizer, conv)
+
+    def _render(self, tokenizer, conv: Conversation) -> list[str]:
         system = conv.system or self.default_system
         tool_text = format_tools(conv.tools, self.tool_format) if conv.tools else ""
         # As in LLaMA-Factory, the system slot appears only when there is a system prompt or tools.
