@@ -63,6 +63,12 @@ class DataArguments:
         default=None, metadata={"help": "Folder of the tokenized-dataset cache (default: ~/.cache/lmforge/tokenized)."}
     )
     default_system: str | None = field(default=None, metadata={"help": "System prompt used when a sample has none."})
+    enable_thinking: bool = field(
+        default=True,
+        metadata={"help": "Reasoning templates (qwen3, deepseekr1): true trains an empty <think> block before answers "
+                  "that have none; false removes thoughts from answers and ends each prompt (and the generation "
+                  "prompt) with the empty block, untrained. Other templates ignore it."},
+    )
     placeholders: dict[str, str] | None = field(
         default=None,
         metadata={"help": "Values for {{key}} placeholders in the data, e.g. {name: Forge, author: lmforge}."},

@@ -224,7 +224,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         'ray_num_workers': 1,
     },
     'reasoning (thinking mode)': {
-        'enable_thinking': True,
         'preserve_thinking': False,
     },
     'reference model (DPO/PPO)': {

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import DataError
-from lmforge.run_info import trained_template
+from lmforge.run_info import trained_setting, trained_template
 from lmforge.types import Conversation, Message, Role
 
 _ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "function": Role.FUNCTION, "observation": Role.OBSERVATION,
@@ -45,6 +45,19 @@ def to_conversation(messages: list[dict], system: str = "") -> Conversation:
     return Conversation(converted, system=system)
 
 
+def thinking_setting(cfg, template_name: str | None) -> bool:
+    """enable_thinking for prompts: false when the config says so, else the trained run's setting when the
+    template is the run's (lmforge_run.json), else true. The config's default (true) cannot tell an unset key
+    from a chosen one, so only its false overrides the run."""
+    if not cfg.data.enable_thinking:
+        return False
+    paths = (cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
+    trained = trained_setting("enable_thinking", *paths)
+    if trained is not None and template_name == trained_template(*paths):
+        return bool(trained)
+    return True
+
+
 class ChatEngine:
     def __init__(self, cfg):
         from lmforge.model.loader import load_model
@@ -55,9 +68,9 @@ class ChatEngine:
         adapter = replace(cfg.adapter, finetuning_type="lora" if adapters else "full")
         self.model = load_model(cfg.model, adapter, is_trainable=False)
         self.tokenizer = load_tokenizer(cfg.model)
-        self.template = resolve_template(
-            cfg.data.template or trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path),
-            self.tokenizer)
+        template_name = cfg.data.template or trained_template(
+            cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
+        self.template = resolve_template(template_name, self.tokenizer, thinking_setting(cfg, template_name))
         self.generation = cfg.generation
         self.default_system = cfg.data.default_system or ""
         self.model_name = Path(cfg.model.adapter_name_or_path or cfg.model.model_name_or_path).name

@@ -51,7 +51,7 @@ def load_conversation_data(cfg: RunConfig):
     from lmforge.model.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    template = resolve_template(cfg.data.template, tokenizer)
+    template = resolve_template(cfg.data.template, tokenizer, cfg.data.enable_thinking)
     return tokenizer, template, build_datasets(cfg.data, cfg.finetuning.stage, tokenizer, template,
                                                seed=cfg.training.seed)
 
@@ -101,7 +101,7 @@ def build_trainer(
 
         # apply_chat_template entries render prompts with the run's template, resolved as training resolves it
         chat = any(spec.apply_chat_template for spec in cfg.evaluators.evaluators)
-        template = resolve_template(cfg.data.template, tokenizer) if chat else None
+        template = resolve_template(cfg.data.template, tokenizer, cfg.data.enable_thinking) if chat else None
         evaluators = EvaluatorCallback(cfg.evaluators.evaluators, tokenizer, template, cfg.data.default_system)
         callbacks.append(evaluators)
     if cfg.finetuning.plot_loss:
@@ -159,6 +159,8 @@ def save_run_info(cfg: RunConfig, template_name: str | None) -> None:
     write_run_info(cfg.training.output_dir, {
         "stage": cfg.finetuning.stage,
         "template": template_name,
+        # beside the template: chat, api, predict and eval render prompts with the thinking setting trained with
+        "enable_thinking": cfg.data.enable_thinking,
         "base_model": cfg.model.model_name_or_path,
         "finetuning_type": cfg.finetuning.finetuning_type,
         "cutoff_len": cfg.data.cutoff_len,
