@@ -233,10 +233,12 @@ def score_lf(cfg: EvalConfig, task, model, tokenizer) -> dict:
     samples_<task>.jsonl with log_samples."""
     from lmforge.data.templates import resolve_template
     from lmforge.eval.lf_eval import lf_score_lines, score_lf_task
-    from lmforge.run_info import trained_template
+    from lmforge.run_info import trained_setting, trained_template
 
-    template = resolve_template(trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path),
-                                tokenizer)
+    paths = (cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
+    # the run's enable_thinking comes with its template (false: a reasoning row's prompts end with the empty block)
+    thinking = trained_setting("enable_thinking", *paths) is not False
+    template = resolve_template(trained_template(*paths), tokenizer, thinking)
     results, records = score_lf_task(task, model, tokenizer, template, n_shot=cfg.eval.n_shot, lang=cfg.eval.lang,
                                      batch_size=fixed_batch_size(cfg.eval.batch_size), limit=cfg.eval.limit, seed=cfg.eval.fewshot_seed)
     print(lf_score_lines(results, task))

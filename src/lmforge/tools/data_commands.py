@@ -95,7 +95,7 @@ def _tokenizer_and_template(args, kinds=("conversation",)):
     from lmforge.data.templates import resolve_template
 
     tokenizer = load_tokenizer(cfg.model)
-    return cfg, tokenizer, resolve_template(cfg.data.template, tokenizer)
+    return cfg, tokenizer, resolve_template(cfg.data.template, tokenizer, cfg.data.enable_thinking)
 
 
 def _preview(argv: list[str]) -> int:

@@ -152,7 +152,10 @@ _ROWS += (
     Template(
         name="llama4",
         prefix="{{bos}}",
-        user="<|header_start|>user<|header_end|>\n\n{{content}}<|eot|><|header_start|>assistant<|header_end|>\n\n",
+        user=(
+            "<|header_start|>user<|header_end|>\n\n{{content}}<|eot|>"
+            "<|header_start|>assistant<|header_end|>\n\n"
+        ),
         assistant="{{content}}<|eot|>",
         system="<|header_start|>system<|header_end|>\n\n{{content}}<|eot|>",
         observation=(
@@ -209,7 +212,10 @@ _ROWS += (
     # IBM Granite 3.0: <|start_of_role|>role<|end_of_role|> ... <|end_of_text|>\n (its eos) per message.
     Template(
         name="granite3",
-        user="<|start_of_role|>user<|end_of_role|>{{content}}<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>",
+        user=(
+            "<|start_of_role|>user<|end_of_role|>{{content}}<|end_of_text|>\n"
+            "<|start_of_role|>assistant<|end_of_role|>"
+        ),
         assistant="{{content}}<|end_of_text|>\n",
         system="<|start_of_role|>system<|end_of_role|>{{content}}<|end_of_text|>\n",
         special_tokens=("<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>"),
@@ -224,7 +230,9 @@ _ROWS += (
         ),
         assistant="{{content}}{{eos}}",
         system="<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{{content}}<|END_OF_TURN_TOKEN|>",
-        special_tokens=("<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>"),
+        special_tokens=(
+            "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>"
+        ),
     ),
     # Yi (-Chat, 1.5-Chat): ChatML. Yi's own template writes a system prompt bare, before the first
     # <|im_start|>; LLaMA-Factory's row wraps it in a ChatML system turn, and so does this one.
