@@ -87,7 +87,9 @@ def train(tmp_path, model_dir, data_dir, name, **keys) -> list[dict]:
     cfg = {"model_name_or_path": str(model_dir), "dataset_dir": str(data_dir), "template": template_of(name),
            "output_dir": str(tmp_path / "out"), "data_cache_dir": str(tmp_path / "cache"), "cutoff_len": 64,
            "per_device_train_batch_size": 4, "learning_rate": 1.0e-2, "logging_steps": 1, "save_strategy": "no",
-           "disable_tqdm": True, "seed": 0, "report_to": "none", **keys}
+           "disable_tqdm": True, "seed": 0, "report_to": "none",
+           "peak_tflops": 1.0,  # no 0.75 s matmul calibration per run for an MFU nobody reads here
+           **keys}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path)]) == 0
@@ -171,9 +173,9 @@ def test_lora_sft_export_chat(family, data_dir, tmp_path):
     else, every adapter matrix learns; the merged export computes base + adapter; chat answers from it."""
     name, model_dir = family
     rows = train(tmp_path, model_dir, data_dir, name, stage="sft", dataset="sft", finetuning_type="lora",
-                 lora_target="all", lora_rank=4, packing=True, max_steps=2)
-    losses = [r["loss"] for r in rows if "loss" in r]
-    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+                 lora_target="all", lora_rank=4, packing=True, max_steps=1)
+    (loss,) = [r["loss"] for r in rows if "loss" in r]
+    assert math.isfinite(loss)
 
     adapter = tmp_path / "out"
     saved = json.loads((adapter / "adapter_config.json").read_text())
