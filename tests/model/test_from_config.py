@@ -114,7 +114,10 @@ def test_how_separately_encoded_pieces_join():
 
 
 def test_presets_are_registered():
-    assert PRESETS.names() == ["small-qwen2", "tiny-llama", "tiny-qwen2"]
+    from lmforge.model.presets import FAMILY_CONFIGS
+
+    families = [f"tiny-{name}" for name in FAMILY_CONFIGS]  # the architecture matrix (tests/model/test_architectures.py)
+    assert PRESETS.names() == sorted(["small-qwen2", "tiny-llama", "tiny-qwen2", *families])
     with pytest.raises(ConfigError, match="did you mean 'tiny-qwen2'"):
         PRESETS.get("tiny-qwen")
 
