@@ -23,6 +23,9 @@ Presets mirror the token conventions of the models they are named after (ids wit
   contents, as Llama 3's does. After reloading, transformers 5 reports `tokenizer.add_bos_token == False`
   (save_pretrained drops the flag) yet still prepends bos: the rule lives in tokenizer.json's
   post-processor, as for the real Llama 3.
+- `tiny-<family>` (qwen3, qwen3-moe, mistral, mixtral, gemma2, gemma3, phi3, olmo2, granite, gpt-neox, smollm3,
+  deepseek-v3): each family's own config fields, 2 layers x 64 wide, with the tiny-qwen2 ChatML tokenizer; the
+  architecture matrix of tests/model/test_architectures.py (presets.FAMILY_CONFIGS says what each activates).
 - `small-qwen2`: 56.4M parameters (32.8M of them in the untied embedding and lm_head, 32,000 rows each)
   for speed benchmarks; ChatML like tiny-qwen2, saved in bfloat16.
 """
