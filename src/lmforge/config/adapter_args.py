@@ -3,7 +3,7 @@
     adapter = cfg.adapter                      # AdapterArguments(finetuning_type, lora, freeze)
     model = load_model(cfg.model, adapter, is_trainable=True)
 
-Not a config group of its own: a view over the `finetuning`, `lora` and `freeze` groups.
+Not a config group of its own: a view over the `finetuning`, `lora`, `freeze` and (QLoRA) `quantization` groups.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from dataclasses import dataclass, field, fields
 from lmforge.config.finetuning_args import FinetuningType
 from lmforge.config.freeze_args import FreezeArguments
 from lmforge.config.lora_args import LoraArguments
+from lmforge.config.quantization_args import QuantizationArguments
 
 
 class HasAdapter:
-    """For a config dataclass with `finetuning`, `lora` and `freeze` groups: their adapter view."""
+    """For a config dataclass with `finetuning`, `lora` and `freeze` groups (and `quantization`, where the config
+    has one): their adapter view."""
 
     @property
     def adapter(self) -> AdapterArguments:
-        """finetuning_type with the lora / freeze keys: what model loading needs."""
-        return AdapterArguments(self.finetuning.finetuning_type, self.lora, self.freeze)
+        """finetuning_type with the lora / freeze / quantization keys: what model loading needs."""
+        return AdapterArguments(self.finetuning.finetuning_type, self.lora, self.freeze,
+                                getattr(self, "quantization", QuantizationArguments()))
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class AdapterArguments:
     finetuning_type: FinetuningType = "lora"
     lora: LoraArguments = field(default_factory=LoraArguments)
     freeze: FreezeArguments = field(default_factory=FreezeArguments)
+    quantization: QuantizationArguments = field(default_factory=QuantizationArguments)  # the base's, for QLoRA
 
     @classmethod
     def from_keys(cls, finetuning_type: FinetuningType = "lora", **keys) -> AdapterArguments:

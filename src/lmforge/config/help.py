@@ -28,6 +28,7 @@ GROUP_TITLES = {
     "finetuning": "finetuning: the stage and which parameters train",
     "lora": "lora: finetuning_type lora",
     "freeze": "freeze: finetuning_type freeze",
+    "quantization": "quantization: QLoRA, the base loaded in 4 or 8 bits (bitsandbytes)",
     "preference": "preference: rm, dpo, kto",
     "loss": "loss: how the training loss is computed",
     "generation": "generation: decoding for chat, api and predict",

@@ -210,13 +210,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
     'pure bf16': {
         'pure_bf16': False,
     },
-    'quantization (QLoRA)': {
-        'double_quantization': True,
-        'quantization_bit': None,
-        'quantization_device_map': None,
-        'quantization_method': 'bnb',
-        'quantization_type': 'nf4',
-    },
     'Ray': {
         'master_addr': None,
         'master_port': None,

@@ -31,6 +31,7 @@ from lmforge.config.lora_args import LoraArguments
 from lmforge.config.loss_args import LossArguments
 from lmforge.config.model_args import ModelArguments
 from lmforge.config.preference_args import PreferenceArguments
+from lmforge.config.quantization_args import QuantizationArguments
 from lmforge.config.ranges import check_ranges
 from lmforge.config.training_fields import annotation_of, resolve_do_train, training_fields
 from lmforge.errors import ConfigError, did_you_mean
@@ -44,6 +45,7 @@ LIGHT_GROUPS: dict[str, type] = {
     "finetuning": FinetuningArguments,
     "lora": LoraArguments,
     "freeze": FreezeArguments,
+    "quantization": QuantizationArguments,  # QLoRA: the base loaded in 4 / 8 bits
     "preference": PreferenceArguments,
     "loss": LossArguments,
     "generation": GenerationArguments,
@@ -53,8 +55,8 @@ LIGHT_GROUPS: dict[str, type] = {
 }
 """The groups that are plain dataclasses, one concern each; `training` (transformers' arguments) is built last,
 after validation. The flat keys of a YAML are routed to them by name (each key lives in exactly one group)."""
-GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "preference", "loss", "generation", "training", "export",
-               "evaluators")
+GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "quantization", "preference", "loss", "generation",
+               "training", "export", "evaluators")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class RunConfig(HasAdapter):
     export: ExportArguments = ExportArguments()
     lora: LoraArguments = LoraArguments()
     freeze: FreezeArguments = FreezeArguments()
+    quantization: QuantizationArguments = QuantizationArguments()
     preference: PreferenceArguments = PreferenceArguments()
     loss: LossArguments = LossArguments()
     evaluators: EvaluatorArguments = EvaluatorArguments()
@@ -307,6 +310,7 @@ class InferenceConfig(HasAdapter):
     export: ExportArguments
     lora: LoraArguments = LoraArguments()
     freeze: FreezeArguments = FreezeArguments()
+    quantization: QuantizationArguments = QuantizationArguments()  # chat / api: a 4 / 8-bit base; export: dequantized
     source: str = ""
 
 
@@ -320,7 +324,7 @@ def load_inference_config(path: str | Path | None, overrides: list[str] | None =
     validate_keys_only(raw, source)
     refuse_eval_keys(raw, source, "chat, api and export")
     report_unhonoured(raw)
-    used = ("model", "data", "finetuning", "lora", "freeze", "generation", "export")
+    used = ("model", "data", "finetuning", "lora", "freeze", "quantization", "generation", "export")
     per_group = route_and_coerce(raw, source, groups=used)
     cfg = InferenceConfig(**_light_groups(per_group, source), source=source)
     if not cfg.model.model_name_or_path:

@@ -109,6 +109,35 @@ def check_adapter_keys(cfg: RunConfig) -> None:
         raise ConfigError("'use_dora' and 'use_rslora' cannot both be true")
 
 
+def check_quantization(cfg: RunConfig) -> None:
+    """QLoRA's rules (LLaMA-Factory's, with its messages' substance): LoRA on the quantized base, bitsandbytes
+    only, one device per process while training, no DeepSpeed ZeRO-3 / FSDP for an 8-bit base."""
+    quant = cfg.quantization
+    if not quant.enabled:
+        return
+    if quant.quantization_method != "bnb":
+        raise ConfigError(f"quantization_method: {quant.quantization_method!r} is not supported yet; use bnb "
+                          "(bitsandbytes)")
+    if cfg.finetuning.finetuning_type != "lora":
+        raise ConfigError(f"quantization_bit: a quantized base trains only through an adapter; set finetuning_type: "
+                          f"lora (it is '{cfg.finetuning.finetuning_type}'), or remove quantization_bit")
+    if cfg.lora.create_new_adapter and cfg.model.adapter_name_or_path:
+        raise ConfigError("create_new_adapter: a quantized base takes one adapter; merge the existing one first "
+                          "with lmforge export")
+    if quant.quantization_device_map == "auto" and cfg.training.do_train:
+        raise ConfigError("quantization_device_map: auto spreads a model for inference; training keeps the model "
+                          "on one device per process (remove the key)")
+    sharded = bool(cfg.training.fsdp) or "zero3" in str(cfg.training.deepspeed or "").lower()
+    if sharded and quant.quantization_bit != 4:
+        raise ConfigError("quantization_bit: FSDP / DeepSpeed ZeRO-3 shard only a 4-bit base (QLoRA's FSDP "
+                          "recipe); set quantization_bit: 4")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("quantization_bit: needs bitsandbytes; install it with `pip install bitsandbytes` "
+                          "(or `pip install -e '.[bitsandbytes]'`), or remove quantization_bit")
+
+
 def check_half_precision_freeze(cfg: RunConfig) -> None:
     half = cfg.model.torch_dtype in ("bf16", "bfloat16", "fp16", "float16")
     if cfg.finetuning.finetuning_type == "freeze" and half and not (cfg.training.bf16 or cfg.training.fp16):
@@ -252,6 +281,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_packing_stage,
     check_eval_source,
     check_adapter_keys,
+    check_quantization,
     check_half_precision_freeze,
     check_batching,
     check_loss_options,

@@ -58,7 +58,12 @@ def export_model(cfg: InferenceConfig) -> Path:
 
     model_args = replace(cfg.model, torch_dtype="fp32")
     adapter = replace(cfg.adapter, finetuning_type="lora" if adapters else "full")
-    model = load_model(model_args, adapter, is_trainable=False)  # adapters merged, frozen
+    if adapter.quantization.enabled and adapters:  # a QLoRA run: merged into the base it trained against
+        from lmforge.export.qlora_merge import load_dequantized_merged
+
+        model = load_dequantized_merged(model_args, adapter)
+    else:
+        model = load_model(model_args, adapter, is_trainable=False)  # adapters merged, frozen
     saved = config_dtype(model.config)
     named = EXPORT_DTYPES.get(export.export_dtype)
     dtype = getattr(torch, named) if named else saved or torch.float32

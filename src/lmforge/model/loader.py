@@ -108,6 +108,13 @@ def load_model(
     # With these two flags, weights whose shape differs from the config come back as a list (not a RuntimeError
     # pointing at a logged table), and so do weights the config calls for but the files lack (which
     # transformers would otherwise initialise randomly, only logging it); check_weights_fit refuses both.
+    quantized = {}
+    if adapter.quantization.enabled:  # QLoRA: the frozen base in 4 / 8 bits, computing in `dtype`
+        from lmforge.model.quantization import quantized_load_kwargs
+
+        quantized = quantized_load_kwargs(adapter.quantization, dtype, is_trainable=is_trainable)
+        logger.info("quantizing %s to %d bit with bitsandbytes (%s)", directory, adapter.quantization.quantization_bit,
+                    adapter.quantization.quantization_type if adapter.quantization.quantization_bit == 4 else "int8")
     model, loading = AutoModelForCausalLM.from_pretrained(
         directory,
         config=config,
@@ -118,6 +125,7 @@ def load_model(
         local_files_only=True,
         ignore_mismatched_sizes=True,
         output_loading_info=True,
+        **quantized,
     )
     check_weights_fit(directory, loading)
     if is_trainable and gradient_checkpointing:

@@ -16,6 +16,12 @@ Bytes per parameter, the ZeRO paper's accounting (Rajbhandari et al. 2020) for m
   device DDP keeps its own gradient buckets, one more gradient-sized buffer. Frozen weights (LoRA base,
   frozen layers) load in the checkpoint's half dtype on GPUs and in fp32 on CPUs (lmforge's loader).
 
+* QLoRA (`quantization_bit`): bitsandbytes stores every nn.Linear of the decoder layers in 4 or 8 bits; the
+  embeddings, norms and lm_head stay as loaded. 4-bit: half a byte per weight plus one fp32 absmax per block of
+  64 (4/64 byte), or with double quantization one 8-bit absmax per 64 and an fp32 one per 256 blocks
+  (1/64 + 4/16384 byte): 0.5159 bytes per weight. 8-bit: one byte plus an fp32 scale per output row (counted as
+  4 / hidden_size per weight).
+
 Activations and loss buffers come from `activations.py`; everything here is bytes on one device.
 """
 
@@ -62,6 +68,9 @@ class Setup:
     supervised_fraction: float = 1.0
     loss_chunk: int | None = None
     """Tokens per chunk of the chunked loss; None: what the trainer picks for the device type and vocabulary."""
+    quantization_bit: int | None = None
+    """QLoRA: the decoder layers' linear weights stored in 4 or 8 bits (bitsandbytes)."""
+    double_quantization: bool = True
 
     def __post_init__(self):
         if self.dtype not in DTYPE_BYTES:
@@ -82,6 +91,8 @@ class Setup:
         for name in ("seq_len", "micro_batch", "devices", "loss_chunk"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.quantization_bit not in (None, 4, 8):
+            raise ConfigError(f"quantization_bit: {self.quantization_bit} is not 4 or 8 (bitsandbytes)")
         if not 0 < self.supervised_fraction <= 1:
             raise ConfigError(f"supervised_fraction must be in (0, 1], got {self.supervised_fraction}")
 
@@ -119,6 +130,16 @@ class MemoryPlan:
         return self.weights + self.gradients + self.optimizer + self.gathered + self.activations.weight_copies
 
 
+def quantized_bytes_per_weight(bits: int, double_quantization: bool = True, block: int = 64,
+                               in_features: int | None = None) -> float:
+    """Bytes per weight of a bitsandbytes-quantized linear layer, block scales included (see the module doc);
+    8-bit: its fp32 scale per output row spread over `in_features` weights (the hidden size for most layers)."""
+    if bits == 8:
+        return 1.0 + (4 / in_features if in_features else 0.0)
+    scales = (1 / block + 4 / (block * 256)) if double_quantization else 4 / block
+    return 0.5 + scales
+
+
 def optimizer_state_bytes(shape: ModelShape, optimizer: str) -> float:
     """Optimizer state bytes for all trainable parameters (no master copy)."""
     per_param = OPTIMIZER_STATE_BYTES[optimizer]
@@ -138,15 +159,22 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> MemoryPlan:
     trainable, frozen = shape.trainable_params, shape.frozen_params
     states = optimizer_state_bytes(shape, setup.optimizer)
     notes = []
+    # QLoRA: the frozen linears of the layers in 4 / 8 bits; everything else frozen as loaded
+    quantized = shape.layer_matmul_params if setup.quantization_bit else 0
+    quantized_bytes = quantized * quantized_bytes_per_weight(setup.quantization_bit, setup.double_quantization,
+                                                             in_features=shape.hidden_size) if quantized else 0.0
+    if quantized:
+        notes.append(f"{setup.quantization_bit}-bit base: {quantized:,} layer weights at "
+                     f"{quantized_bytes / quantized:.4f} bytes each")
     if setup.deepspeed:
         weight_bytes = setup.compute_bytes
-        weights = weight_bytes * (trainable + frozen)
+        weights = weight_bytes * (trainable + frozen - quantized) + quantized_bytes
         gradients = weight_bytes * trainable
         optimizer = states + (4 * trainable if half else 0)  # fp32 master weights
         weights_in_compute = True
     else:
         frozen_bytes = 2 if (half and setup.device_type != "cpu") else 4
-        weights = 4 * trainable + frozen_bytes * frozen
+        weights = 4 * trainable + frozen_bytes * (frozen - quantized) + quantized_bytes
         gradients = 4 * trainable
         optimizer = states
         weights_in_compute = not half or (shape.lora_rank > 0 and frozen_bytes == 2)

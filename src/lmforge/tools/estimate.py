@@ -58,6 +58,10 @@ def _memory_parser() -> argparse.ArgumentParser:
                    help="eager keeps [heads, s, s] probabilities; fused kernels do not")
     p.add_argument("--device-type", choices=["cuda", "cpu"], default="cuda",
                    help="cpu: frozen weights stay fp32 (lmforge loads fp32 for CPU training)")
+    p.add_argument("--quantization-bit", type=int, choices=(4, 8),
+                   help="QLoRA: the base's layer weights in 4 or 8 bits (bitsandbytes; with --finetuning-type lora)")
+    p.add_argument("--no-double-quantization", action="store_true",
+                   help="4-bit without quantized block scales (0.5625 instead of 0.5159 bytes per weight)")
     p.add_argument("--supervised-fraction", type=float, default=1.0,
                    help="share of tokens with a loss (1 for pt; the loss keeps only these rows)")
     p.add_argument("--device-memory", help="memory of one device (80GiB, 80GB; a plain number is GiB): "
@@ -101,8 +105,11 @@ def estimate_main(argv: list[str]) -> int:
         seq_len=args.seq_len, micro_batch=args.micro_batch, dtype=args.dtype, optimizer=args.optimizer,
         gradient_checkpointing=args.gradient_checkpointing, zero=args.zero, offload=args.offload,
         devices=args.devices, attention=args.attention, device_type=args.device_type,
-        supervised_fraction=args.supervised_fraction,
+        supervised_fraction=args.supervised_fraction, quantization_bit=args.quantization_bit,
+        double_quantization=not args.no_double_quantization,
     )
+    if args.quantization_bit and args.finetuning_type != "lora":
+        raise ConfigError("--quantization-bit: a quantized base trains only through LoRA; add --finetuning-type lora")
     plan = estimate_memory(shape, setup)
     unit, scale = args.units, UNITS[args.units]
     print(format_plan(shape, plan, unit, scale))

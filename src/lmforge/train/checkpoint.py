@@ -100,7 +100,9 @@ def check_trainer_state(checkpoint: Path) -> None:
 
 
 def check_finite(model: torch.nn.Module) -> None:
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    # Only what trains can have turned non-finite; a frozen 4-bit base's packed bytes, read as the float dtype
+    # they are stored in (QLoRA's quant_storage), are not numbers at all.
+    bad = [name for name, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
     if bad:
         raise NonFiniteModelError(
             f"the model has non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); not saving "

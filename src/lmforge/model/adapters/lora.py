@@ -24,7 +24,7 @@ from torch import nn
 
 from lmforge.config.adapter_args import AdapterArguments
 from lmforge.config.lora_args import LoraArguments
-from lmforge.errors import ModelError
+from lmforge.errors import ConfigError, ModelError
 from lmforge.logging import get_logger
 from lmforge.model.adapters.targets import (
     check_lora_targets,
@@ -66,6 +66,17 @@ def apply_lora(
         ConfigError: a `lora_target` / `additional_target` name the model lacks.
     """
     paths = [check_adapter_dir(path) for path in adapter_paths]
+    if adapter.quantization.enabled and paths:
+        # merging into 4 / 8-bit weights would requantize them (LLaMA-Factory: "unstable"): the one adapter a
+        # quantized base takes stays a separate module; `lmforge export` merges into the dequantized base instead
+        if len(paths) > 1:
+            raise ConfigError("adapter_name_or_path: a quantized base (quantization_bit) takes one adapter; merge "
+                              "the others first with lmforge export")
+        if not is_trainable:
+            with quiet_peft_alias():
+                model = PeftModel.from_pretrained(model, paths[0])
+            logger.info("LoRA adapter %s on the %d-bit base, unmerged", paths[0], adapter.quantization.quantization_bit)
+            return model
     resume = paths[-1] if paths and is_trainable and not adapter.lora.create_new_adapter else None
     to_merge = paths[:-1] if resume else paths
     for path in to_merge:
