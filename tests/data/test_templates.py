@@ -1,5 +1,6 @@
-"""Chat templates against oracles: hand-written copies of each model's chat template (tests/assets/chat_templates)
-rendered by `apply_chat_template` on a tokenizer trained on the spot.
+"""Chat templates against oracles: copies of each model's published chat template (tests/assets/chat_templates;
+each file's leading comment names its source and what was trimmed) rendered by `apply_chat_template` on a
+tokenizer trained on the spot.
 
 What is checked, in numbers: the turn pairs concatenate to exactly the oracle's token ids; each response span
 decodes to exactly the assistant text plus its end-of-turn tokens; `auto` splits the tokenizer's own template
@@ -73,6 +74,10 @@ ORACLE_WITH_SYSTEM = {"gemma2": "gemma"}  # Gemma 2's template refuses a system 
 ROW_WRAPS_SYSTEM = {"yi"}  # Yi's template writes it bare; the row (as LLaMA-Factory) in a ChatML system turn
 ROW_DEFAULT_SYSTEM_ONLY = {"intern2"}  # LLaMA-Factory's default system prompt, absent from the model's template
 ROW_TRAILING_TEXT = {"olmo2": "\n", "tulu": "\n"}  # after the last answer's eos (the model's template has none)
+# Tulu 3's published template writes no bos; the row writes <|begin_of_text|> first, as OLMo 2's template does
+# for the same format: Tulu 3 is a Llama 3.1 model, whose tokenizer puts <|begin_of_text|> before any text it
+# encodes with special tokens, and lmforge encodes without them. LLaMA-Factory has no tulu row to follow.
+ROW_ADDS_BOS = {"tulu"}
 
 
 def make_tokenizer(name: str, chat_template: str | None = None):
@@ -117,6 +122,9 @@ def test_named_template_matches_reference_token_by_token(name, with_system):
     if name in ROW_DEFAULT_SYSTEM_ONLY and not with_system:
         reference_conv = Conversation(conv.messages, system=template.default_system)
     text = tokenizer.apply_chat_template(hf_messages(reference_conv), chat_template=reference, tokenize=False)
+    if name in ROW_ADDS_BOS:
+        assert not text.startswith(tokenizer.bos_token)
+        text = tokenizer.bos_token + text
     expected = encode(tokenizer, text + ROW_TRAILING_TEXT.get(name, ""))
     assert len(pairs) == 2
     assert flat(pairs) == expected  # token by token, not just the text
@@ -137,7 +145,8 @@ def test_encode_prompt_is_the_reference_generation_prompt(name):
 
     if name not in ROW_WRAPS_SYSTEM:
         reference = oracle(ORACLE_WITH_SYSTEM.get(name, name))
-        assert prompt == oracle_ids(tokenizer, reference, hf_messages(prompt_conv), add_generation_prompt=True)
+        bos = [tokenizer.bos_token_id] if name in ROW_ADDS_BOS else []
+        assert prompt == bos + oracle_ids(tokenizer, reference, hf_messages(prompt_conv), add_generation_prompt=True)
     # ... and is exactly what training puts before the last answer.
     first, second = template.encode_turns(tokenizer, CONV)
     assert prompt == first[0] + first[1] + second[0]
