@@ -172,8 +172,8 @@ _ROWS += (
     # Gemma 3 (text): the same rows as gemma; registered under the name LLaMA-Factory users write.
     Template(name="gemma3", **_GEMMA, stop_words=("<end_of_turn>",)),
     # Mistral Small 3 (24B-2501, v7 tekken tokenizer): [SYSTEM_PROMPT] block, no spaces inside [INST].
-    # Mistral's template fills in a long dated default system prompt when none is given; LLaMA-Factory's row
-    # (and this one) leaves the system out then.
+    # With no system prompt none is written, as the 2501 model's published template does (the dated default
+    # system prompt belongs to Mistral Small 3.1's template, not this one), and as LLaMA-Factory's row does.
     Template(
         name="mistral_small",
         prefix="{{bos}}",
