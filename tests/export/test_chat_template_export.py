@@ -102,6 +102,12 @@ def test_run_default_system_is_written_and_auto_keeps_the_tokenizers_own(tmp_pat
     text = AutoTokenizer.from_pretrained(out).apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     assert text == ("<|im_start|>system\nRun system.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
                     "<|im_start|>assistant\n")
+    # lmforge chat on the run (no default_system in its config) sends the same prompt: the run's system prompt
+    chat = tmp_path / "chat.yaml"
+    chat.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "adapter_name_or_path": str(lora_dir)}))
+    engine = ChatEngine(load_inference_config(chat))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert engine.prompt_ids(user) == chat_template_ids(tokenizer, user)
 
     own = AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
     with caplog.at_level("INFO", logger="lmforge"):

@@ -72,7 +72,12 @@ class ChatEngine:
             cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
         self.template = resolve_template(template_name, self.tokenizer, thinking_setting(cfg, template_name))
         self.generation = cfg.generation
-        self.default_system = cfg.data.default_system or ""
+        # the run's system prompt when the config gives none, as training gave it to every sample without one
+        # (and as the exported chat template writes it, so a merged model answers as this engine does)
+        self.default_system = cfg.data.default_system or (trained_setting(
+            "default_system", cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
+            if template_name == trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
+            else None) or ""
         self.model_name = Path(cfg.model.adapter_name_or_path or cfg.model.model_name_or_path).name
         self.stop_ids = self.template.stop_token_ids(self.tokenizer)
         self.max_context = getattr(self.model.config, "max_position_embeddings", None)
