@@ -19,6 +19,8 @@ commands:
   train CONFIG [key=value ...]     train (stage pt, sft, rm, dpo or kto) from a YAML/JSON config
   eval CONFIG [key=value ...]      score a model on lm-evaluation-harness task YAMLs (multiple choice, generation,
                                    perplexity) from local files: results.json, a table, per-item samples
+  check CONFIG [key=value ...]     probe a fine-tuned model (template round trip, serve parity, termination, ...):
+                                   a verdict table, check_report.json / .html; exit 1 when a probe FAILs
   chat CONFIG [key=value ...]      talk to a model (and its adapter) in the terminal, answers streamed
   api CONFIG [key=value ...]       serve the model over an OpenAI-compatible API (127.0.0.1:8000, --host/--port)
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
@@ -43,6 +45,12 @@ def _eval(argv: list[str]) -> int:
     from lmforge.eval.runner import eval_main
 
     return eval_main(argv)
+
+
+def _check(argv: list[str]) -> int:
+    from lmforge.check.runner import check_main
+
+    return check_main(argv)
 
 
 def _tokenize(argv: list[str]) -> int:
@@ -103,6 +111,7 @@ def _version(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "eval": _eval,
+    "check": _check,
     "tokenize": _tokenize,
     "create-model": _create_model,
     "export": _export,

@@ -35,6 +35,7 @@ GROUP_TITLES = {
     "export": "export: lmforge export",
     "eval": "eval: lmforge eval (lm-evaluation-harness task YAMLs)",
     "evaluators": "evaluators: tasks scored while training runs (eval/<label>/<metric>)",
+    "check": "check: lmforge check (probes, thresholds, held-out samples)",
     "training": "training: transformers' TrainingArguments (Seq2Seq) with lmforge's additions",
 }
 COMMON_TRAINING_KEYS = (

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lmforge.config.adapter_args import HasAdapter
+from lmforge.config.check_args import CheckArguments
 from lmforge.config.data_args import DataArguments
 from lmforge.config.eval_args import EvalArguments
 from lmforge.config.evaluator_args import EvaluatorArguments
@@ -52,6 +53,8 @@ LIGHT_GROUPS: dict[str, type] = {
     "export": ExportArguments,
     "eval": EvalArguments,  # `lmforge eval` only; a training run reads none of these keys
     "evaluators": EvaluatorArguments,  # eval_tasks: scored during training (train/callbacks/evaluators.py)
+    "check": CheckArguments,  # `lmforge check` only (check/runner.py); train, chat, api and export ignore it, so a
+    # training YAML can carry the `check:` section its run is later checked with
 }
 """The groups that are plain dataclasses, one concern each; `training` (transformers' arguments) is built last,
 after validation. The flat keys of a YAML are routed to them by name (each key lives in exactly one group)."""
