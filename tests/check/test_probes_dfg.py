@@ -132,7 +132,7 @@ def test_format_prompts_are_deterministic_and_cover_every_format():
     assert [p.source for p in prompts[:2]] == ["generated:0:0", "generated:0:1"]
     for p in prompts:  # the worked example of a few-shot prompt passes its own parser (a different question)
         if p.few_shot:
-            assert len(p.messages) == 3
+            assert len(p.messages) == 3 and p.messages[0]["content"] != p.messages[2]["content"]
             shot_spec = _spec_of(p.kind, p.messages[0]["content"])
             assert ff.FORMATS[p.kind].check(p.messages[1]["content"], shot_spec) == ""
 
@@ -307,3 +307,37 @@ def test_int8_is_closer_to_full_precision_than_nf4(tuned_engine, tmp_path):
 def test_quantized_model_in_train_mode_has_no_dropout(tiny_model_dir):
     model, mode = load_quantized(tiny_model_dir, 4)
     assert model.training and all(m.attention_dropout == 0.0 for m in model.modules() if hasattr(m, "attention_dropout"))
+
+
+# -- the four probes through `lmforge check` and the real CheckContext ----------------------------------------------
+def test_probes_run_through_lmforge_check(tmp_path, tiny_model_dir):
+    import yaml
+
+    from lmforge.cli import main
+
+    data = [{"instruction": f"Say the number {i}", "input": "", "output": f"The number is {i}."} for i in range(24)]
+    (tmp_path / "numbers.json").write_text(json.dumps(data))
+    train = tmp_path / "train.yaml"
+    train.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "dataset": str(tmp_path / "numbers.json"), "template": "qwen",
+        "stage": "sft", "finetuning_type": "lora", "output_dir": str(tmp_path / "run"), "cutoff_len": 64,
+        "data_cache_dir": str(tmp_path / "cache"), "val_size": 6, "per_device_train_batch_size": 4, "max_steps": 2,
+        "save_strategy": "no", "disable_tqdm": True, "report_to": "none", "seed": 42}))
+    assert main(["train", str(train)]) == 0
+    probes = ["format_following", "prompt_edits", "forgetting", "quantization"]
+    check = tmp_path / "check.yaml"
+    check.write_text(yaml.safe_dump({"adapter_name_or_path": str(tmp_path / "run"), "check": {
+        "probes": probes, "samples": 4, "max_new_tokens": 8, "output_dir": str(tmp_path / "report"),
+        "format_following": {"prompts": 8}, "prompt_edits": {"answer_fn": "none"}}}))
+    main(["check", str(check)])
+    results = {r["name"]: r for r in json.loads((tmp_path / "report" / "check_report.json").read_text())["results"]}
+    assert set(results) == set(probes)
+    for name, result in results.items():
+        assert "error" not in result["details"], (name, result["details"].get("traceback"))
+    assert results["format_following"]["details"]["prompts"] == 8 and "base_pass_rate" in results["format_following"]["details"]
+    edits = results["prompt_edits"]["details"]["edits"]  # every edited prompt named with its record
+    assert len(edits) == 4 and all(e["source"].startswith(str(tmp_path / "numbers.json") + ":") for e in edits)
+    assert all(e["kind"] == "number" and e["replacement"] in e["edited_prompt"] for e in edits)
+    forgetting = results["forgetting"]["details"]  # 2 LoRA steps from a zero B: barely moved
+    assert forgetting["next_token_agreement"] > 0.9 and forgetting["mean_kl_base_tuned"] < 0.05
+    assert results["quantization"]["details"]["int4"]["mode"].startswith("train")

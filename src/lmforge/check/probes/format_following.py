@@ -159,6 +159,8 @@ def format_prompts(rng: random.Random, count: int, seed: int) -> list[FormatProm
         messages = [{"role": "user", "content": question}]
         if few_shot:
             shot_question, _, shot_answer = FORMATS[kind].write(rng)
+            while shot_question == question:  # the worked example must not give the answer away
+                shot_question, _, shot_answer = FORMATS[kind].write(rng)
             messages = [{"role": "user", "content": shot_question}, {"role": "assistant", "content": shot_answer},
                         *messages]
         prompts.append(FormatPrompt(kind, f"generated:{seed}:{i}", messages, spec, few_shot))

@@ -7,7 +7,7 @@ What: prompts of the run's own data (`ctx.samples`), each with one key span of i
 by a different value: a number (a different number of as many digits), else a capitalised name inside a
 sentence (another name), else, in a long input (>= `long_input` characters), its longest sentence (another
 sentence). A task with a computable answer names its own span and answer (`ANSWER_FUNCTIONS`; the `answer_fn`
-setting names one, `auto` (the default) uses the first whose prompt shape matches, none: generic edits only;
+setting names one, `auto` (the default) uses the first whose prompt shape matches, `none`: generic edits only;
 `letter_shift`, the demo's task, edits the letter sequence). Each edited prompt, with the
 record it came from, is listed in the details (`edits`); the choice of span and replacement is deterministic
 for the check's seed.
@@ -169,11 +169,12 @@ def _norm(text: str) -> str:
 
 def run_prompt_edits(ctx, settings: dict) -> ProbeResult:
     answer_fn = settings.get("answer_fn")
+    answer_fn = None if answer_fn in (None, "none") else answer_fn  # YAML: a string setting keeps a string
     if answer_fn and answer_fn != "auto" and answer_fn not in ANSWER_FUNCTIONS:
         from lmforge.errors import ConfigError
 
         raise ConfigError(f"check: prompt_edits.answer_fn: unknown {answer_fn!r}; choose one of "
-                          f"{', '.join(sorted(ANSWER_FUNCTIONS))} or auto")
+                          f"{', '.join(sorted(ANSWER_FUNCTIONS))}, auto or none")
     samples = ctx.samples(int(settings["samples"]))
     edited, unedited = edit_samples(samples, ctx.rng(NAME), answer_fn, int(settings["long_input"]))
     if not edited:
