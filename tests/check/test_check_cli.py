@@ -91,9 +91,9 @@ def test_a_crashing_probe_is_its_fail_and_the_others_run(tmp_path, tiny_model_di
     try:
         cfg = write(tmp_path, model_name_or_path=str(tiny_model_dir), template="qwen",
                     check={"probes": ["broken_probe", "termination"], "samples": 2, "max_new_tokens": 4,
-                           "termination": {"fail_below": 0.0, "warn_below": 0.0, "loop_fail_above": 1.0},
-                           "output_dir": str(tmp_path / "r")})
-        assert main(["check", cfg]) == 1
+                           "termination": {"fail_below": 0.0, "loop_fail_above": 1.0}})
+        # dotted overrides reach into the check: mapping
+        assert main(["check", cfg, "check.termination.warn_below=0.0", f"check.output_dir={tmp_path / 'r'}"]) == 1
     finally:
         REGISTRY.unregister("broken_probe")
     printed = capsys.readouterr().out

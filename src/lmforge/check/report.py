@@ -39,7 +39,7 @@ def verdict_table(results: list[ProbeResult], examples: int = 3) -> str:
             for ex in r.examples[:examples]:
                 lines.append(f"  {ex.source}: {_cut(ex.note, 160)}")
                 if ex.output:
-                    lines.append(f"    output: {_cut(ex.output, 120)}")
+                    lines.append(f"    output: {_cut(repr(ex.output), 120)}")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
     lmforge check check.yaml                                   # model_name_or_path, adapter_name_or_path, check:
     lmforge check check.yaml adapter_name_or_path=saves/sft    # a finished run: template and data from its run info
+    lmforge check check.yaml check.samples=8 check.termination.fail_below=0.5
 
 Prints probe | value | threshold | verdict and the worst examples, writes check_report.json and check_report.html
 into `check.output_dir` (default <run dir>/check), and exits 0 only when no probe FAILs, so it can gate a pipeline.
@@ -42,7 +43,15 @@ def load_check_config(path: str | None, overrides: list[str] | None = None):
     from lmforge.run_info import trained_setting
 
     raw = read_config_file(path) if path else {}
-    raw.update(parse_overrides(overrides or []))
+    for key, value in parse_overrides(overrides or []).items():
+        if key.startswith("check."):  # check.samples=4, check.termination.fail_below=0.5: into the mapping
+            *parents, leaf = key.split(".")[1:]
+            section = raw["check"] = dict(raw.get("check") or {})
+            for name in parents:
+                section = section.setdefault(name, {}) if isinstance(section.get(name, {}), dict) else {}
+            section[leaf] = value
+        else:
+            raw[key] = value
     source = str(path or "command line")
     validate_keys_only(raw, source)
     refuse_eval_keys(raw, source, "lmforge check")
