@@ -36,7 +36,7 @@ from lmforge.run_info import read_run_info, trained_setting, trained_template
 if TYPE_CHECKING:
     from lmforge.inference.engine import ChatEngine
 
-TRAINING_SEED = 42
+TRAINING_SEED = 42  # transformers' default seed: a run whose lmforge_run.json predates its recorded `seed`
 """transformers' default `seed`: the run's validation split is redrawn with it (lmforge_run.json does not record
 the seed, so a run trained with another seed gets a different, still never-trained-on-by-chance, sample)."""
 
@@ -312,9 +312,10 @@ class CheckContext:
         from lmforge.data.loading import load_conversations
         from lmforge.data.splits import split_train_eval
 
+        training_seed = (self.run_info or {}).get("seed", TRAINING_SEED)
         listed = [n.strip() for n in str(names).split(",") if n.strip()]
         convs, drops = load_conversations(listed, dataset_dir, stage="sft", max_samples=max_samples,
-                                          seed=TRAINING_SEED)
+                                          seed=training_seed)
         specs = resolve_datasets(listed, dataset_dir)
         # a row is its file's record only for one file read whole; else the source names the row of the merge
         whole = (len(specs) == 1 and len(specs[0].paths) == 1 and not specs[0].num_samples and not max_samples
@@ -325,9 +326,9 @@ class CheckContext:
             pass  # eval data: every record is held out
         elif held_out:
             # train_test_split's draw depends only on the length and the seed: an index column rides along
-            _, evaluation = split_train_eval(convs.add_column("_row", rows), held_out, TRAINING_SEED)
+            _, evaluation = split_train_eval(convs.add_column("_row", rows), held_out, training_seed)
             rows = sorted(evaluation["_row"])
-            self.notes.append(f"samples: the run's validation split (val_size {held_out}, seed {TRAINING_SEED}) "
+            self.notes.append(f"samples: the run's validation split (val_size {held_out}, seed {training_seed}) "
                               f"of {','.join(listed)}: {len(rows)} records")
         else:
             rows = rows[-max(self.cfg.check.samples, 1):]

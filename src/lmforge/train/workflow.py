@@ -165,6 +165,7 @@ def save_run_info(cfg: RunConfig, template_name: str | None) -> None:
         "finetuning_type": cfg.finetuning.finetuning_type,
         "cutoff_len": cfg.data.cutoff_len,
         "default_system": cfg.data.default_system,
+        "seed": cfg.training.seed,  # the val_size split is drawn with it: `lmforge check` redraws the same held-out set
         "data": {k: v for k, v in asdict(cfg.data).items() if v is not None},
         # the method's keys as one flat mapping, as the single finetuning group held them before the split
         "finetuning": {**asdict(cfg.finetuning), **asdict(cfg.lora), **asdict(cfg.freeze), **asdict(cfg.preference),
