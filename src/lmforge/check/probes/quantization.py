@@ -25,8 +25,9 @@ dequantizing and multiplying as QLoRA training does (tests/model/test_qlora.py) 
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import warnings
+import logging
 from pathlib import Path
 
 import torch
@@ -80,6 +81,19 @@ def _no_dropout(model) -> None:
             module.attention_dropout = 0.0
 
 
+@contextlib.contextmanager
+def _quiet_int8_casts():
+    """bitsandbytes logs "MatMul8bitLt: inputs will be cast from float32 to float16" at every 8-bit matmul call
+    on the CPU (autograd/_functions.py, a logger warning): expected here, and hundreds of lines."""
+    log = logging.getLogger("bitsandbytes.autograd._functions")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def run_quantization(ctx, settings: dict) -> ProbeResult:
     try:
         import bitsandbytes  # noqa: F401
@@ -102,8 +116,7 @@ def run_quantization(ctx, settings: dict) -> ProbeResult:
     details: dict = {"samples": len(samples), "weights": str(path)}
     examples, agreement = [], {}
     for bits in (8, 4):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*inputs will be cast.*")  # 8-bit: fp32 -> fp16 inputs, said per call
+        with _quiet_int8_casts():
             model, mode = load_quantized(path, bits)
             engine = copy.copy(tuned)  # the same tokenizer, template and stop tokens, the quantized weights
             engine.model = model
