@@ -8,12 +8,12 @@ import importlib.util
 import json
 import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from lmforge.check.context import Generation, Sample
 from lmforge.check.probe import FAIL, PASS, PROBES, SKIP, WARN
 from lmforge.check.probes import format_following as ff
 from lmforge.check.probes import prompt_edits as pe
@@ -21,21 +21,8 @@ from lmforge.check.probes.forgetting import general_items, general_texts, next_t
 from lmforge.check.probes.quantization import load_quantized
 
 
-# -- a stand-in for CheckContext: the API the probes use, nothing more --------------------------------------------
-@dataclass
-class Generation:
-    text: str
-    token_ids: list[int]
-    stopped: bool
-
-
-@dataclass
-class Sample:
-    source: str
-    messages: list[dict]
-    answer: str
-
-
+# -- a stand-in for CheckContext (the API the probes use, nothing more): it takes scripted engines and hand-made
+# samples; test_probes_run_through_lmforge_check runs the same probes on the real CheckContext --------------------
 class StandInContext:
     def __init__(self, tuned, base=None, samples=(), work_dir: Path | None = None, seed: int = 0):
         self.seed, self._tuned, self._base, self._samples, self.work_dir = seed, tuned, base, list(samples), work_dir
@@ -156,8 +143,8 @@ def _good_answer(prompt: ff.FormatPrompt) -> str:
         return json.dumps({k: 1 for k in spec["keys"]})
     if prompt.kind == "table":
         rows = ["|" + "|".join(["x"] * spec["columns"]) + "|" for _ in range(spec["rows"])]
-        return "\n".join(["|" + "|".join(["h"] * spec["columns"]) + "|", "|" + "|".join(["---"] * spec["columns"]) + "|",
-                          *rows])
+        header = ["|" + "|".join(["h"] * spec["columns"]) + "|", "|" + "|".join(["---"] * spec["columns"]) + "|"]
+        return "\n".join([*header, *rows])
     if prompt.kind == "bullets":
         return "\n".join("- item" for _ in range(spec["count"]))
     return "Cold"
@@ -186,7 +173,8 @@ def shift_samples(n: int) -> list[Sample]:
     for i in range(n):
         seq = " ".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4))
         prompt = f"Shift each letter by one: {seq}"
-        out.append(Sample(f"data/shift_heldout.json:{i}", [{"role": "user", "content": prompt}], pe._shift_answer(prompt)))
+        out.append(Sample(f"data/shift_heldout.json:{i}", [{"role": "user", "content": prompt}],
+                          pe._shift_answer(prompt)))
     return out
 
 
@@ -279,6 +267,22 @@ def test_forgetting_against_a_perturbed_copy(tuned_engine, perturbed_engine):
     assert run("forgetting", StandInContext(tuned_engine)).verdict == SKIP
 
 
+def test_forgetting_on_lm_eval_task_files_equals_the_built_in_scoring(tuned_engine, perturbed_engine, tmp_path):
+    # the built-in items as an lm-eval multiple_choice task: the same requests, so the same accuracies
+    rows = tmp_path / "general.jsonl"
+    rows.write_text("".join(json.dumps(it) + "\n" for it in general_items()))
+    task = tmp_path / "general_mc.yaml"
+    task.write_text(f"task: general_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {rows}\n"
+                    'test_split: test\noutput_type: multiple_choice\ndoc_to_text: "Question: {{question}}\\nAnswer:"\n'
+                    'doc_to_target: answer\ndoc_to_choice: "{{choices}}"\nmetric_list:\n  - metric: acc\n')
+    ctx = StandInContext(perturbed_engine, base=tuned_engine)
+    built_in = run("forgetting", ctx)
+    from_tasks = run("forgetting", ctx, tasks=str(task))
+    assert from_tasks.details["tuned_scores"] == {"general_mc acc,none": round(built_in.details["tuned_accuracy"], 4)}
+    assert from_tasks.details["base_accuracy"] == pytest.approx(built_in.details["base_accuracy"])
+    assert from_tasks.value == pytest.approx(built_in.value)
+
+
 def test_divergence_counts_positions_from_the_start(tuned_engine):
     ids = tuned_engine.tokenizer.encode(general_texts()[0])[:20]
     agree, kl, positions = next_token_divergence(tuned_engine.model, tuned_engine.model, [ids], starts=[15])
@@ -306,7 +310,8 @@ def test_int8_is_closer_to_full_precision_than_nf4(tuned_engine, tmp_path):
 @needs_bnb
 def test_quantized_model_in_train_mode_has_no_dropout(tiny_model_dir):
     model, mode = load_quantized(tiny_model_dir, 4)
-    assert model.training and all(m.attention_dropout == 0.0 for m in model.modules() if hasattr(m, "attention_dropout"))
+    assert model.training
+    assert all(m.attention_dropout == 0.0 for m in model.modules() if hasattr(m, "attention_dropout"))
 
 
 # -- the four probes through `lmforge check` and the real CheckContext ----------------------------------------------
@@ -334,7 +339,8 @@ def test_probes_run_through_lmforge_check(tmp_path, tiny_model_dir):
     assert set(results) == set(probes)
     for name, result in results.items():
         assert "error" not in result["details"], (name, result["details"].get("traceback"))
-    assert results["format_following"]["details"]["prompts"] == 8 and "base_pass_rate" in results["format_following"]["details"]
+    formats = results["format_following"]["details"]
+    assert formats["prompts"] == 8 and "base_pass_rate" in formats
     edits = results["prompt_edits"]["details"]["edits"]  # every edited prompt named with its record
     assert len(edits) == 4 and all(e["source"].startswith(str(tmp_path / "numbers.json") + ":") for e in edits)
     assert all(e["kind"] == "number" and e["replacement"] in e["edited_prompt"] for e in edits)

@@ -43,7 +43,8 @@ SENTENCES = ["The committee postponed the decision until the following spring.",
              "Nobody in the village remembered who had planted the old oak.",
              "The train to the coast was delayed by a fallen tree."]
 NUMBER = re.compile(r"\d+")
-ENTITY = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]+\b")  # a capitalised word inside a sentence: a name, not a sentence start
+# a capitalised word inside a sentence: a name, not a sentence start
+ENTITY = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]+\b")
 SENTENCE = re.compile(r"[^.!?\n]+[.!?]")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -95,9 +96,7 @@ def _quiet_int8_casts():
 
 
 def run_quantization(ctx, settings: dict) -> ProbeResult:
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("bitsandbytes") is None:
         return ProbeResult.skipped(NAME, "bitsandbytes is not installed (pip install bitsandbytes)")
     tuned = ctx.tuned()
     if getattr(tuned.model, "is_quantized", False) or getattr(tuned.model.config, "quantization_config", None):
