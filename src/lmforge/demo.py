@@ -63,6 +63,7 @@ class DemoResult:
     chat_config: Path
     chat_prompt: str
     chat_answer: str
+    check_config: Path | None = None  # check.yaml: `lmforge check` of the fine-tuned model before shipping it
 
 
 def _sequences(rng: random.Random, count: int, exclude: set[str]) -> list[str]:
@@ -309,7 +310,16 @@ def run_demo(root: Path, seed: int = 0, say: Callable[[str], None] = _say) -> De
     with _details_to(log_path):
         chat_config, prompt, answer = _chat_with(root, sft_cfg["default_system"], heldout[0]["instruction"])
     return DemoResult(before, after, standalone, losses[0], losses[-1], root / "pt", root / "sft", chat_config, prompt,
-                      answer)
+                      answer, write_check_config(root))
+
+
+def write_check_config(root: Path) -> Path:
+    """check.yaml for `lmforge check`: the fine-tuned model; its base (the pretrained model), template, system
+    prompt and held-out samples (the SFT run's val_size split) come from its lmforge_run.json."""
+    path = root / "check.yaml"
+    check = {"model_name_or_path": str(root / "sft"), "check": {"output_dir": str(root / "check")}}
+    path.write_text(yaml.safe_dump(check, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def _chat_with(root: Path, system: str, prompt: str) -> tuple[Path, str, str]:
@@ -346,6 +356,8 @@ def demo_main(argv: list[str]) -> int:
     print()
     print("Talk to it:    lmforge chat " + str(result.chat_config))
     print("Serve it:      lmforge api " + str(result.chat_config) + "      # OpenAI API at http://127.0.0.1:8000/v1")
+    if result.check_config is not None:
+        print("Check it:      lmforge check " + str(result.check_config) + "    # verdicts; exit 1 when a probe fails")
     print("Ask the server:")
     body = json.dumps({"model": result.sft_dir.name, "messages": [{"role": "user", "content": result.chat_prompt}]})
     print(f"  curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'")
