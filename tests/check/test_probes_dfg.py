@@ -347,3 +347,14 @@ def test_probes_run_through_lmforge_check(tmp_path, tiny_model_dir):
     forgetting = results["forgetting"]["details"]  # 2 LoRA steps from a zero B: barely moved
     assert forgetting["next_token_agreement"] > 0.9 and forgetting["mean_kl_base_tuned"] < 0.05
     assert results["quantization"]["details"]["int4"]["mode"].startswith("train")
+
+
+def test_a_number_in_the_answer_counts_only_as_a_whole_word():
+    samples = [Sample(f"data/numbers.json:{i}", [{"role": "user", "content": f"Say the number {i + 10}"}], "")
+               for i in range(4)]
+    echo = FakeEngine(lambda conv: "The number is " + conv[-1]["content"].split()[-1] + ".")
+    result = run("prompt_edits", StandInContext(echo, samples=samples))
+    assert (result.verdict, result.value, result.details["should_change"]) == (PASS, 0.0, 4)
+    stuck = run("prompt_edits", StandInContext(FakeEngine(lambda conv: "The number is 100."), samples=samples))
+    assert stuck.verdict == SKIP  # "10" is not in "100": no answer mentions a span, nothing to judge
+    assert [r["source"] for r in stuck.details["edits"]] == [s.source for s in samples]

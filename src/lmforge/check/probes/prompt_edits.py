@@ -16,7 +16,7 @@ Why: a model that memorised its training answers repeats them when the question 
 scores on the training distribution cannot tell that from having learned the task.
 
 How: greedy answers to the original and the edited prompt. An edit "should change the answer" when the
-model's original answer contains the replaced span's text, or when the answer function gives a different
+model's original answer contains the replaced span (as whole words), or when the answer function gives a different
 answer for the edited prompt. Among those, an edited answer is "recited" when it equals the original answer
 (whitespace-normalised): the model ignored the edit. value = recited / edits that should change the answer
 (FAIL above `fail_above`). With an answer function the details also give the accuracy (exact match with the
@@ -31,7 +31,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lmforge.check.probe import PROBES, Example, Probe, ProbeResult
+from lmforge.check.probe import PROBES, SKIP, Example, Probe, ProbeResult
 
 NAME = "prompt_edits"
 
@@ -160,6 +160,11 @@ def edit_samples(samples: list, rng: random.Random, answer_fn: str | None = None
     return edited, skipped
 
 
+def _mentions(text: str, span: str) -> bool:
+    """`span` in `text` as a whole word or words ("1" is not in "12")."""
+    return re.search(rf"(?<!\w){re.escape(span)}(?!\w)", text) is not None
+
+
 def _last_user(turns: list[dict]) -> str:
     return next(m["content"] for m in reversed(turns) if m.get("role") == "user")
 
@@ -190,7 +195,7 @@ def run_prompt_edits(ctx, settings: dict) -> ProbeResult:
         compute = ANSWER_FUNCTIONS[item.task].answer if item.task else None
         expected_before = compute(_last_user(item.messages)) if compute else None
         expected_after = compute(_last_user(item.edited)) if compute else None
-        should_change = item.edit.span in before.text or (
+        should_change = _mentions(before.text, item.edit.span) or (
             expected_before is not None and expected_after is not None and expected_before != expected_after)
         is_recited = should_change and _norm(after.text) == _norm(before.text)
         eligible += should_change
@@ -208,7 +213,7 @@ def run_prompt_edits(ctx, settings: dict) -> ProbeResult:
         details["accuracy_original"] = sum(right["original"]) / len(right["original"])
         details["accuracy_edited"] = sum(right["edited"]) / len(right["edited"])
     if not eligible:
-        return ProbeResult(NAME, "SKIP", None, "no edit touched a span the answer depends on (the original answers "
+        return ProbeResult(NAME, SKIP, None, "no edit touched a span the answer depends on (the original answers "
                            "do not contain the edited spans)", "", [], details)
     worst = sorted(rows, key=lambda r: (not r["recited"], r["expected"] is None or r["edited_answer"] == r["expected"]))
     examples = [Example(r["source"], r["edited_prompt"], r["edited_answer"], r["expected"],
@@ -216,7 +221,8 @@ def run_prompt_edits(ctx, settings: dict) -> ProbeResult:
                              + (" (recited)" if r["recited"] else ""))
                 for r in worst[:settings.get("examples", 5)]]
     return ProbeResult.judge(NAME, recited / eligible, settings,
-                             unit="share of edited prompts answered with the unedited prompt's answer",
+                             unit="share of edits that should change the answer answered with the unedited "
+                                  "prompt's answer",
                              examples=examples, details=details)
 
 
