@@ -31,6 +31,7 @@ GROUP_TITLES = {
     "quantization": "quantization: QLoRA, the base loaded in 4 or 8 bits (bitsandbytes)",
     "preference": "preference: rm, dpo, kto",
     "loss": "loss: how the training loss is computed",
+    "optimizers": "optimizers: GaLore, APOLLO, BAdam, Adam-mini, Muon in place of AdamW (optim names the base)",
     "generation": "generation: decoding for chat, api and predict",
     "export": "export: lmforge export",
     "eval": "eval: lmforge eval (lm-evaluation-harness task YAMLs)",

@@ -11,34 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 UNSUPPORTED: dict[str, dict[str, Any]] = {
-    'Adam-mini': {
-        'use_adam_mini': False,
-    },
-    'APOLLO': {
-        'apollo_layerwise': False,
-        'apollo_proj': 'random',
-        'apollo_proj_type': 'std',
-        'apollo_rank': 16,
-        'apollo_scale': 32.0,
-        'apollo_scale_front': False,
-        'apollo_scale_type': 'channel',
-        'apollo_target': 'all',
-        'apollo_update_interval': 200,
-        'use_apollo': False,
-    },
     'ASFT loss': {
         'asft_alpha': 0.1,
         'use_asft_loss': False,
-    },
-    'BAdam': {
-        'badam_mask_mode': 'adjacent',
-        'badam_mode': 'layer',
-        'badam_start_block': None,
-        'badam_switch_interval': 50,
-        'badam_switch_mode': 'ascending',
-        'badam_update_ratio': 0.05,
-        'badam_verbose': 0,
-        'use_badam': False,
     },
     # batch_size, lang, n_shot, task and task_dir are lmforge eval keys (config/eval_args.py)
     'benchmark evaluation (MMLU/CMMLU/C-Eval)': {
@@ -77,15 +52,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         'fp8': False,
         'fp8_backend': 'auto',
         'fp8_enable_fsdp_float8_all_gather': False,
-    },
-    'GaLore': {
-        'galore_layerwise': False,
-        'galore_proj_type': 'std',
-        'galore_rank': 16,
-        'galore_scale': 2.0,
-        'galore_target': 'all',
-        'galore_update_interval': 200,
-        'use_galore': False,
     },
     'generation (decoding)': {
         'max_length': 1024,
@@ -181,9 +147,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         'video_max_pixels': 65536,
         'video_maxlen': 128,
         'video_min_pixels': 256,
-    },
-    'Muon': {
-        'use_muon': False,
     },
     'OFT': {
         'module_dropout': 0.0,

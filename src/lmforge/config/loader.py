@@ -31,6 +31,7 @@ from lmforge.config.generation_args import GenerationArguments
 from lmforge.config.lora_args import LoraArguments
 from lmforge.config.loss_args import LossArguments
 from lmforge.config.model_args import ModelArguments
+from lmforge.config.optimizer_args import OptimizerArguments
 from lmforge.config.preference_args import PreferenceArguments
 from lmforge.config.quantization_args import QuantizationArguments
 from lmforge.config.ranges import check_ranges
@@ -49,6 +50,7 @@ LIGHT_GROUPS: dict[str, type] = {
     "quantization": QuantizationArguments,  # QLoRA: the base loaded in 4 / 8 bits
     "preference": PreferenceArguments,
     "loss": LossArguments,
+    "optimizers": OptimizerArguments,  # use_galore / use_apollo / use_badam / use_adam_mini / use_muon
     "generation": GenerationArguments,
     "export": ExportArguments,
     "eval": EvalArguments,  # `lmforge eval` only; a training run reads none of these keys
@@ -58,8 +60,8 @@ LIGHT_GROUPS: dict[str, type] = {
 }
 """The groups that are plain dataclasses, one concern each; `training` (transformers' arguments) is built last,
 after validation. The flat keys of a YAML are routed to them by name (each key lives in exactly one group)."""
-GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "quantization", "preference", "loss", "generation",
-               "training", "export", "evaluators")
+GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "quantization", "preference", "loss", "optimizers",
+               "generation", "training", "export", "evaluators")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class RunConfig(HasAdapter):
     quantization: QuantizationArguments = QuantizationArguments()
     preference: PreferenceArguments = PreferenceArguments()
     loss: LossArguments = LossArguments()
+    optimizers: OptimizerArguments = OptimizerArguments()
     evaluators: EvaluatorArguments = EvaluatorArguments()
     source: str = ""  # the config file, for messages
 

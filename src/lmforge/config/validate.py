@@ -273,6 +273,56 @@ def check_eval_tasks(cfg: RunConfig) -> None:
             raise ConfigError(f"eval_tasks[{i}].task: task file not found: {spec.task}")
 
 
+_GALORE_OPTIMS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "adafactor")
+_APOLLO_OPTIMS = ("adamw_torch", "adamw_torch_fused")
+
+
+def check_optimizers(cfg: RunConfig) -> None:
+    """use_galore / use_apollo / use_badam / use_adam_mini / use_muon (LLaMA-Factory's rules, its parser.py and
+    finetuning_args.py): one at a time, not with LoRA+ nor (GaLore, APOLLO, BAdam) with LoRA; GaLore and APOLLO not
+    under DeepSpeed; layer-wise stepping without gradient accumulation or sharding; BAdam on one process."""
+    opt, training = cfg.optimizers, cfg.training
+    chosen = opt.chosen
+    if not chosen:
+        return
+    keys = [f"use_{name}" for name in chosen]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(repr(k) for k in keys)} each replace the optimizer; set one of them")
+    name, key = chosen[0], keys[0]
+    if getattr(cfg.lora, "loraplus_lr_ratio", None) is not None:
+        raise ConfigError(f"'{key}' and 'loraplus_lr_ratio' each build the optimizer; set one of them")
+    ft = cfg.finetuning.finetuning_type
+    if name in ("galore", "apollo", "badam") and ft == "lora":
+        raise ConfigError(f"'{key}' trains full weights; it needs finetuning_type full or freeze, not lora")
+    deepspeed, fsdp = bool(training.deepspeed), bool(training.fsdp)
+    if name in ("galore", "apollo") and (deepspeed or fsdp):
+        raise ConfigError(f"'{key}' projects whole weight matrices; it cannot run under "
+                          f"{'deepspeed' if deepspeed else 'fsdp'} (remove one of them)")
+    if name == "galore" and training.optim not in _GALORE_OPTIMS:
+        raise ConfigError(f"use_galore: optim '{training.optim}' has no GaLore version; use one of {', '.join(_GALORE_OPTIMS)}")
+    if name == "apollo" and training.optim not in _APOLLO_OPTIMS:
+        raise ConfigError(f"use_apollo: optim '{training.optim}' has no APOLLO version; use one of {', '.join(_APOLLO_OPTIMS)}")
+    layerwise = {"galore": opt.galore_layerwise, "apollo": opt.apollo_layerwise}.get(name, False)
+    if layerwise and training.gradient_accumulation_steps != 1:
+        raise ConfigError(f"{name}_layerwise steps each weight as soon as its gradient exists, so it cannot "
+                          f"accumulate: set gradient_accumulation_steps: 1 (it is {training.gradient_accumulation_steps})")
+    for rank_key in ("galore_rank", "galore_update_interval", "apollo_rank", "apollo_update_interval"):
+        if rank_key.startswith(name) and getattr(opt, rank_key) < 1:
+            raise ConfigError(f"{rank_key}: {getattr(opt, rank_key)} must be at least 1")
+    if name == "badam":
+        if deepspeed or fsdp:
+            raise ConfigError(f"use_badam: lmforge runs BAdam on one process; remove {'deepspeed' if deepspeed else 'fsdp'}")
+        if opt.badam_mode == "ratio" and not 0 < opt.badam_update_ratio <= 1:
+            raise ConfigError(f"badam_update_ratio: {opt.badam_update_ratio} must be in (0, 1]")
+        interval = opt.badam_switch_interval
+        if interval is not None and interval != -1 and interval < 1:
+            raise ConfigError(f"badam_switch_interval: {interval}; use a number of steps >= 1, or -1 to never switch")
+        if opt.badam_start_block is not None and opt.badam_start_block < 0:
+            raise ConfigError(f"badam_start_block: {opt.badam_start_block} must be >= 0 (a decoder layer index)")
+    if name == "muon" and (fsdp or "zero3" in str(training.deepspeed or "").lower()):
+        raise ConfigError("use_muon: Muon orthogonalises each whole matrix, which FSDP / ZeRO-3 shard; use DDP or ZeRO-1/2")
+
+
 RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_choices,
     check_model_given,
@@ -281,6 +331,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_packing_stage,
     check_eval_source,
     check_adapter_keys,
+    check_optimizers,
     check_quantization,
     check_half_precision_freeze,
     check_batching,
