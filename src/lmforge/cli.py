@@ -2,6 +2,7 @@
 
     lmforge create-model tiny-qwen2 models/tiny
     lmforge train examples/sft_lora.yaml learning_rate=1e-4
+    lmforge train --stage sft --do_train --model_name_or_path models/tiny --lora_target all ...   (LLaMA-Factory's flags)
     lmforge demo --output-dir runs/demo
 
 Subcommands are imported lazily so `lmforge --help` stays instant. A UserError prints one clear message
@@ -31,7 +32,11 @@ commands:
                                    text / jsonl / parquet -> memmap token shards for pretraining
   create-model PRESET OUTPUT_DIR   write a new random model + tokenizer (presets: tiny-qwen2, tiny-llama, small-qwen2)
   demo [--output-dir DIR]          pretrain a tiny model, fine-tune it on a task, report accuracy before/after
+  env                              versions (python, torch, transformers, ...), devices, lmforge's commit: for bug reports
   version                          print the version
+
+CONFIG [key=value ...] also reads LLaMA-Factory's flag form: --key value, --key=value, --flag (a bool key: true),
+--no_flag (a bool key that defaults to true), with or without a config file first; later arguments override it.
 """
 
 
@@ -101,6 +106,12 @@ def _demo(argv: list[str]) -> int:
     return demo_main(argv)
 
 
+def _env(argv: list[str]) -> int:
+    from lmforge.tools.env_report import env_main
+
+    return env_main(argv)
+
+
 def _version(argv: list[str]) -> int:
     from lmforge import __version__
 
@@ -120,8 +131,23 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "data": _data,
     "estimate": _estimate,
     "demo": _demo,
+    "env": _env,
     "version": _version,
 }
+
+CONFIG_COMMANDS: dict[str, tuple[str, ...]] = {
+    "train": (), "eval": (), "check": (), "export": (), "chat": ("system",), "api": ("host", "port"),
+}
+"""The commands that take CONFIG [overrides], each with the options of its own (not config keys)."""
+
+
+def config_arguments(command: str, argv: list[str]) -> list[str]:
+    """A CONFIG-taking command's arguments with LLaMA-Factory's `--key value` flags turned into key=value."""
+    if command not in CONFIG_COMMANDS or any(a in ("-h", "--help", "--help-all") for a in argv):
+        return argv
+    from lmforge.config.loader import flags_to_overrides
+
+    return flags_to_overrides(argv, CONFIG_COMMANDS[command])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from lmforge.errors import UserError
 
     try:
-        return COMMANDS[command](rest)
+        return COMMANDS[command](config_arguments(command, rest))
     except UserError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return exc.exit_code
