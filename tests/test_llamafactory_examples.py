@@ -158,8 +158,8 @@ def _train(name: str, model: Path, *extra: str) -> None:
     """`lmforge train` on the example, capped to one short step on a few records."""
     assert main(["train", f"examples/{name}", f"model_name_or_path={model}", "max_steps=1", "max_samples=8",
                  "cutoff_len=64", "per_device_train_batch_size=2", "gradient_accumulation_steps=1",
-                 "preprocessing_num_workers=null", "dataloader_num_workers=0", "save_strategy=no",
-                 "disable_tqdm=true", "data_cache_dir=cache", *extra]) == 0
+                 "preprocessing_num_workers=null", "dataloader_num_workers=0", "save_strategy='no'",
+                 "logging_steps=1", "disable_tqdm=true", "data_cache_dir=cache", *extra]) == 0
 
 
 @pytest.mark.slow
