@@ -18,3 +18,8 @@ class FreezeArguments:
     freeze_extra_modules: str | None = field(
         default=None, metadata={"help": "Extra modules outside the layers to train (e.g. embed_tokens,norm)."}
     )
+    use_llama_pro: bool = field(
+        default=False,
+        metadata={"help": "LLaMA Pro: the model was expanded with freeze_trainable_layers new blocks, one after "
+                          "every num_layers / freeze_trainable_layers; train only those blocks."},
+    )

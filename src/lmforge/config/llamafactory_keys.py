@@ -87,13 +87,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
     'Liger kernel': {
         'enable_liger_kernel': False,
     },
-    'LLaMA Pro': {
-        'use_llama_pro': False,
-    },
-    'LoRA+': {
-        'loraplus_lr_embedding': 1e-06,
-        'loraplus_lr_ratio': None,
-    },
     'MCA (Megatron Core Adapter)': {
         'use_mca': False,
     },
@@ -153,11 +146,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         'oft_block_size': 32,
         'oft_rank': 0,
         'oft_target': 'all',
-    },
-    'PiSSA': {
-        'pissa_convert': False,
-        'pissa_init': False,
-        'pissa_iter': 16,
     },
     'PPO': {
         'ppo_buffer_size': 1,

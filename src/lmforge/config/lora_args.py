@@ -18,6 +18,27 @@ class LoraArguments:
     )
     use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling alpha / sqrt(r)."})
     use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+    loraplus_lr_ratio: float | None = field(
+        default=None,
+        metadata={"help": "LoRA+: learning rate of the B matrices (and 1-D params) = ratio x learning_rate; "
+                          "A keeps learning_rate (LLaMA-Factory's loraplus_lr_ratio, 16 in the paper)."},
+    )
+    loraplus_lr_embedding: float = field(
+        default=1e-6, metadata={"help": "LoRA+: learning rate of the B matrices of LoRA on embedding layers."}
+    )
+    pissa_init: bool = field(
+        default=False,
+        metadata={"help": "PiSSA: start A and B from the top singular vectors of each weight and train against "
+                          "the residual; the model at step 0 computes what the base computed."},
+    )
+    pissa_iter: int = field(
+        default=16, metadata={"help": "PiSSA: fast-SVD iterations (randomised SVD); -1 runs the exact SVD."}
+    )
+    pissa_convert: bool = field(
+        default=False,
+        metadata={"help": "PiSSA: also save the trained adapter as a plain LoRA adapter for the original base "
+                          "(output_dir/pissa_converted; pissa_init holds the initial adapter)."},
+    )
     create_new_adapter: bool = field(
         default=False, metadata={"help": "Start a new adapter on top of adapter_name_or_path instead of continuing it."}
     )

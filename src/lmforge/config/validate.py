@@ -109,6 +109,48 @@ def check_adapter_keys(cfg: RunConfig) -> None:
         raise ConfigError("'use_dora' and 'use_rslora' cannot both be true")
 
 
+def check_adapter_variants(cfg: RunConfig) -> None:
+    """LoRA+, PiSSA and LLaMA Pro (LLaMA-Factory's rules): each needs its finetuning_type; PiSSA decomposes
+    full-precision weights, so not a quantized base nor ZeRO-3-sharded ones, and not beside a reference model."""
+    ft, lora = cfg.finetuning.finetuning_type, cfg.lora
+    if lora.loraplus_lr_ratio is not None:
+        if ft != "lora":
+            raise ConfigError(f"'loraplus_lr_ratio' sets LoRA+'s B-matrix learning rate; it needs finetuning_type: "
+                              f"lora (it is '{ft}')")
+        if lora.loraplus_lr_ratio <= 0:
+            raise ConfigError(f"loraplus_lr_ratio: {lora.loraplus_lr_ratio} must be > 0 (LoRA+ suggests 16)")
+    if lora.pissa_init:
+        if ft != "lora":
+            raise ConfigError(f"'pissa_init' initialises a LoRA adapter; it needs finetuning_type: lora (it is '{ft}')")
+        if cfg.quantization.enabled:
+            raise ConfigError("pissa_init: PiSSA decomposes the full-precision weights and cannot start on a quantized "
+                              "base; remove quantization_bit (or pissa_init)")
+        if "zero3" in str(cfg.training.deepspeed or "").lower():
+            raise ConfigError("pissa_init: PiSSA needs each whole weight for its SVD, which DeepSpeed ZeRO-3 shards; "
+                              "use ZeRO-2 or remove pissa_init")
+        if cfg.model.adapter_name_or_path and not lora.create_new_adapter:
+            raise ConfigError("pissa_init: the adapter in adapter_name_or_path keeps its own initialisation; remove "
+                              "pissa_init, or set create_new_adapter: true to start a PiSSA adapter on top")
+        stage = cfg.finetuning.stage
+        if STAGES.get(stage).uses_reference and cfg.preference.pref_loss not in ("orpo", "simpo"):
+            # the reference is the base with the adapter switched off, and PiSSA has replaced the base's weights
+            # by their residuals (LLaMA-Factory refuses it too)
+            raise ConfigError(f"pissa_init: stage '{stage}' scores against the base as a reference model, which "
+                              "PiSSA's residual weights no longer are; remove pissa_init (or use pref_loss orpo/simpo)")
+    if lora.pissa_iter < -1 or lora.pissa_iter == 0:
+        raise ConfigError(f"pissa_iter: {lora.pissa_iter}; use a positive number of fast-SVD iterations, or -1 "
+                          "for the exact SVD")
+    if lora.pissa_convert and not lora.pissa_init:
+        raise ConfigError("'pissa_convert' converts a PiSSA adapter; set pissa_init: true as well")
+    if cfg.freeze.use_llama_pro:
+        if ft != "freeze":
+            raise ConfigError(f"'use_llama_pro' trains only the expanded blocks through freeze tuning; set "
+                              f"finetuning_type: freeze (it is '{ft}')")
+        if cfg.freeze.freeze_trainable_layers <= 0:
+            raise ConfigError(f"use_llama_pro: freeze_trainable_layers ({cfg.freeze.freeze_trainable_layers}) is the "
+                              "number of blocks the model was expanded with; set it to that positive number")
+
+
 def check_quantization(cfg: RunConfig) -> None:
     """QLoRA's rules (LLaMA-Factory's, with its messages' substance): LoRA on the quantized base, bitsandbytes
     only, one device per process while training, no DeepSpeed ZeRO-3 / FSDP for an 8-bit base."""
@@ -331,6 +373,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_packing_stage,
     check_eval_source,
     check_adapter_keys,
+    check_adapter_variants,
     check_optimizers,
     check_quantization,
     check_half_precision_freeze,

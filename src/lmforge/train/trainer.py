@@ -51,8 +51,11 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
         loss_chunk_size: int | None = None,
         loss_weighting: str = "token",
         max_tokens_per_batch: int | None = None,
+        param_groups: Callable[[nn.Module, list[str]], list[dict]] | None = None,
         **kwargs,
     ):
+        # set before Trainer.__init__, which may already build the optimizer (optimizers=... / DeepSpeed paths)
+        self.param_groups = param_groups
         super().__init__(*args, **kwargs)
         kind = self.accelerator.state.distributed_type
         self.add_callback(ShardingReportCallback(str(getattr(kind, "value", kind)), self.accelerator.num_processes))
@@ -73,6 +76,17 @@ class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
             state.distributed_type = DistributedType.FSDP
             PartialState._shared_state["distributed_type"] = DistributedType.FSDP
             self.is_fsdp_enabled = True
+
+    def create_optimizer(self, model=None):
+        # `param_groups(model, decay_names)` (LoRA+: train/loraplus.py) replaces the two decay groups that
+        # transformers builds; the optimizer class and its settings stay `optim`'s. Without it nothing changes.
+        if self.optimizer is None and self.param_groups is not None:
+            opt_model = self.model if model is None else model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            optimizer_kwargs.pop("lr", None)  # each group carries its own lr
+            groups = self.param_groups(opt_model, self.get_decay_parameter_names(opt_model))
+            self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        return super().create_optimizer(model)
 
     # -- batches ---------------------------------------------------------------------------------------
 

@@ -107,6 +107,10 @@ def build_trainer(
     if cfg.finetuning.plot_loss:
         plotted = (*stage.plotted, *(evaluators.plotted() if evaluators else ()))
         callbacks.append(LossPlotCallback(cfg.training.output_dir, metrics=plotted))
+    if cfg.lora.pissa_convert and cfg.lora.pissa_init:
+        from lmforge.train.callbacks.pissa import PissaConvertCallback
+
+        callbacks.append(PissaConvertCallback(cfg.training.output_dir))
     trainer = trainer_class(
         model=model,
         args=cfg.training,
@@ -119,6 +123,7 @@ def build_trainer(
         loss_chunk_size=cfg.loss.loss_chunk_size,
         loss_weighting=cfg.loss.loss_weighting,
         max_tokens_per_batch=cfg.data.max_tokens_per_batch,
+        param_groups=loraplus_groups(cfg),
         **trainer_kwargs,
     )
     if evaluators is not None:
@@ -126,6 +131,20 @@ def build_trainer(
     use_console(trainer)  # aligned lines with units above a progress bar, not transformers' dicts
     trainer.reports_perplexity = stage.token_loss  # exp(loss) is a perplexity only for a token cross-entropy
     return trainer
+
+
+def loraplus_groups(cfg: RunConfig):
+    """LoRA+'s param-group builder for the trainer (`BaseTrainer.param_groups`), or None without loraplus_lr_ratio."""
+    lora, training = cfg.lora, cfg.training
+    if lora.loraplus_lr_ratio is None or cfg.finetuning.finetuning_type != "lora":
+        return None
+    from lmforge.train.loraplus import loraplus_param_groups
+
+    def build(model, decay_names):
+        return loraplus_param_groups(model, training.learning_rate, lora.loraplus_lr_ratio,
+                                     lora.loraplus_lr_embedding, training.weight_decay, decay_names)
+
+    return build
 
 
 def train_and_save(trainer: BaseTrainer, cfg: RunConfig, tokenizer, template_name: str | None) -> TrainResult:

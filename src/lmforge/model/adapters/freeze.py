@@ -4,6 +4,7 @@
     freeze_trainable_layers: 2          # the last 2 layers; -2 = the first 2
     freeze_trainable_modules: mlp       # inside those layers: all, or names such as mlp,self_attn
     freeze_extra_modules: embed_tokens  # outside the layers: e.g. embed_tokens,norm,lm_head
+    use_llama_pro: true                 # LLaMA Pro: train only the freeze_trainable_layers expanded blocks
 
 Same keys and meaning as LLaMA-Factory, with two deliberate differences: a layer count larger than the
 model is an error instead of being clipped, and extra modules are matched by name (`norm` is the final
@@ -49,7 +50,10 @@ def apply_freeze(
     if not is_trainable:
         return model
     num_layers = count_layers(model.config)
-    layer_ids = trainable_layer_ids(adapter.freeze.freeze_trainable_layers, num_layers)
+    if adapter.freeze.use_llama_pro:
+        layer_ids = expanded_layer_ids(adapter.freeze.freeze_trainable_layers, num_layers)
+    else:
+        layer_ids = trainable_layer_ids(adapter.freeze.freeze_trainable_layers, num_layers)
     _, layers = find_decoder_layers(model, num_layers)
     inner = resolve_layer_modules(layers[0], split_names(adapter.freeze.freeze_trainable_modules))
     extras = split_names(adapter.freeze.freeze_extra_modules)
@@ -100,6 +104,18 @@ def trainable_layer_ids(n: int, num_layers: int) -> list[int]:
             f"choose a value between -{num_layers} and {num_layers}"
         )
     return list(range(num_layers - n, num_layers)) if n > 0 else list(range(-n))
+
+
+def expanded_layer_ids(n: int, num_layers: int) -> list[int]:
+    """LLaMA Pro: the positions of the n blocks an expansion inserted, one after every (num_layers - n) / n
+    original blocks, so the last of every group of num_layers / n layers (LLaMA-Factory's stride rule)."""
+    if n <= 0 or num_layers % n:
+        raise ConfigError(
+            f"use_llama_pro: freeze_trainable_layers ({n}) is the number of blocks the model was expanded with and "
+            f"must divide its {num_layers} layers (one new block after every equal group of original ones)"
+        )
+    stride = num_layers // n
+    return list(range(stride - 1, num_layers, stride))
 
 
 def resolve_layer_modules(layer: nn.Module, names: list[str]) -> list[str]:

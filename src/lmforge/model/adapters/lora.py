@@ -6,6 +6,9 @@
     lora_target: all                 # every linear layer but the output head; or q_proj,v_proj
     additional_target: embed_tokens  # trained in full beside the adapters (PEFT modules_to_save)
     adapter_name_or_path: a,b        # merge a into the base, then keep training b
+    loraplus_lr_ratio: 16            # LoRA+: B learns 16x faster than A (train/loraplus.py)
+    pissa_init: true                 # PiSSA: A, B from W's top singular vectors; W keeps the residual
+    pissa_convert: true              # also save a plain LoRA for the original base (train/callbacks/pissa.py)
 
 Existing adapters follow LLaMA-Factory: when training, every adapter but the last is merged into the base
 and the last one keeps training (its own saved rank and targets apply); with `create_new_adapter` or when
@@ -94,8 +97,9 @@ def apply_lora(
         return model
     config = build_lora_config(model, adapter.lora)
     logger.info(
-        "fine-tuning method: %s; rank %d, alpha %d on %s",
+        "fine-tuning method: %s%s; rank %d, alpha %d on %s",
         "DoRA" if config.use_dora else "LoRA",
+        f" (PiSSA init, {config.init_lora_weights})" if adapter.lora.pissa_init else "",
         config.r,
         config.lora_alpha,
         ",".join(sorted(config.target_modules)),
@@ -160,6 +164,10 @@ def build_lora_config(model: nn.Module, lora: LoraArguments) -> LoraConfig:
         # With tied embeddings, training a copy of embed_tokens would leave lm_head on the old weight
         # (and a merged export would then differ from what trained); keep the head tied to the copy.
         options["ensure_weight_tying"] = True
+    if lora.pissa_init:
+        # PiSSA (PEFT's init): A, B = the top-r singular triplets of W, W keeps the residual, so the model starts
+        # where the base was; pissa_niter_N uses the randomised fast SVD with N iterations (LLaMA-Factory's keys)
+        options["init_lora_weights"] = "pissa" if lora.pissa_iter == -1 else f"pissa_niter_{lora.pissa_iter}"
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=lora.lora_rank,
@@ -173,12 +181,21 @@ def build_lora_config(model: nn.Module, lora: LoraArguments) -> LoraConfig:
     )
 
 
-def check_adapter_dir(path: str) -> str:
+def check_adapter_dir(path: str, revision: str = "main") -> str:
     """Return `path` if it is a local PEFT adapter directory with safetensors weights.
 
-    `.bin` adapters are refused like `.bin` models: unpickling can run code (see loader.py).
+    `.bin` adapters are refused like `.bin` models: unpickling can run code (see loader.py). A hub id
+    (`org/name`) that is not a local path is read from the Hugging Face cache at `revision`, offline, and its
+    snapshot directory returned (lmforge.model.hub_cache).
     """
+    from lmforge.model.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
+
     directory = Path(path)
+    if not directory.is_dir() and looks_like_hub_id(path):
+        snapshot = resolve_hub_id(path, revision)
+        if snapshot is None:
+            raise ModelError(not_cached_message("adapter_name_or_path", path, revision))
+        directory, path = snapshot, str(snapshot)
     if not (directory / ADAPTER_CONFIG).is_file():
         raise ModelError(
             f"adapter_name_or_path: {path} is not a LoRA adapter directory (no {ADAPTER_CONFIG}); "
