@@ -459,10 +459,10 @@ def load_inference_config(path: str | Path | None, overrides: list[str] | None =
     per_group = route_and_coerce(raw, source, groups=used)
     cfg = InferenceConfig(**_light_groups(per_group, source), source=source)
     if not cfg.model.model_name_or_path:
-        raise ConfigError(f"{source}: set 'model_name_or_path' to a local model directory")
+        raise ConfigError(f"{source}: set 'model_name_or_path' to a local model directory (or a cached hub id)")
     from lmforge.config.validate import check_model_path
 
-    check_model_path(cfg.model.model_name_or_path)  # a missing path exits 2 here, before torch loads
+    check_model_path(cfg.model.model_name_or_path, cfg.model.model_revision)  # a missing path exits 2 here
     if cfg.export.export_legacy_format:
         raise ConfigError(f"{source}: 'export_legacy_format: true' would write pickled weights; lmforge writes safetensors only")
     return cfg

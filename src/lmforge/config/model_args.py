@@ -15,7 +15,13 @@ is transformers' sdpa with packed samples attended one by one instead of through
 @dataclass(frozen=True)
 class ModelArguments:
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Local directory of a Hugging Face causal LM (config, tokenizer, weights)."}
+        default=None, metadata={"help": "Local directory of a Hugging Face causal LM (config, tokenizer, weights), or a hub "
+                  "id (org/name) already in the local Hugging Face cache."}
+    )
+    model_revision: str = field(
+        default="main",
+        metadata={"help": "Revision (branch, tag or commit) of a hub id model_name_or_path, read from the local "
+                  "Hugging Face cache (HF_HUB_CACHE / HF_HOME); lmforge does not download."},
     )
     adapter_name_or_path: str | None = field(
         default=None,

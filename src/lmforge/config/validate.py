@@ -278,31 +278,33 @@ def check_streaming(cfg: RunConfig) -> None:
 LOCAL_MODEL_DIRS = frozenset({"models", "model", "saves", "output", "outputs", "runs", "checkpoints", "ckpt"})
 
 
-def check_model_path(value: str | None) -> None:
-    """A `model_name_or_path` written as a path (with a '/', or starting with '.' or '~') must exist.
+def check_model_path(value: str | None, revision: str | None = None) -> None:
+    """A `model_name_or_path` written as a path (with a '/', or starting with '.' or '~') must exist, and a hub id
+    (org/name, whose org is neither a local directory nor in LOCAL_MODEL_DIRS) must be in the Hugging Face cache.
 
     Checked with the config, before torch loads, so a typo costs no import time and exits 2 like every other
-    config error. A bare name ('gpt2') is left to the model loader, which says how to get a model. One that
-    could be a hub id (org/name, whose org is neither a local directory nor in LOCAL_MODEL_DIRS) gets the
-    download hint instead of the create-model one.
+    config error. A bare name ('gpt2') is left to the model loader, which says how to get a model. A hub id is
+    looked up at `revision` (`model_revision`; None: any cached revision) where transformers would find it
+    (lmforge.model.hub_cache); one that is not cached gets the cache folder searched and the download command.
     """
     if not value or Path(value).expanduser().exists() or not ("/" in value or value.startswith((".", "~"))):
         return
+    from lmforge.model.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
+
+    org = value.split("/")[0]
+    if looks_like_hub_id(value) and not Path(org).is_dir() and org.lower() not in LOCAL_MODEL_DIRS:
+        if resolve_hub_id(value, revision) is not None:
+            return
+        raise ConfigError(not_cached_message("model_name_or_path", value, revision))
     path = Path(value).expanduser()
     where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-    message = f"model_name_or_path: {value} does not exist{where}; lmforge loads local model directories only"
-    org = value.split("/")[0]
-    if (value.count("/") == 1 and not value.startswith((".", "~")) and not Path(org).is_dir()
-            and org.lower() not in LOCAL_MODEL_DIRS):
-        message += (f". If {value} is a Hugging Face hub id, download it first: `huggingface-cli download {value} "
-                    f"--local-dir models/{path.name}`, then set model_name_or_path: models/{path.name}")
-    else:
-        message += f"; check the path, or make a small random model with `lmforge create-model tiny-qwen2 {value}`"
-    raise ConfigError(message)
+    raise ConfigError(f"model_name_or_path: {value} does not exist{where}; lmforge loads local model "
+                      f"directories only; check the path, or make a small random model with "
+                      f"`lmforge create-model tiny-qwen2 {value}`")
 
 
 def check_model_path_exists(cfg: RunConfig) -> None:
-    check_model_path(cfg.model.model_name_or_path)
+    check_model_path(cfg.model.model_name_or_path, cfg.model.model_revision)
 
 
 def check_eval_tasks(cfg: RunConfig) -> None:

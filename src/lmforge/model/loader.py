@@ -89,7 +89,7 @@ def load_model(
             weights' shapes or names do not fit config.json.
         ConfigError: adapter keys that do not fit this model (unknown module names, layer counts).
     """
-    directory = local_model_dir(model_args.model_name_or_path)
+    directory = local_model_dir(model_args.model_name_or_path, model_args.model_revision)
     require_safetensors(directory)
     try:
         config = AutoConfig.from_pretrained(
@@ -153,24 +153,29 @@ def load_model(
     return model
 
 
-def local_model_dir(model_name_or_path: str | None) -> Path:
+def local_model_dir(model_name_or_path: str | None, revision: str = "main") -> Path:
     """`model_name_or_path` as a local model directory, or a ModelError that says how to get one.
 
-    lmforge never downloads: a hub id such as `Qwen/Qwen2-0.5B` must be downloaded first.
+    A hub id (`org/name`) that is not a local path is looked up in the Hugging Face cache at `revision`
+    (`model_revision`), offline, where transformers would find it (lmforge.model.hub_cache); lmforge never
+    downloads, so an id that is not cached is an error naming the cache folder and the download command.
     """
+    from lmforge.config.validate import LOCAL_MODEL_DIRS
+    from lmforge.model.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
+
     if not model_name_or_path:
         raise ModelError("set 'model_name_or_path' to a local model directory (lmforge create-model makes one)")
     directory = Path(model_name_or_path).expanduser()
+    org = model_name_or_path.split("/")[0]
+    if not directory.is_dir() and looks_like_hub_id(model_name_or_path) and not Path(org).is_dir() \
+            and org.lower() not in LOCAL_MODEL_DIRS:  # models/tiny: a local path that is missing, not an org
+        snapshot = resolve_hub_id(model_name_or_path, revision or "main")
+        if snapshot is None:
+            raise ModelError(not_cached_message("model_name_or_path", model_name_or_path, revision))
+        directory = snapshot
     if not directory.is_dir():
-        looks_like_hub_id = model_name_or_path.count("/") == 1 and not model_name_or_path.startswith((".", "/", "~"))
-        hint = (
-            f" (it looks like a Hugging Face hub id: lmforge loads local files only; download it first, e.g. "
-            f"`huggingface-cli download {model_name_or_path} --local-dir models/{directory.name}`)"
-            if looks_like_hub_id
-            else ""
-        )
         raise ModelError(
-            f"model_name_or_path: '{model_name_or_path}' is not a local directory{hint}; "
+            f"model_name_or_path: '{model_name_or_path}' is not a local directory; "
             "for a small random model run `lmforge create-model tiny-qwen2 models/tiny`"
         )
     if not (directory / "config.json").is_file():

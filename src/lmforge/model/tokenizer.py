@@ -1,4 +1,4 @@
-"""Load the tokenizer of a local model directory, ready for training batches.
+"""Load the tokenizer of a local model directory (or a cached hub id), ready for training batches.
 
     tokenizer = load_tokenizer(cfg.model)
 """
@@ -36,7 +36,7 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     Raises:
         ModelError: the directory is missing / not local, or holds no loadable tokenizer.
     """
-    directory = local_model_dir(model_args.model_name_or_path)
+    directory = local_model_dir(model_args.model_name_or_path, model_args.model_revision)  # a hub id: its cached snapshot
     # Checked up front because transformers 5 silently builds an empty tokenizer (one token) for a
     # directory whose config names a model type but which holds no tokenizer files.
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
