@@ -20,8 +20,8 @@ class LoraArguments:
     use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
     loraplus_lr_ratio: float | None = field(
         default=None,
-        metadata={"help": "LoRA+: learning rate of the B matrices (and 1-D params) = ratio x learning_rate; "
-                          "A keeps learning_rate (LLaMA-Factory's loraplus_lr_ratio, 16 in the paper)."},
+        metadata={"help": "LoRA+: the B matrices (and 1-D params) learn at this ratio times the learning rate, "
+                          "the A matrices at the learning rate itself (16 in the LoRA+ paper)."},
     )
     loraplus_lr_embedding: float = field(
         default=1e-6, metadata={"help": "LoRA+: learning rate of the B matrices of LoRA on embedding layers."}
