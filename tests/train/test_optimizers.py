@@ -156,3 +156,52 @@ def test_muon_split_leaves_vectors_to_adamw(tiny_model_dir):
     model = _model(tiny_model_dir)
     muon, adamw = muon_split(model)
     assert all(p.ndim == 2 for p in muon) and any(p.ndim == 1 for p in adamw)
+
+
+# -- through `lmforge train` -----------------------------------------------------------------------------------
+
+def _train(tmp_path, tiny_model_dir, data_dir, **extra):
+    import yaml
+
+    from lmforge.cli import main
+
+    keys = {"model_name_or_path": str(tiny_model_dir), "dataset_dir": str(data_dir), "dataset": "numbers",
+            "template": "qwen", "stage": "sft", "finetuning_type": "full", "cutoff_len": 32,
+            "output_dir": str(tmp_path / "out"), "data_cache_dir": str(tmp_path / "cache"), "max_steps": 3,
+            "per_device_train_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1, "save_strategy": "no",
+            "disable_tqdm": True, "report_to": "none", **extra}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(keys))
+    return main(["train", str(path)])
+
+
+@pytest.mark.parametrize("extra,package", [
+    ({"use_muon": True}, None),
+    ({"use_badam": True, "badam_switch_interval": 2}, "badam"),
+    ({"use_galore": True, "galore_layerwise": True, "galore_rank": 8}, "galore_torch"),
+    ({"optim": "adafactor"}, None),  # an `optim` transformers knows, no use_* key
+    ({"optim": "sgd"}, None),
+], ids=["muon", "badam", "galore-layerwise", "adafactor", "sgd"])
+def test_trains_through_the_cli(tmp_path, tiny_model_dir, data_dir, extra, package):
+    import json
+
+    if package:
+        pytest.importorskip(package)
+    assert _train(tmp_path, tiny_model_dir, data_dir, **extra) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "trainer_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 3 and all(l == l for l in losses)
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"use_galore": True, "use_apollo": True}, "'use_galore' and 'use_apollo' each replace the optimizer"),
+    ({"use_badam": True, "finetuning_type": "lora"}, "'use_badam' trains full weights"),
+    ({"use_galore": True, "galore_layerwise": True, "gradient_accumulation_steps": 2}, "set gradient_accumulation_steps: 1"),
+    ({"use_apollo": True, "optim": "adafactor"}, "use_apollo: optim 'adafactor' has no APOLLO version"),
+    ({"use_badam": True, "badam_switch_interval": 0}, "badam_switch_interval: 0"),
+    ({"use_galore": True, "galore_rank": 0}, "galore_rank: 0 must be at least 1"),
+    ({"galore_proj_type": "diagonal"}, "galore_proj_type: 'diagonal' is not one of"),
+])
+def test_config_errors_name_the_key(tmp_path, tiny_model_dir, data_dir, capsys, extra, message):
+    assert _train(tmp_path, tiny_model_dir, data_dir, **extra) == 2
+    assert message in capsys.readouterr().err

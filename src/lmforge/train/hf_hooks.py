@@ -66,6 +66,13 @@ OVERRIDES: dict[str, Hook] = {
         ("lmforge.train.trainer:BaseTrainer",),
         "max_tokens_per_batch: batches by a token budget (TokenBudgetBatchSampler) instead of a row count",
     ),
+    "create_optimizer": Hook(
+        "(self, model=None)",
+        "documented",
+        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.optimizers:CustomOptimizerMixin"),
+        "BaseTrainer: LoRA+'s param groups (`param_groups`); CustomOptimizerMixin: GaLore, APOLLO, BAdam, Adam-mini "
+        "or Muon in place of `optim` (use_* keys); both set self.optimizer and leave the rest to transformers",
+    ),
     "create_scheduler": Hook(
         "(self, num_training_steps, optimizer=None)",
         "documented",

@@ -10,7 +10,8 @@ fp32 logits of the batch never exist: a forward pre-hook hands the lm_head an em
 input, the final hidden states. The model still runs through its (possibly DDP-wrapped) forward, so
 gradient synchronisation is untouched.
 
-Optimizer groups, schedules, clipping and non-finite checks live in `optimization.py`; atomic checkpoints
+Optimizer groups, schedules, clipping and non-finite checks live in `optimization.py`, GaLore / APOLLO / BAdam /
+Adam-mini / Muon in `optimizers/` (its mixin builds them in create_optimizer); atomic checkpoints
 in `checkpoint.py` (both mixed in). Every transformers.Trainer method overridden here, in those mixins or
 in a stage trainer is listed in `hf_hooks.py`, and tests/train/test_hf_hooks.py checks it against the
 installed transformers.
@@ -35,6 +36,7 @@ from lmforge.train.callbacks.sharding import ShardingReportCallback
 from lmforge.train.checkpoint import AtomicCheckpointMixin
 from lmforge.train.losses import shift_labels, token_cross_entropy
 from lmforge.train.optimization import OptimizationMixin
+from lmforge.train.optimizers import CustomOptimizerMixin
 from lmforge.types import IGNORE_INDEX
 
 logger = get_logger(__name__)
@@ -43,7 +45,7 @@ logger = get_logger(__name__)
 _LOGIT_SCALE_KEYS = ("logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-class BaseTrainer(OptimizationMixin, AtomicCheckpointMixin, Trainer):
+class BaseTrainer(OptimizationMixin, CustomOptimizerMixin, AtomicCheckpointMixin, Trainer):
     def __init__(
         self,
         *args,

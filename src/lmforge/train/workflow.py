@@ -124,6 +124,7 @@ def build_trainer(
         loss_weighting=cfg.loss.loss_weighting,
         max_tokens_per_batch=cfg.data.max_tokens_per_batch,
         param_groups=loraplus_groups(cfg),
+        optimizer_args=cfg.optimizers,  # use_galore / use_apollo / ...: train/optimizers
         **trainer_kwargs,
     )
     if evaluators is not None:
