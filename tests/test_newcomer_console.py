@@ -36,11 +36,12 @@ def test_a_missing_relative_model_path_is_a_config_error_before_torch(tmp_path, 
 
 def test_a_hub_id_says_models_are_local_and_how_to_get_one(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache: the id is not there
     (tmp_path / "chat.yaml").write_text("model_name_or_path: Qwen/Qwen2-0.5B\n")
     assert main(["chat", str(tmp_path / "chat.yaml")]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err and "local model directories only" in err
-    assert "huggingface-cli download Qwen/Qwen2-0.5B --local-dir models/Qwen2-0.5B" in err
+    assert f"is not in the Hugging Face cache ({tmp_path / 'hub' / 'models--Qwen--Qwen2-0.5B'})" in err
+    assert "lmforge does not download: run `huggingface-cli download Qwen/Qwen2-0.5B`" in err
     (tmp_path / "mine").mkdir()  # an existing first directory: a path, not a hub id
     assert main(["chat", str(tmp_path / "chat.yaml"), "model_name_or_path=mine/nope"]) == 2
     assert "huggingface-cli" not in capsys.readouterr().err
