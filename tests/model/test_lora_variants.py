@@ -226,6 +226,7 @@ BASE = ["model_name_or_path=m", "output_dir=o", "stage=sft", "dataset=d"]
 
 @pytest.mark.parametrize("overrides, message", [
     (["finetuning_type=full", "loraplus_lr_ratio=16"], "loraplus_lr_ratio.*finetuning_type: lora"),
+    (["loraplus_lr_ratio=16", "use_muon=true"], "cannot be combined with use_muon"),
     (["finetuning_type=freeze", "pissa_init=true"], "pissa_init.*finetuning_type: lora"),
     (["pissa_convert=true"], "set pissa_init: true"),
     (["pissa_init=true", "pissa_iter=0"], "pissa_iter"),

@@ -119,6 +119,10 @@ def check_adapter_variants(cfg: RunConfig) -> None:
                               f"lora (it is '{ft}')")
         if lora.loraplus_lr_ratio <= 0:
             raise ConfigError(f"loraplus_lr_ratio: {lora.loraplus_lr_ratio} must be > 0 (LoRA+ suggests 16)")
+        if cfg.optimizers.name is not None:
+            # LoRA+ only regroups the parameters of `optim`; the use_* optimizers build their own groups
+            raise ConfigError(f"'loraplus_lr_ratio' sets the learning rates of `optim`'s parameter groups and "
+                              f"cannot be combined with use_{cfg.optimizers.name}; remove one of them")
     if lora.pissa_init:
         if ft != "lora":
             raise ConfigError(f"'pissa_init' initialises a LoRA adapter; it needs finetuning_type: lora (it is '{ft}')")
