@@ -46,6 +46,9 @@ def test_config_errors_are_one_line_exit_2(tmp_path, tiny_model_dir, capsys):
     assert len(err.splitlines()) == 1 and "check.termination.fail_belo" in err and "fail_below" in err
     assert main(["check", bad_key, "check={probe: 1}"]) == 2
     assert "check.probe" in capsys.readouterr().err
+    # LLaMA-Factory's flag form with no file at all: the keys alone make the config
+    assert main(["check", "--model_name_or_path", str(tiny_model_dir), "--check.probes", "[terminaton]"]) == 2
+    assert "check.probes" in capsys.readouterr().err
 
 
 def test_check_of_a_tiny_run_writes_reports_and_fails_termination(tmp_path, run_dir, capsys):

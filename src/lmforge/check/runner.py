@@ -116,8 +116,10 @@ def check_main(argv: list[str]) -> int:
     parser.add_argument("config", help="YAML/JSON with model_name_or_path (and adapter_name_or_path, check: ...)")
     # default=[]: without one, argparse calls a missing '*' positional required ('config, overrides')
     parser.add_argument("overrides", nargs="*", default=[], help="key=value pairs that override the file")
+    if argv and "=" in argv[0] and not argv[0].startswith("-"):  # no file: keys on the command line only
+        argv = ["", *argv]
     args = parser.parse_args(argv)
-    cfg = load_check_config(args.config, args.overrides)  # every config error before torch loads
+    cfg = load_check_config(args.config or None, args.overrides)  # every config error before torch loads
 
     from lmforge.check.context import CheckContext
     from lmforge.check.report import verdict_table, write_reports
