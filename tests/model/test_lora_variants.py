@@ -219,6 +219,15 @@ def test_llama_pro_trains_only_the_expanded_blocks(tiny_model_dir):
         apply_freeze(model, bad, is_trainable=True)
 
 
+def test_estimate_counts_llama_pro_as_freeze_of_the_expanded_blocks(tiny_model_dir):
+    from lmforge.planner.shape import load_shape
+
+    plain = load_shape(tiny_model_dir / "config.json", AdapterArguments.from_keys("freeze", freeze_trainable_layers=1))
+    pro = load_shape(tiny_model_dir / "config.json",
+                     AdapterArguments.from_keys("freeze", freeze_trainable_layers=1, use_llama_pro=True))
+    assert pro.trainable_params == plain.trainable_params > 0
+
+
 # -- config rules ----------------------------------------------------------------------------------------------
 
 BASE = ["model_name_or_path=m", "output_dir=o", "stage=sft", "dataset=d"]
@@ -246,3 +255,28 @@ def test_variant_keys_are_accepted_with_their_llamafactory_meaning():
     assert cfg.training.neftune_noise_alpha == 5.0
     freeze = load_config(None, BASE + ["finetuning_type=freeze", "use_llama_pro=true", "freeze_trainable_layers=4"])
     assert freeze.freeze.use_llama_pro
+
+
+def test_train_with_loraplus_pissa_convert_and_neftune_end_to_end(tmp_path, tiny_model_dir, data_dir, caplog):
+    """The keys reach the run through `lmforge train`: the converted adapter is written, and loads on the base."""
+    import yaml
+
+    from lmforge.cli import main
+
+    keys = {
+        "model_name_or_path": str(tiny_model_dir), "dataset_dir": str(data_dir), "dataset": "numbers",
+        "template": "qwen", "stage": "sft", "finetuning_type": "lora", "output_dir": str(tmp_path / "out"),
+        "data_cache_dir": str(tmp_path / "cache"), "cutoff_len": 32, "per_device_train_batch_size": 4,
+        "learning_rate": 1e-3, "max_steps": 2, "save_strategy": "no", "disable_tqdm": True, "seed": 0,
+        "loraplus_lr_ratio": 16, "pissa_init": True, "pissa_iter": 4, "pissa_convert": True,
+        "neftune_noise_alpha": 5,
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(keys))
+    with caplog.at_level("INFO", logger="lmforge"):
+        assert main(["train", str(tmp_path / "cfg.yaml")]) == 0
+    assert "LoRA+: B matrices at lr 0.016 (ratio 16)" in caplog.text
+    assert "PiSSA init, pissa_niter_4" in caplog.text
+    out = tmp_path / "out"
+    assert (out / INITIAL_DIR / "adapter_config.json").is_file()
+    plain = PeftModel.from_pretrained(base_model(tiny_model_dir), out / CONVERTED_DIR)
+    assert plain.peft_config["default"].r == 16 and plain.peft_config["default"].init_lora_weights is True

@@ -22,6 +22,14 @@ Bytes per parameter, the ZeRO paper's accounting (Rajbhandari et al. 2020) for m
   (1/64 + 4/16384 byte): 0.5159 bytes per weight. 8-bit: one byte plus an fp32 scale per output row (counted as
   4 / hidden_size per weight).
 
+* Adapter variants that change nothing here: LoRA+ (`loraplus_lr_ratio`) only gives B its own learning rate,
+  with the same parameters and Adam states; PiSSA (`pissa_init`) has LoRA's shapes (its one-off SVD at load
+  time, and `pissa_convert`'s rank-2r copy at the end, happen outside the training steps); NEFTune
+  (`neftune_noise_alpha`) adds one embeddings-sized noise tensor per forward, far below a layer's activations.
+  LLaMA Pro (`use_llama_pro`) is freeze tuning of `freeze_trainable_layers` blocks of the expanded model:
+  estimate that model's config.json with `--finetuning-type freeze --freeze-trainable-layers N` (every block
+  has the same size, so which N blocks train does not change the bytes).
+
 Activations and loss buffers come from `activations.py`; everything here is bytes on one device.
 """
 
@@ -47,7 +55,10 @@ OPTIMIZER_STATE_BYTES: dict[str, float | None] = {
     "adamw_8bit": 2, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2,
     "lion_32bit": 4, "lion_8bit": 1, "paged_lion_32bit": 4, "paged_lion_8bit": 1,
     "rmsprop": 4, "adagrad": 4, "sgd": 0, "adafactor": None,
+    # the use_* optimizers (train/optimizers): sized from the shapes by `_memory_saving_state_bytes`
+    "galore": None, "apollo": None, "adam_mini": None, "badam": None, "muon": None,
 }
+MEMORY_SAVING = ("galore", "apollo", "adam_mini", "badam", "muon")
 OFFLOAD = ("none", "optimizer", "all")
 
 
@@ -59,6 +70,8 @@ class Setup:
     micro_batch: int = 1
     dtype: str = "bf16"
     optimizer: str = "adamw_torch"
+    optimizer_rank: int = 16
+    """galore_rank / apollo_rank: the rank of the projected optimizer states."""
     gradient_checkpointing: bool = False
     zero: int | None = None
     offload: str = "none"
@@ -78,6 +91,10 @@ class Setup:
         if self.optimizer not in OPTIMIZER_STATE_BYTES:
             raise ConfigError(f"optimizer: '{self.optimizer}' is not known{did_you_mean(self.optimizer, OPTIMIZER_STATE_BYTES)}; "
                               f"known: {', '.join(OPTIMIZER_STATE_BYTES)}")
+        if self.optimizer in ("galore", "apollo", "badam") and self.zero is not None:
+            raise ConfigError(f"optimizer: {self.optimizer} does not run under DeepSpeed (config/validate.py); unset zero")
+        if self.optimizer_rank < 1:
+            raise ConfigError(f"optimizer rank must be at least 1, got {self.optimizer_rank}")
         if self.zero not in (None, 0, 1, 2, 3):
             raise ConfigError(f"zero: {self.zero} is not a ZeRO stage (0, 1, 2 or 3)")
         if self.offload not in OFFLOAD:
@@ -140,13 +157,52 @@ def quantized_bytes_per_weight(bits: int, double_quantization: bool = True, bloc
     return 0.5 + scales
 
 
-def optimizer_state_bytes(shape: ModelShape, optimizer: str) -> float:
-    """Optimizer state bytes for all trainable parameters (no master copy)."""
+def optimizer_state_bytes(shape: ModelShape, optimizer: str, rank: int = 16) -> float:
+    """Optimizer state bytes for all trainable parameters (no master copy); `rank`: GaLore's / APOLLO's."""
     per_param = OPTIMIZER_STATE_BYTES[optimizer]
     if per_param is not None:
         return per_param * shape.trainable_params
+    if optimizer in MEMORY_SAVING:
+        return _memory_saving_state_bytes(shape, optimizer, rank)
     # Adafactor keeps fp32 row and column second moments for matrices and a full one for vectors.
     return sum(4 * (s[-2] + s[-1]) if len(s) >= 2 else 4 * prod(s) for s in shape.trainable_shapes)
+
+
+def _memory_saving_state_bytes(shape: ModelShape, optimizer: str, rank: int) -> float:
+    """fp32 states of the use_* optimizers, checked against the measured states (tests/planner).
+
+    The matrices GaLore / APOLLO project and Muon orthogonalises are the trainable 2-D weights that are not the
+    vocabulary's (embeddings and output head keep AdamW's 8 bytes, as does every vector). For an [m, n] matrix
+    with r = min(rank, m, n):
+
+    * GaLore: both moments of the projected gradient, 2 r max(m, n), plus the projection, a slice of the SVD
+      factor whose whole min(m, n)^2 storage the slice keeps alive (fp32 weights: galore-torch returns a view).
+    * APOLLO: the same moments, plus its random projection, r min(m, n).
+    * Muon: one momentum buffer, m n.
+    * Adam-mini: the first moment in full plus one second moment per output row (per head for queries and
+      keys: fewer), 4 (m n + m); vectors are counted at Adam's 8 bytes (biases are; norms keep less).
+    * BAdam: Adam's 8 bytes for one decoder layer only, the active block (plus, outside these states, an fp32
+      copy of that block and its gradient: 8 bytes per block parameter).
+    """
+    if optimizer == "badam":
+        return 8 * min(shape.largest_layer_params, shape.trainable_params)
+    total = 0.0
+    for s in shape.trainable_shapes:
+        numel = prod(s)
+        if len(s) != 2 or shape.vocab_size in s:
+            total += 8 * numel
+            continue
+        m, n = s
+        r = min(rank, m, n)
+        if optimizer == "galore":
+            total += 4 * (2 * r * max(m, n) + min(m, n) ** 2)
+        elif optimizer == "apollo":
+            total += 4 * (2 * r * max(m, n) + r * min(m, n))
+        elif optimizer == "muon":
+            total += 4 * numel
+        else:  # adam_mini
+            total += 4 * (numel + m)
+    return total
 
 
 def estimate_memory(shape: ModelShape, setup: Setup) -> MemoryPlan:
@@ -157,7 +213,7 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> MemoryPlan:
         setup = replace(setup, loss_chunk=default_chunk_size(shape.vocab_size, setup.device_type))
     half = setup.compute_bytes == 2
     trainable, frozen = shape.trainable_params, shape.frozen_params
-    states = optimizer_state_bytes(shape, setup.optimizer)
+    states = optimizer_state_bytes(shape, setup.optimizer, setup.optimizer_rank)
     notes = []
     # QLoRA: the frozen linears of the layers in 4 / 8 bits; everything else frozen as loaded
     quantized = shape.layer_matmul_params if setup.quantization_bit else 0
