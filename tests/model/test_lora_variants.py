@@ -72,7 +72,8 @@ def test_loraplus_b_learns_ratio_times_faster_than_a(tiny_model_dir, tmp_path):
     trainer.create_optimizer_and_scheduler(num_training_steps=4)
     names = {id(p): n for n, p in model.named_parameters()}
     # initial_lr: the group's lr before the schedule scales it (warm-up starts at 0)
-    lr_of = {names[id(p)]: (g["initial_lr"], g["weight_decay"]) for g in trainer.optimizer.param_groups for p in g["params"]}
+    groups = trainer.optimizer.param_groups
+    lr_of = {names[id(p)]: (g["initial_lr"], g["weight_decay"]) for g in groups for p in g["params"]}
     assert set(lr_of) == {n for n, p in model.named_parameters() if p.requires_grad}  # every trainable, once
     a = [n for n in lr_of if "lora_A" in n]
     b = [n for n in lr_of if "lora_B" in n]
@@ -97,7 +98,8 @@ def test_loraplus_embedding_lora_gets_its_own_rate(tiny_model_dir):
     groups = loraplus_param_groups(model, 1e-3, 4.0, 5e-6, 0.0)
     by_kind = {g["loraplus"]: g for g in groups}
     names = {id(p): n for n, p in model.named_parameters()}
-    assert by_kind["embedding"]["params"] and all("lora_embedding_B" in names[id(p)] for p in by_kind["embedding"]["params"])
+    embedding_b = by_kind["embedding"]["params"]
+    assert embedding_b and all("lora_embedding_B" in names[id(p)] for p in embedding_b)
     assert by_kind["embedding"]["lr"] == 5e-6 and by_kind["lora_b"]["lr"] == 4e-3 and by_kind["lora_a"]["lr"] == 1e-3
 
 
