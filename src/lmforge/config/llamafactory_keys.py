@@ -243,7 +243,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         'eval_on_each_dataset': False,
         'ignore_pad_token_for_loss': True,
         'include_effective_tokens_per_second': False,
-        'model_revision': 'main',
         'offload_folder': 'offload',
         'print_param_status': False,
         'split_special_tokens': False,
