@@ -49,7 +49,9 @@ def _memory_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-target", default="all", help="comma-separated linear module names, or all")
     p.add_argument("--freeze-trainable-layers", type=int, default=2, help="freeze: last N layers train (-N: first N)")
-    p.add_argument("--optimizer", default="adamw_torch", help=f"the `optim` key: {', '.join(OPTIMIZER_STATE_BYTES)}")
+    p.add_argument("--optimizer", default="adamw_torch", help=f"the `optim` key, or galore / apollo / adam_mini / badam / muon for use_*: {', '.join(OPTIMIZER_STATE_BYTES)}")
+    p.add_argument("--optimizer-rank", type=int, default=16,
+                   help="galore / apollo: galore_rank / apollo_rank (use_galore, use_apollo: --optimizer galore)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer in backward")
     p.add_argument("--zero", type=int, choices=[0, 1, 2, 3], default=None, help="DeepSpeed ZeRO stage (unset: DDP)")
     p.add_argument("--offload", choices=list(OFFLOAD), default="none", help="DeepSpeed offload to host memory")
@@ -103,6 +105,7 @@ def estimate_main(argv: list[str]) -> int:
     shape = load_shape(args.model, adapter)
     setup = Setup(
         seq_len=args.seq_len, micro_batch=args.micro_batch, dtype=args.dtype, optimizer=args.optimizer,
+        optimizer_rank=args.optimizer_rank,
         gradient_checkpointing=args.gradient_checkpointing, zero=args.zero, offload=args.offload,
         devices=args.devices, attention=args.attention, device_type=args.device_type,
         supervised_fraction=args.supervised_fraction, quantization_bit=args.quantization_bit,
