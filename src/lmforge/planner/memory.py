@@ -189,8 +189,8 @@ def _memory_saving_state_bytes(shape: ModelShape, optimizer: str, rank: int) -> 
     total = 0.0
     for s in shape.trainable_shapes:
         numel = prod(s)
-        if len(s) != 2 or shape.vocab_size in s:
-            total += 8 * numel
+        if len(s) != 2 or (shape.vocab_size in s and optimizer != "adam_mini"):
+            total += 8 * numel  # AdamW (Adam-mini keeps one second moment per embedding row too)
             continue
         m, n = s
         r = min(rank, m, n)
