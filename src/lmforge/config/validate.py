@@ -338,7 +338,7 @@ def check_optimizers(cfg: RunConfig) -> None:
         raise ConfigError(f"{' and '.join(repr(k) for k in keys)} each replace the optimizer; set one of them")
     name, key = chosen[0], keys[0]
     if getattr(cfg.lora, "loraplus_lr_ratio", None) is not None:
-        raise ConfigError(f"'{key}' and 'loraplus_lr_ratio' each build the optimizer; set one of them")
+        raise ConfigError(f"'loraplus_lr_ratio' cannot be combined with {key}: each builds the optimizer; set one")
     ft = cfg.finetuning.finetuning_type
     if name in ("galore", "apollo", "badam") and ft == "lora":
         raise ConfigError(f"'{key}' trains full weights; it needs finetuning_type full or freeze, not lora")
