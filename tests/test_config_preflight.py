@@ -56,7 +56,7 @@ def test_the_training_key_snapshot_matches_the_installed_transformers():
     {"learning_rate": -1},
     {"gradient_accumulation_steps": 0},
     {"placeholders": "abc"},
-    {"use_galore": True},
+    {"use_unsloth": True},
     {"output_dir": "a_file"},
 ])
 def test_config_errors_come_before_torch_and_transformers_are_imported(tmp_path, keys):
@@ -83,12 +83,13 @@ def test_every_command_reports_config_errors_before_torch(tmp_path, command):
 
 
 def test_every_unknown_key_is_reported_at_once_with_only_close_suggestions(tmp_path, capsys):
-    err = error_of(tmp_path, capsys, use_galore=True, use_muon=True, ray_num_workers=4, lora_rnak=8,
+    err = error_of(tmp_path, capsys, use_unsloth=True, fp8=True, ray_num_workers=4, lora_rnak=8,
                    completely_made_up=1)
     assert "5 keys are not accepted" in err
-    assert "LLaMA-Factory's GaLore option ('use_galore') is not supported yet" in err
-    assert "LLaMA-Factory's Muon option ('use_muon') is not supported yet" in err
-    assert "LLaMA-Factory's Ray option ('ray_num_workers') is not supported yet" in err
+    assert "LLaMA-Factory's Unsloth option ('use_unsloth') is not supported" in err
+    assert "LLaMA-Factory's FP8 training option ('fp8') is not supported" in err
+    assert "LLaMA-Factory's Ray option ('ray_num_workers') is not supported" in err
+    assert "lmforge launches with torchrun" in err  # the reason, from llamafactory_keys.REASONS
     assert "unknown key 'lora_rnak' (did you mean 'lora_rank'?)" in err
     assert "unknown key 'completely_made_up'\n" in err or err.rstrip().endswith("unknown key 'completely_made_up'")
     for wrong in ("use_rslora", "use_cpu", "dataloader_num_workers"):  # what difflib used to offer

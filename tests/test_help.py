@@ -27,7 +27,7 @@ def test_train_help_lists_every_key_by_group_with_type_default_and_help(capsys):
     for group in LIGHT_GROUPS:
         for key in group_keys(group):
             assert f"  {key.name} " in text, key.name
-    assert "  lora_rank           int = 8\n      Rank r of the update matrices." in text
+    assert "  lora_rank              int = 8\n      Rank r of the update matrices." in text
     assert "  finetuning_type  full|freeze|lora = 'lora'" in text
     assert "mix_strategy" in text and "concat|interleave_under|interleave_over|interleave_once = 'concat'" in text
     # lmforge's own training keys and the common transformers ones, not all 130

@@ -31,7 +31,7 @@ RUNS = "runs"
 EXPECTED: dict[str, str] = {
     # file (under LLaMA-Factory's examples/) -> "runs" | "refused: <the key named in the one-line refusal>"
     "extras/adam_mini/qwen2_full_sft.yaml": RUNS,
-    "extras/apollo/llama3_full_sft.yaml": "refused: pure_bf16",  # use_apollo itself is implemented
+    "extras/apollo/llama3_full_sft.yaml": "runs",
     "extras/asft/llama2_full_asft.yaml": "refused: use_asft_loss",
     "extras/asft/qwen2_full_asft.yaml": "refused: use_asft_loss",
     "extras/badam/llama3_full_sft.yaml": RUNS,
@@ -40,7 +40,7 @@ EXPECTED: dict[str, str] = {
     "extras/fp8/llama3_fp8_deepspeed_sft.yaml": "refused: fp8",
     "extras/fp8/llama3_fp8_fsdp_sft.yaml": "refused: fp8",
     "extras/fsdp_qlora/llama3_lora_sft.yaml": RUNS,
-    "extras/galore/llama3_full_sft.yaml": "refused: pure_bf16",  # use_galore itself is implemented
+    "extras/galore/llama3_full_sft.yaml": "runs",
     "extras/llama_pro/llama3_freeze_sft.yaml": RUNS,
     "extras/loraplus/llama3_lora_sft.yaml": RUNS,
     "extras/mod/llama3_full_sft.yaml": "refused: mixture_of_depths",

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from lmforge.config.llamafactory_keys import DEFAULT_OF_KEY, FEATURE_OF_KEY
+from lmforge.config.llamafactory_keys import DEFAULT_OF_KEY, FEATURE_OF_KEY, REASONS
 from lmforge.errors import did_you_mean
 from lmforge.logging import get_logger
 
@@ -60,7 +60,8 @@ def unknown_key_message(key: str, value: Any, known: list[str]) -> str | None:
             return None
         feature = FEATURE_OF_KEY[key]
         option = f"{feature} option ('{key}')" if feature else f"'{key}' option"
-        return f"LLaMA-Factory's {option} is not supported yet; remove '{key}' to run without it"
+        why = f" ({REASONS[feature]})" if REASONS.get(feature) else " yet"
+        return f"LLaMA-Factory's {option} is not supported{why}; remove '{key}' to run without it"
     return f"unknown key '{key}'{did_you_mean(key, known)}"
 
 

@@ -12,6 +12,11 @@ FinetuningType = Literal["full", "freeze", "lora"]
 class FinetuningArguments:
     stage: str = field(default="sft", metadata={"help": "Training stage, a name in the stage registry (lmforge.stages)."})
     finetuning_type: FinetuningType = field(default="lora", metadata={"help": "Which parameters train: full, freeze or lora."})
+    pure_bf16: bool = field(
+        default=False,
+        metadata={"help": "Weights, gradients and optimizer updates all in bf16, no fp32 master copy (LLaMA-Factory's "
+                  "pure_bf16; what GaLore / APOLLO examples use). Halves weight memory; small updates can round away."},
+    )
     plot_loss: bool = field(
         default=False,
         metadata={"help": "Write training_loss.png / eval_loss.png (and the reward accuracy of rm, dpo and kto) "

@@ -158,9 +158,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         'reward_model_quantization_bit': None,
         'reward_model_type': 'lora',
     },
-    'pure bf16': {
-        'pure_bf16': False,
-    },
     'Ray': {
         'master_addr': None,
         'master_port': None,
@@ -279,7 +276,6 @@ REASONS: dict[str, str] = {
     'multimodal (image/video/audio)': 'lmforge trains text models only',
     'OFT': 'lmforge adapters are LoRA (and its variants), freeze and full; OFT is not implemented',
     'PPO': 'no PPO stage (online RL); lmforge trains pt, sft, rm, dpo and kto',
-    'pure bf16': 'lmforge keeps fp32 master weights (bf16 autocast); pure bf16 weights are not implemented',
     'Ray': 'lmforge launches with torchrun, not Ray',
     'reasoning (thinking mode)': 'thoughts follow `enable_thinking`; keeping them otherwise is not implemented',
     'reference model (DPO/PPO)': '`ref_model` names the reference; adapters or quantization on it are not implemented',

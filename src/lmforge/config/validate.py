@@ -184,6 +184,17 @@ def check_quantization(cfg: RunConfig) -> None:
                           "(or `pip install -e '.[bitsandbytes]'`), or remove quantization_bit")
 
 
+def check_pure_bf16(cfg: RunConfig) -> None:
+    """LLaMA-Factory's pure_bf16 rules: not with fp16 autocast, not under DeepSpeed ZeRO-3 (it keeps fp32 itself)."""
+    if not cfg.finetuning.pure_bf16:
+        return
+    if cfg.training.fp16:
+        raise ConfigError("pure_bf16: trains in bf16; remove fp16: true")
+    if "zero3" in str(cfg.training.deepspeed or "").lower() or "stage3" in str(cfg.training.deepspeed or "").lower():
+        raise ConfigError("pure_bf16: DeepSpeed ZeRO-3 keeps its own fp32 master weights; remove pure_bf16 or use "
+                          "ZeRO-2")
+
+
 def check_half_precision_freeze(cfg: RunConfig) -> None:
     half = cfg.model.torch_dtype in ("bf16", "bfloat16", "fp16", "float16")
     if cfg.finetuning.finetuning_type == "freeze" and half and not (cfg.training.bf16 or cfg.training.fp16):
@@ -382,6 +393,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_adapter_variants,
     check_optimizers,
     check_quantization,
+    check_pure_bf16,
     check_half_precision_freeze,
     check_batching,
     check_loss_options,

@@ -68,6 +68,7 @@ def load_model(
     gradient_checkpointing: bool = False,
     checkpoint_every_n_layers: int = 1,
     selective_checkpointing: bool = False,
+    pure_bf16: bool = False,
 ) -> nn.Module:
     """Load `model_name_or_path` and apply the `finetuning_type` adapter.
 
@@ -79,6 +80,7 @@ def load_model(
         gradient_checkpointing: recompute activations in the backward pass (non-reentrant), training only.
         checkpoint_every_n_layers: checkpoint only every n-th decoder layer; the others keep their activations.
         selective_checkpointing: keep matmul and attention outputs, recompute only the ops between them.
+        pure_bf16: load in bf16 and train in it (no fp32 copy of the trainable weights), LLaMA-Factory's pure_bf16.
 
     Returns:
         A `PreTrainedModel`, or a `peft.PeftModel` wrapping one when a LoRA adapter trains.
@@ -101,6 +103,8 @@ def load_model(
     dtype = resolve_dtype(
         model_args.torch_dtype, config_dtype(config), device=default_device(), is_trainable=is_trainable
     )
+    if pure_bf16:  # LLaMA-Factory's pure_bf16: bf16 weights on any device, trainable ones not upcast below
+        dtype = torch.bfloat16
     dtype_name = str(dtype).removeprefix("torch.")
     attention = choose_attention(config, model_args.attention)
     logger.info("loading %s (dtype %s, attention %s)", directory, dtype_name, attention)
@@ -140,7 +144,13 @@ def load_model(
     )
 
     if is_trainable:
-        upcast_trainable(model)
+        if pure_bf16:  # PEFT creates adapter weights in fp32 over a half base; LLaMA-Factory keeps them in bf16 too
+            for param in model.parameters():
+                if param.requires_grad and param.dtype != torch.bfloat16:
+                    param.data = param.data.to(torch.bfloat16)
+            logger.info("pure bf16: trainable weights stay in bf16 (no fp32 master copy)")
+        else:
+            upcast_trainable(model)
         trainable, _ = count_parameters(model)
         if trainable == 0:
             raise ConfigError(

@@ -41,6 +41,7 @@ def load_training_model(cfg: RunConfig):
         gradient_checkpointing=cfg.training.gradient_checkpointing,
         checkpoint_every_n_layers=cfg.training.checkpoint_every_n_layers,
         selective_checkpointing=cfg.training.selective_checkpointing,
+        pure_bf16=cfg.finetuning.pure_bf16,
     )
 
 
