@@ -179,9 +179,11 @@ def _train(tmp_path, tiny_model_dir, data_dir, **extra):
     ({"use_muon": True}, None),
     ({"use_badam": True, "badam_switch_interval": 2}, "badam"),
     ({"use_galore": True, "galore_layerwise": True, "galore_rank": 8}, "galore_torch"),
+    ({"use_apollo": True, "apollo_rank": 8}, "apollo_torch"),
+    ({"use_adam_mini": True}, "adam_mini"),
     ({"optim": "adafactor"}, None),  # an `optim` transformers knows, no use_* key
     ({"optim": "sgd"}, None),
-], ids=["muon", "badam", "galore-layerwise", "adafactor", "sgd"])
+], ids=["muon", "badam", "galore-layerwise", "apollo", "adam-mini", "adafactor", "sgd"])
 def test_trains_through_the_cli(tmp_path, tiny_model_dir, data_dir, extra, package):
     import json
 
@@ -201,6 +203,7 @@ def test_trains_through_the_cli(tmp_path, tiny_model_dir, data_dir, extra, packa
     ({"use_badam": True, "badam_switch_interval": 0}, "badam_switch_interval: 0"),
     ({"use_galore": True, "galore_rank": 0}, "galore_rank: 0 must be at least 1"),
     ({"galore_proj_type": "diagonal"}, "galore_proj_type: 'diagonal' is not one of"),
+    ({"use_badam": True, "badam_mode": "ratio"}, "badam_mode: ratio"),
 ])
 def test_config_errors_name_the_key(tmp_path, tiny_model_dir, data_dir, capsys, extra, message):
     assert _train(tmp_path, tiny_model_dir, data_dir, **extra) == 2

@@ -125,7 +125,9 @@ def build_badam(model, args, opt: OptimizerArguments, decay_names: list[str]) ->
     if opt.badam_mode == "ratio":
         return badam.BlockOptimizerRatio(
             param_groups=groups, named_parameters_list=named, update_ratio=opt.badam_update_ratio,
-            mask_mode=opt.badam_mask_mode, verbose=opt.badam_verbose, include_embedding=False, **_adam_kwargs(args),
+            mask_mode=opt.badam_mask_mode, verbose=opt.badam_verbose, include_embedding=False,
+            # it freezes the parameter named lm_head; a tied model has none (the embedding, frozen, is the head)
+            include_lm_head=not any("lm_head" in name for name, _ in named), **_adam_kwargs(args),
         )
     base = torch.optim.AdamW(groups, **_adam_kwargs(args))
     interval = opt.badam_switch_interval
