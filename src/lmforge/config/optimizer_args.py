@@ -76,7 +76,8 @@ class OptimizerArguments:
     )
     badam_mode: Literal["layer", "ratio"] = field(
         default="layer",
-        metadata={"help": "layer: one decoder layer at a time; ratio: a share of every matrix (badam_update_ratio)."},
+        metadata={"help": "layer: one decoder layer at a time (ratio, a share of every matrix, is refused for now: "
+                  "its sparse gradients break the trainer's gradient norm)."},
     )
     badam_start_block: int | None = field(
         default=None, metadata={"help": "Index of the first block trained (default: by badam_switch_mode)."}
