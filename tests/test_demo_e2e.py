@@ -1,5 +1,5 @@
-"""The README demo end to end: pretrain, SFT with an in-loop evaluator, `lmforge eval` on the saved model. About a
-minute on 2 CPU cores.
+"""The README demo end to end: pretrain, SFT with an in-loop evaluator, `lmforge eval` on the saved model, then
+`lmforge check` of it (every default probe, none FAILs). About two minutes on 2 CPU cores.
 
 Thresholds (measured at seed 0 on a 2-core CPU: exact match 0% at step 0 -> 99% at the last step, eval loss
 4.717 -> 0.024): accuracy after SFT >= 60%, before it <= 5%; the last SFT eval loss at most half the first. The
@@ -36,6 +36,17 @@ def test_demo_learns_the_task(tmp_path):
     answers = {r["instruction"]: r["output"] for r in json.loads((tmp_path / "demo/data/shift_heldout.json").read_text())}
     assert result.chat_config.is_file() and result.chat_prompt in answers
     assert result.chat_answer.startswith("Shifted: ")
+    # And `lmforge check` of the fine-tuned model, from the check.yaml the demo writes: every default probe runs
+    # and none FAILs (issue 20, line 3), so the check's exit code gates a pipeline.
+    assert main(["check", str(result.check_config)]) == 0
+    report = json.loads((tmp_path / "demo" / "check" / "check_report.json").read_text())
+    verdicts = {r["name"]: r["verdict"] for r in report["results"]}
+    assert set(verdicts) == set(report["probes"]) and len(verdicts) == 7, verdicts
+    assert "FAIL" not in verdicts.values(), verdicts
+    assert verdicts["prompt_edits"] == "PASS" and verdicts["termination"] == "PASS", verdicts
+    # the report names every edited prompt and the held-out record it came from
+    edits = next(r for r in report["results"] if r["name"] == "prompt_edits")["details"]["edits"]
+    assert edits and all(e["edited_prompt"] and e["source"].startswith(str(tmp_path / "demo" / "data")) for e in edits)
 
 
 def test_demo_cli_help(capsys):
