@@ -178,12 +178,14 @@ def _train(tmp_path, tiny_model_dir, data_dir, **extra):
 @pytest.mark.parametrize("extra,package", [
     ({"use_muon": True}, None),
     ({"use_badam": True, "badam_switch_interval": 2}, "badam"),
+    # ratio mode: sparse gradients, clipped by lmforge's sparse-aware norm (max_grad_norm 1.0, the default)
+    ({"use_badam": True, "badam_mode": "ratio", "badam_update_ratio": 0.1}, "badam"),
     ({"use_galore": True, "galore_layerwise": True, "galore_rank": 8}, "galore_torch"),
     ({"use_apollo": True, "apollo_rank": 8}, "apollo_torch"),
     ({"use_adam_mini": True}, "adam_mini"),
     ({"optim": "adafactor"}, None),  # an `optim` transformers knows, no use_* key
     ({"optim": "sgd"}, None),
-], ids=["muon", "badam", "galore-layerwise", "apollo", "adam-mini", "adafactor", "sgd"])
+], ids=["muon", "badam", "badam-ratio", "galore-layerwise", "apollo", "adam-mini", "adafactor", "sgd"])
 def test_trains_through_the_cli(tmp_path, tiny_model_dir, data_dir, extra, package):
     import json
 
@@ -203,8 +205,23 @@ def test_trains_through_the_cli(tmp_path, tiny_model_dir, data_dir, extra, packa
     ({"use_badam": True, "badam_switch_interval": 0}, "badam_switch_interval: 0"),
     ({"use_galore": True, "galore_rank": 0}, "galore_rank: 0 must be at least 1"),
     ({"galore_proj_type": "diagonal"}, "galore_proj_type: 'diagonal' is not one of"),
-    ({"use_badam": True, "badam_mode": "ratio"}, "badam_mode: ratio"),
 ])
 def test_config_errors_name_the_key(tmp_path, tiny_model_dir, data_dir, capsys, extra, message):
     assert _train(tmp_path, tiny_model_dir, data_dir, **extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sparse_aware_clip_equals_torch_on_the_dense_gradients():
+    from lmforge.train.optimization import clip_sparse_aware
+
+    torch.manual_seed(0)
+    dense = [torch.nn.Parameter(torch.zeros(4, 3)) for _ in range(2)]
+    sparse = [torch.nn.Parameter(torch.zeros(4, 3)) for _ in range(2)]
+    for d, s in zip(dense, sparse):
+        g = torch.randn(4, 3) * (torch.rand(4, 3) < 0.3)
+        d.grad, s.grad = g.clone(), g.to_sparse()
+    want = torch.nn.utils.clip_grad_norm_(dense, 0.5)
+    got = clip_sparse_aware(sparse, 0.5)
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    for d, s in zip(dense, sparse):
+        assert torch.allclose(s.grad.to_dense(), d.grad, atol=1e-6)

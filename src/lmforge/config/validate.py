@@ -371,11 +371,6 @@ def check_optimizers(cfg: RunConfig) -> None:
     if name == "badam":
         if deepspeed or fsdp:
             raise ConfigError(f"use_badam: lmforge runs BAdam on one process; remove {'deepspeed' if deepspeed else 'fsdp'}")
-        if opt.badam_mode == "ratio":
-            # BlockOptimizerRatio leaves sparse gradients; the Trainer's gradient norm (torch's vector norm) has no
-            # sparse kernel, and LLaMA-Factory gets round it by replacing accelerate's clip function
-            raise ConfigError("badam_mode: ratio leaves sparse gradients, which the trainer's gradient norm cannot "
-                              "measure; use badam_mode: layer")
         interval = opt.badam_switch_interval
         if interval is not None and interval != -1 and interval < 1:
             raise ConfigError(f"badam_switch_interval: {interval}; use a number of steps >= 1, or -1 to never switch")

@@ -92,7 +92,9 @@ class OptimizationMixin:
 
     def _clip_grad_norm(self, model):
         limit = self.grad_clip_limit()
-        if limit == self.args.max_grad_norm:
+        if any(p.grad is not None and p.grad.is_sparse for p in model.parameters()):
+            norm = clip_sparse_aware(model.parameters(), limit)  # BAdam's ratio mode
+        elif limit == self.args.max_grad_norm:
             norm = super()._clip_grad_norm(model)
         else:
             norm = self._clip_grad_norm_to(model, limit)
@@ -162,3 +164,16 @@ def _describe_batch(inputs: dict) -> str:
     ids = inputs.get("input_ids")
     shape = "x".join(map(str, ids.shape)) if ids is not None else "?"
     return f"{shape} tokens, first ids {ids[0, :8].tolist() if ids is not None else '?'}"
+
+
+def clip_sparse_aware(parameters, limit: float) -> torch.Tensor:
+    """clip_grad_norm_ for gradients some of which are sparse (BAdam's ratio mode keeps only the updated entries):
+    torch's own norm has no sparse kernel. One process only (the config refuses BAdam with DeepSpeed / FSDP)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    squares = [(g.coalesce().values() if g.is_sparse else g).float().pow(2).sum() for g in grads]
+    norm = torch.stack(squares).sum().sqrt() if squares else torch.tensor(0.0)
+    if limit and limit > 0:
+        scale = (limit / (norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.to(g.device, g.dtype))
+    return norm
