@@ -18,7 +18,7 @@ SRC = Path(__file__).parents[1] / "src" / "lmforge"
 LAYERS: dict[str, int] = {
     # 0: plain data and helpers every layer may use
     "__init__": 0, "errors": 0, "types": 0, "logging": 0,
-    "registry": 0.1, "run_info": 0.1,
+    "registry": 0.1, "run_info": 0.1, "hub_cache": 0.05,
     "stages": 0.2,
     "config": 1,
     "arith": 2, "launcher": 2,

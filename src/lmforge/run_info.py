@@ -23,7 +23,12 @@ def write_run_info(output_dir: str | Path, info: dict[str, Any]) -> Path:
 
 
 def read_run_info(directory: str | Path) -> dict[str, Any] | None:
-    """The run info saved in `directory`, or None when it holds none (a model not trained by lmforge)."""
+    """The run info saved in `directory` (a hub id: its cached snapshot), or None when it holds none (a model not
+    trained by lmforge)."""
+    from lmforge.hub_cache import looks_like_hub_id, resolve_hub_id
+
+    if not Path(directory).is_dir() and looks_like_hub_id(str(directory)):
+        directory = resolve_hub_id(str(directory)) or directory
     path = Path(directory) / RUN_INFO_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 

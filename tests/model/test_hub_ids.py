@@ -12,7 +12,7 @@ import yaml
 from lmforge.cli import main
 from lmforge.config.loader import load_config, load_inference_config
 from lmforge.errors import ModelError
-from lmforge.model.hub_cache import hub_cache_dir, resolve_hub_id
+from lmforge.hub_cache import hub_cache_dir, resolve_hub_id
 from lmforge.model.loader import local_model_dir
 
 MAIN = "a" * 40
@@ -69,9 +69,10 @@ def test_train_with_a_cached_hub_id(hub_cache, tmp_path, tiny_model_dir, data_di
     cache_repo(hub_cache, "tiny-org/tiny-lora", tmp_path / "out")
     from lmforge.inference.engine import ChatEngine
 
-    engine = ChatEngine(load_inference_config(None, [
-        "model_name_or_path=tiny-org/tiny-qwen2", "adapter_name_or_path=tiny-org/tiny-lora", "template=qwen",
+    engine = ChatEngine(load_inference_config(None, [  # no template: the run's, from the cached lmforge_run.json
+        "model_name_or_path=tiny-org/tiny-qwen2", "adapter_name_or_path=tiny-org/tiny-lora",
         "max_new_tokens=4", "do_sample=false"]))
+    assert engine.template.name == "qwen"
     assert isinstance(engine.reply([{"role": "user", "content": "Say the number 3"}]), str)
 
 

@@ -304,7 +304,7 @@ def check_model_path(value: str | None, revision: str | None = None) -> None:
     """
     if not value or Path(value).expanduser().exists() or not ("/" in value or value.startswith((".", "~"))):
         return
-    from lmforge.model.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
+    from lmforge.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
 
     org = value.split("/")[0]
     if looks_like_hub_id(value) and not Path(org).is_dir() and org.lower() not in LOCAL_MODEL_DIRS:

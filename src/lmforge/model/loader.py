@@ -171,7 +171,7 @@ def local_model_dir(model_name_or_path: str | None, revision: str = "main") -> P
     downloads, so an id that is not cached is an error naming the cache folder and the download command.
     """
     from lmforge.config.validate import LOCAL_MODEL_DIRS
-    from lmforge.model.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
+    from lmforge.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
 
     if not model_name_or_path:
         raise ModelError("set 'model_name_or_path' to a local model directory (lmforge create-model makes one)")

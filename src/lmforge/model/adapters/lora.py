@@ -188,7 +188,7 @@ def check_adapter_dir(path: str, revision: str = "main") -> str:
     (`org/name`) that is not a local path is read from the Hugging Face cache at `revision`, offline, and its
     snapshot directory returned (lmforge.model.hub_cache).
     """
-    from lmforge.model.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
+    from lmforge.hub_cache import looks_like_hub_id, not_cached_message, resolve_hub_id
 
     directory = Path(path)
     if not directory.is_dir() and looks_like_hub_id(path):
