@@ -76,8 +76,8 @@ class OptimizerArguments:
     )
     badam_mode: Literal["layer", "ratio"] = field(
         default="layer",
-        metadata={"help": "layer: one decoder layer at a time (ratio, a share of every matrix, is refused for now: "
-                  "its sparse gradients break the trainer's gradient norm)."},
+        metadata={"help": "layer: one decoder layer at a time; ratio: a share (badam_update_ratio) of every matrix, "
+                  "its sparse gradients clipped by a sparse-aware norm."},
     )
     badam_start_block: int | None = field(
         default=None, metadata={"help": "Index of the first block trained (default: by badam_switch_mode)."}
