@@ -39,11 +39,11 @@ def _train(root, name: str, records: list[dict], **keys) -> object:
     return root / name
 
 
-def _check(tmp_path, probes: list[str], **keys) -> tuple[int, dict]:
+def _check(tmp_path, probes: list[str], name: str = "report", **keys) -> tuple[int, dict]:
     """`lmforge check` of a config of `keys` with `probes`; (exit code, {probe: result} from check_report.json)."""
-    out = tmp_path / "report"
+    out = tmp_path / name
     check = {"probes": probes, "output_dir": str(out), **keys.pop("check", {})}
-    cfg = tmp_path / "check.yaml"
+    cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump({**keys, "check": check}))
     code = main(["check", str(cfg)])
     report = json.loads((out / "check_report.json").read_text())
@@ -83,10 +83,6 @@ def reciter(root, tiny_model_dir):
                   lr_scheduler_type="constant")
 
 
-@pytest.mark.xfail(strict=True, reason="template_roundtrip renders its 'training' prompt with the serving "
-                   "template (ChatEngine's: the config's `template`, else the run's), not with the template "
-                   "lmforge_run.json records; a config that names another template is compared with itself and "
-                   "PASSes (value 1.0). Remove this mark once the probe renders the trained template.")
 def test_served_with_another_template_fails_template_roundtrip(tmp_path, lora_run):
     code, results = _check(tmp_path, ["template_roundtrip"], adapter_name_or_path=str(lora_run), template="chatml",
                            check={"samples": 4, "template_roundtrip": {"query_api": False}})
@@ -109,6 +105,10 @@ def test_overfitted_reciter_fails_prompt_edits(tmp_path, reciter):
     assert edits["value"] > 0.5 and edits["details"]["accuracy_original"] > edits["details"]["accuracy_edited"]
     assert results["termination"]["verdict"] == "PASS"  # it does stop: only the edits catch it
     assert code == 1
+    # the edits are drawn from the check's seed: a second check edits the same spans the same way
+    _, again = _check(tmp_path, ["prompt_edits"], name="again", model_name_or_path=str(reciter),
+                      check={"samples": 6, "max_new_tokens": 24, "prompt_edits": {"answer_fn": "letter_shift"}})
+    assert again["prompt_edits"]["details"]["edits"] == rows
     print(f"reciter: prompt_edits recited share {edits['value']:.3f}, accuracy original "
           f"{edits['details']['accuracy_original']:.3f} vs edited {edits['details']['accuracy_edited']:.3f}")
 
