@@ -4,8 +4,9 @@ A model trained on one rendering and served with another (a missing system promp
 a space the tokenizer splits differently) answers worse in a way no loss curve shows. For each held-out prompt
 the token ids of four renders are compared:
 
-1. training: `template.encode_turns` of the conversation with its answer, the ids before that answer (with the
-   default_system training gave a sample without one);
+1. training: the run's own template (its `template`, `enable_thinking` and `default_system` from
+   lmforge_run.json; the serving template when the model has no run info), `encode_turns` of the conversation with
+   its answer, the ids before that answer: what the model was trained on, whatever the check config serves with;
 2. chat: `ChatEngine.prompt_ids`, what `lmforge chat` sends;
 3. export: the exported model's own `chat_template` through `apply_chat_template(add_generation_prompt=True)`,
    what plain transformers (and servers reading the chat template) send;
@@ -38,6 +39,21 @@ def _ids(encoded) -> list[int]:
     return list(encoded)
 
 
+def trained_render(ctx, tokenizer, serving):
+    """(template, default_system) the run was trained with, from its lmforge_run.json; the serving ones when the
+    model has no run info (nothing else is known of its training)."""
+    from lmforge.data.templates import resolve_template
+    from lmforge.run_info import trained_setting, trained_template
+
+    paths = (ctx.cfg.model.adapter_name_or_path, ctx.cfg.model.model_name_or_path)
+    name = trained_template(*paths)
+    if name is None:
+        return serving, ctx.default_system
+    thinking = trained_setting("enable_thinking", *paths)
+    template = resolve_template(name, tokenizer, True if thinking is None else bool(thinking))
+    return template, trained_setting("default_system", *paths) or ""
+
+
 def run_template_roundtrip(ctx, settings: dict) -> ProbeResult:
     from transformers import AutoTokenizer, GenerationConfig
 
@@ -47,6 +63,7 @@ def run_template_roundtrip(ctx, settings: dict) -> ProbeResult:
 
     engine = ctx.tuned()
     tokenizer, template = engine.tokenizer, engine.template
+    trained, trained_system = trained_render(ctx, tokenizer, template)
     exported = ctx.exported_dir()
     exported_tokenizer = AutoTokenizer.from_pretrained(exported)
     url = settings["query_api"]
@@ -55,10 +72,10 @@ def run_template_roundtrip(ctx, settings: dict) -> ProbeResult:
     for sample in samples:
         conv = to_conversation(sample.messages)
         if not conv.system:
-            conv = replace(conv, system=ctx.default_system)
+            conv = replace(conv, system=trained_system)
         answer = sample.answer or "ok"  # the prompt's ids do not depend on the answer; a placeholder for generated
         full = replace(conv, messages=[*conv.messages, Message(Role.ASSISTANT, answer)])
-        renders = {"training": template.encode_turns(tokenizer, full)[-1][0],
+        renders = {"training": trained.encode_turns(tokenizer, full)[-1][0],
                    "chat": engine.prompt_ids(sample.messages),
                    "export": _ids(exported_tokenizer.apply_chat_template(sample.messages, add_generation_prompt=True,
                                                                          tokenize=True)),
