@@ -1,0 +1,1 @@
+"""Online reinforcement learning (stage grpo, issue 22): the loss arithmetic so far (grpo_loss.py)."""
