@@ -1,1 +1,2 @@
-"""Online reinforcement learning (stage grpo, issue 22): the loss arithmetic so far (grpo_loss.py)."""
+"""Online reinforcement learning (stage grpo, issue 22): so far the loss arithmetic (grpo_loss.py) and the reward
+functions (rewards.py); the stage itself is not wired yet."""
