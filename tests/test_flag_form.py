@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from lmforge.cli import config_arguments, main
-from lmforge.config.loader import flags_to_overrides, parse_overrides
+from lmforge.config.flags import flags_to_overrides
+from lmforge.config.loader import parse_overrides
 from lmforge.errors import ConfigError
 
 TABLE = [

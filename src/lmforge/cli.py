@@ -145,7 +145,7 @@ def config_arguments(command: str, argv: list[str]) -> list[str]:
     """A CONFIG-taking command's arguments with LLaMA-Factory's `--key value` flags turned into key=value."""
     if command not in CONFIG_COMMANDS or any(a in ("-h", "--help", "--help-all") for a in argv):
         return argv
-    from lmforge.config.loader import flags_to_overrides
+    from lmforge.config.flags import flags_to_overrides
 
     return flags_to_overrides(argv, CONFIG_COMMANDS[command])
 
