@@ -31,7 +31,7 @@ from lmforge.config.generation_args import GenerationArguments
 from lmforge.config.lora_args import LoraArguments
 from lmforge.config.model_args import ModelArguments
 from lmforge.config.quantization_args import QuantizationArguments
-from lmforge.run_info import read_run_info, trained_setting, trained_template
+from lmforge.run_info import read_run_info, trained_template
 
 if TYPE_CHECKING:
     from lmforge.inference.engine import ChatEngine
@@ -152,11 +152,9 @@ class CheckContext:
     @property
     def default_system(self) -> str:
         """The system prompt given to conversations without one, as ChatEngine (and training) give it."""
-        model = self.cfg.model
-        trained = self.template_name == trained_template(model.adapter_name_or_path, model.model_name_or_path)
-        return self.cfg.data.default_system or (
-            trained_setting("default_system", model.adapter_name_or_path, model.model_name_or_path)
-            if trained else None) or ""
+        from lmforge.inference.engine import serving_default_system
+
+        return serving_default_system(self.cfg, self.template_name)
 
     # -- models -------------------------------------------------------------------------------------------
     def tuned(self) -> ChatEngine:

@@ -58,6 +58,16 @@ def thinking_setting(cfg, template_name: str | None) -> bool:
     return True
 
 
+def serving_default_system(cfg, template_name: str | None) -> str:
+    """The system prompt for conversations without one: the config's `default_system`, else the trained run's when
+    the template is the run's (as training gave it to every sample without one, and as the exported chat template
+    writes it), else none."""
+    paths = (cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
+    if cfg.data.default_system:
+        return cfg.data.default_system
+    return (trained_setting("default_system", *paths) if template_name == trained_template(*paths) else None) or ""
+
+
 class ChatEngine:
     def __init__(self, cfg):
         from lmforge.model.loader import load_model
@@ -72,12 +82,7 @@ class ChatEngine:
             cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
         self.template = resolve_template(template_name, self.tokenizer, thinking_setting(cfg, template_name))
         self.generation = cfg.generation
-        # the run's system prompt when the config gives none, as training gave it to every sample without one
-        # (and as the exported chat template writes it, so a merged model answers as this engine does)
-        self.default_system = cfg.data.default_system or (trained_setting(
-            "default_system", cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
-            if template_name == trained_template(cfg.model.adapter_name_or_path, cfg.model.model_name_or_path)
-            else None) or ""
+        self.default_system = serving_default_system(cfg, template_name)
         self.model_name = Path(cfg.model.adapter_name_or_path or cfg.model.model_name_or_path).name
         self.stop_ids = self.template.stop_token_ids(self.tokenizer)
         self.max_context = getattr(self.model.config, "max_position_embeddings", None)
