@@ -6,17 +6,13 @@ identical greedy generations and identical acc / acc_norm / exact_match. Both ru
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from lmforge.cli import main
 from lmforge.run_info import write_run_info
+from tests.eval import test_lm_eval_agreement as agreement
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("lm_eval", reason="lm-eval is a test dependency: pip install -e '.[test]'")
@@ -25,49 +21,16 @@ SYSTEM = "Answer with the number only."
 
 
 def lm_eval(model_dir: Path, task_dir: Path, out: Path, tasks: str, extra: list[str]) -> tuple[dict, dict]:
-    """(results, {task: samples by doc_id}) of one `lm_eval --model hf` run in a subprocess."""
-    executable = shutil.which("lm_eval", path=str(Path(sys.executable).parent)) or shutil.which("lm_eval")
-    argv = [executable, "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", tasks,
-            "--include_path", str(task_dir), "--log_samples", "--output_path", str(out), "--batch_size", "4",
-            "--device", "cpu", "--apply_chat_template", *extra]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(out / "hf_cache"), "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (results_file,) = out.rglob("results_*.json")
-    samples = {}
-    for task in tasks.split(","):
-        (file,) = out.rglob(f"samples_{task}_*.jsonl")
-        samples[task] = {}
-        for line in file.read_text().splitlines():
-            record = json.loads(line)
-            samples[task].setdefault(record["doc_id"], record)
-    return json.loads(results_file.read_text())["results"], samples
+    """The agreement test's `lm_eval --model hf` run, with --apply_chat_template."""
+    return agreement.lm_eval(model_dir, task_dir, out, tasks, None, extra=("--apply_chat_template", *extra))
 
 
 def lmforge(model_dir: Path, task_dir: Path, out: Path, tasks: str, extra: list[str]) -> tuple[dict, dict]:
-    argv = ["eval", f"model_name_or_path={model_dir}", f"tasks={tasks}", f"include_path={task_dir}",
-            f"output_path={out}", "log_samples=true", "batch_size=4", "apply_chat_template=true", *extra]
-    assert main(argv) == 0
-    samples = {task: {json.loads(line)["doc_id"]: json.loads(line)
-                      for line in (out / f"samples_{task}.jsonl").read_text().splitlines()}
-               for task in tasks.split(",")}
-    return json.loads((out / "results.json").read_text())["results"], samples
+    """The agreement test's `lmforge eval` run, with apply_chat_template=true."""
+    return agreement.lmforge(model_dir, task_dir, out, tasks, None, extra=("apply_chat_template=true", *extra))
 
 
-def compare_multiple_choice(ours: dict, theirs: dict) -> float:
-    worst = 0.0
-    assert sorted(ours) == sorted(theirs)
-    for doc_id, mine in ours.items():
-        ref = theirs[doc_id]
-        args = [ref["arguments"][f"gen_args_{i}"] for i in range(len(mine["choices"]))]
-        assert [[a["arg_0"], a["arg_1"]] for a in args] == mine["arguments"]  # character for character
-        their_lls = [float(r[0][0]) for r in ref["resps"]]
-        worst = max(worst, *(abs(a - b) for a, b in zip(mine["loglikelihoods"], their_lls)))
-        assert mine["loglikelihoods"] == pytest.approx(their_lls, abs=1e-4)
-        assert [str(g) for g in mine["is_greedy"]] == [r[0][1] for r in ref["resps"]]
-        assert mine["metrics"]["acc"] == ref["acc"] and mine["metrics"]["acc_norm"] == ref["acc_norm"]
-    return worst
+compare_multiple_choice = agreement.compare_multiple_choice
 
 
 @pytest.fixture

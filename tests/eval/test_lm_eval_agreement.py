@@ -21,12 +21,12 @@ pytest.importorskip("lm_eval", reason="lm-eval is a test dependency: pip install
 
 
 def lm_eval(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int | None,
-            leaves: str | None = None) -> tuple[dict, dict]:
-    """(results, {task: samples by doc_id}) of one `lm_eval --model hf` run in a subprocess."""
+            leaves: str | None = None, extra: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """(results, {task: samples by doc_id}) of one `lm_eval --model hf` run in a subprocess; `extra`: more flags."""
     executable = shutil.which("lm_eval", path=str(Path(sys.executable).parent)) or shutil.which("lm_eval")
     argv = [executable, "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", tasks,
             "--include_path", str(task_dir), "--log_samples", "--output_path", str(out), "--batch_size", "4",
-            "--device", "cpu"] + (["--num_fewshot", str(shots)] if shots is not None else [])
+            "--device", "cpu", *extra] + (["--num_fewshot", str(shots)] if shots is not None else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(out / "hf_cache"), "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
@@ -43,9 +43,9 @@ def lm_eval(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int |
 
 
 def lmforge(model_dir: Path, task_dir: Path, out: Path, tasks: str, shots: int | None,
-            leaves: str | None = None) -> tuple[dict, dict]:
+            leaves: str | None = None, extra: tuple[str, ...] = ()) -> tuple[dict, dict]:
     argv = ["eval", f"model_name_or_path={model_dir}", f"tasks={tasks}", f"include_path={task_dir}",
-            f"output_path={out}", "log_samples=true", "batch_size=4"] + ([f"num_fewshot={shots}"] if shots is not None else [])
+            f"output_path={out}", "log_samples=true", "batch_size=4", *extra] + ([f"num_fewshot={shots}"] if shots is not None else [])
     assert main(argv) == 0
     samples = {task: {json.loads(line)["doc_id"]: json.loads(line)
                       for line in (out / f"samples_{task}.jsonl").read_text().splitlines()}
