@@ -315,23 +315,14 @@ def test_quantized_model_in_train_mode_has_no_dropout(tiny_model_dir):
 
 
 # -- the four probes through `lmforge check` and the real CheckContext ----------------------------------------------
-def test_probes_run_through_lmforge_check(tmp_path, tiny_model_dir):
+def test_probes_run_through_lmforge_check(tmp_path, run_dir):
     import yaml
 
     from lmforge.cli import main
 
-    data = [{"instruction": f"Say the number {i}", "input": "", "output": f"The number is {i}."} for i in range(24)]
-    (tmp_path / "numbers.json").write_text(json.dumps(data))
-    train = tmp_path / "train.yaml"
-    train.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_model_dir), "dataset": str(tmp_path / "numbers.json"), "template": "qwen",
-        "stage": "sft", "finetuning_type": "lora", "output_dir": str(tmp_path / "run"), "cutoff_len": 64,
-        "data_cache_dir": str(tmp_path / "cache"), "val_size": 6, "per_device_train_batch_size": 4, "max_steps": 2,
-        "save_strategy": "no", "disable_tqdm": True, "report_to": "none", "seed": 42}))
-    assert main(["train", str(train)]) == 0
     probes = ["format_following", "prompt_edits", "forgetting", "quantization"]
     check = tmp_path / "check.yaml"
-    check.write_text(yaml.safe_dump({"adapter_name_or_path": str(tmp_path / "run"), "check": {
+    check.write_text(yaml.safe_dump({"adapter_name_or_path": str(run_dir), "check": {
         "probes": probes, "samples": 4, "max_new_tokens": 8, "output_dir": str(tmp_path / "report"),
         "format_following": {"prompts": 8}, "prompt_edits": {"answer_fn": "none"}}}))
     main(["check", str(check)])
@@ -342,7 +333,7 @@ def test_probes_run_through_lmforge_check(tmp_path, tiny_model_dir):
     formats = results["format_following"]["details"]
     assert formats["prompts"] == 8 and "base_pass_rate" in formats
     edits = results["prompt_edits"]["details"]["edits"]  # every edited prompt named with its record
-    assert len(edits) == 4 and all(e["source"].startswith(str(tmp_path / "numbers.json") + ":") for e in edits)
+    assert len(edits) == 4 and all(e["source"].startswith(str(run_dir.parent / "numbers.json") + ":") for e in edits)
     assert all(e["kind"] == "number" and e["replacement"] in e["edited_prompt"] for e in edits)
     forgetting = results["forgetting"]["details"]  # 2 LoRA steps from a zero B: barely moved
     assert forgetting["next_token_agreement"] > 0.9 and forgetting["mean_kl_base_tuned"] < 0.05
