@@ -49,7 +49,7 @@ def test_overrides_are_typed_and_win(tmp_path):
         ("lora_rnak=4", "unknown key 'lora_rnak' (did you mean 'lora_rank'?)"),
         ("cutof_len=4", "did you mean 'cutoff_len'?"),
         ("cutoff_len=abc", "key 'cutoff_len' expects int, got 'abc'"),
-        ("stage=rmm", "stage: 'rmm' is not one of pt, sft, rm, dpo, kto (did you mean 'rm'?)"),
+        ("stage=rmm", "stage: 'rmm' is not one of pt, sft, rm, dpo, kto, grpo, ppo (did you mean 'rm'?)"),
         ("pref_loss=simpoo", "pref_loss: 'simpoo' is not one of sigmoid, hinge, ipo, orpo, simpo (did you mean 'simpo'?)"),
         ("pref_beta=0", "'pref_beta' must be > 0"),
         ("ref_model=m", "'ref_model'/'precompute_ref_log_probs' are for stage dpo or kto, not 'sft'"),

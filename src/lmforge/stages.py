@@ -100,3 +100,11 @@ _builtin(Stage(
     summary="Kahneman-Tversky optimisation on responses marked desirable or not", uses_reference=True,
     plotted=("rewards/margins", "kl"),
 ))
+_builtin(Stage(
+    "grpo", "lmforge.train.stages.grpo:run_grpo", data_kind="prompt", collator="prompt",
+    summary="online RL with verifiable rewards: GRPO, Dr. GRPO, DAPO, GSPO", plotted=("reward", "kl"),
+))
+_builtin(Stage(
+    "ppo", "lmforge.train.stages.ppo:run_ppo", data_kind="prompt", collator="prompt",
+    summary="online RL against a reward model trained by stage rm (PPO with a value head)", plotted=("reward", "kl"),
+))

@@ -25,7 +25,8 @@ from lmforge.train.hf_hooks import CALLS_MIRRORED, CALLS_REQUIRED, OVERRIDES, PR
 
 TRANSFORMERS = f"transformers {transformers.__version__}"
 # Trainer attributes lmforge may set: documented ways to hand the Trainer its parts.
-DOCUMENTED_ATTRIBUTES = {"lr_scheduler", "optimizer", "train_dataset", "eval_dataset"}
+# loss_is_scaled_for_ga: a class attribute the Trainer docstring tells subclasses with their own loss to set
+DOCUMENTED_ATTRIBUTES = {"lr_scheduler", "optimizer", "train_dataset", "eval_dataset", "loss_is_scaled_for_ga"}
 
 
 def plain_signature(func) -> str:

@@ -146,10 +146,10 @@ def test_a_stage_with_a_new_data_kind_trains_on_its_own_processor(tmp_path, tiny
 
 
 def test_an_unknown_stage_name_suggests_the_close_one(tmp_path, tiny_model_dir, data_dir, capsys):
-    with pytest.raises(ConfigError, match=r"unknown stage 'sfr' \(did you mean 'sft'\?\); choose one of: dpo, kto"):
+    with pytest.raises(ConfigError, match=r"unknown stage 'sfr' \(did you mean 'sft'\?\); choose one of: dpo, grpo, kto, ppo"):
         get_stage("sfr")
     assert main(["train", write_cfg(tmp_path, tiny_model_dir, data_dir, "typo", stage="dpp")]) != 0
-    assert "stage: 'dpp' is not one of pt, sft, rm, dpo, kto (did you mean 'dpo'?)" in capsys.readouterr().err
+    assert "stage: 'dpp' is not one of pt, sft, rm, dpo, kto, grpo, ppo (did you mean 'dpo'?)" in capsys.readouterr().err
 
 
 def test_a_data_kind_without_a_processor_is_an_error_never_sft(tmp_path, tiny_model_dir, data_dir, capsys):
@@ -158,5 +158,5 @@ def test_a_data_kind_without_a_processor_is_an_error_never_sft(tmp_path, tiny_mo
             assert main(["train", write_cfg(tmp_path, tiny_model_dir, data_dir, kind, stage="toy_kind")]) != 0
         err = capsys.readouterr().err
         assert (f"stage 'toy_kind' reads data kind '{kind}', which no processor handles{hint}; known data kinds: "
-                "conversation, feedback, pairwise, text") in err
+                "conversation, feedback, pairwise, prompt, text") in err
         assert not (tmp_path / f"out_{kind}" / "trainer_log.jsonl").exists()

@@ -30,6 +30,7 @@ GROUP_TITLES = {
     "freeze": "freeze: finetuning_type freeze",
     "quantization": "quantization: QLoRA, the base loaded in 4 or 8 bits (bitsandbytes)",
     "preference": "preference: rm, dpo, kto",
+    "rl": "rl: online reinforcement learning, grpo and ppo",
     "loss": "loss: how the training loss is computed",
     "optimizers": "optimizers: GaLore, APOLLO, BAdam, Adam-mini, Muon in place of AdamW (optim names the base)",
     "generation": "generation: decoding for chat, api and predict",

@@ -147,16 +147,9 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         'oft_rank': 0,
         'oft_target': 'all',
     },
-    'PPO': {
-        'ppo_buffer_size': 1,
-        'ppo_epochs': 4,
-        'ppo_score_norm': False,
-        'ppo_target': 6.0,
-        'ppo_whiten_rewards': False,
-        'reward_model': None,
+    'PPO reward model adapters': {
         'reward_model_adapters': None,
         'reward_model_quantization_bit': None,
-        'reward_model_type': 'lora',
     },
     'Ray': {
         'master_addr': None,
@@ -275,7 +268,7 @@ REASONS: dict[str, str] = {
     'MoE': 'lmforge adds no MoE router auxiliary loss; not implemented yet',
     'multimodal (image/video/audio)': 'lmforge trains text models only',
     'OFT': 'lmforge adapters are LoRA (and its variants), freeze and full; OFT is not implemented',
-    'PPO': 'no PPO stage (online RL); lmforge trains pt, sft, rm, dpo and kto',
+    'PPO reward model adapters': 'the reward model is one stage-rm output directory (`reward_model`); extra adapters or quantization on it are not implemented',
     'Ray': 'lmforge launches with torchrun, not Ray',
     'reasoning (thinking mode)': 'thoughts follow `enable_thinking`; keeping them otherwise is not implemented',
     'reference model (DPO/PPO)': '`ref_model` names the reference; adapters or quantization on it are not implemented',

@@ -35,6 +35,7 @@ from lmforge.config.optimizer_args import OptimizerArguments
 from lmforge.config.preference_args import PreferenceArguments
 from lmforge.config.quantization_args import QuantizationArguments
 from lmforge.config.ranges import check_ranges
+from lmforge.config.rl_args import RLArguments
 from lmforge.config.training_fields import annotation_of, resolve_do_train, training_fields
 from lmforge.errors import ConfigError, did_you_mean
 
@@ -49,6 +50,7 @@ LIGHT_GROUPS: dict[str, type] = {
     "freeze": FreezeArguments,
     "quantization": QuantizationArguments,  # QLoRA: the base loaded in 4 / 8 bits
     "preference": PreferenceArguments,
+    "rl": RLArguments,  # grpo / ppo: rollouts, rewards, the policy loss
     "loss": LossArguments,
     "optimizers": OptimizerArguments,  # use_galore / use_apollo / use_badam / use_adam_mini / use_muon
     "generation": GenerationArguments,
@@ -60,7 +62,7 @@ LIGHT_GROUPS: dict[str, type] = {
 }
 """The groups that are plain dataclasses, one concern each; `training` (transformers' arguments) is built last,
 after validation. The flat keys of a YAML are routed to them by name (each key lives in exactly one group)."""
-GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "quantization", "preference", "loss", "optimizers",
+GROUP_NAMES = ("model", "data", "finetuning", "lora", "freeze", "quantization", "preference", "rl", "loss", "optimizers",
                "generation", "training", "export", "evaluators")
 
 
@@ -78,6 +80,7 @@ class RunConfig(HasAdapter):
     freeze: FreezeArguments = FreezeArguments()
     quantization: QuantizationArguments = QuantizationArguments()
     preference: PreferenceArguments = PreferenceArguments()
+    rl: RLArguments = RLArguments()
     loss: LossArguments = LossArguments()
     optimizers: OptimizerArguments = OptimizerArguments()
     evaluators: EvaluatorArguments = EvaluatorArguments()

@@ -101,6 +101,16 @@ RANGES: dict[str, Range] = {
     "simpo_gamma": NON_NEGATIVE,
     "kto_chosen_weight": NON_NEGATIVE,
     "kto_rejected_weight": NON_NEGATIVE,
+    # online RL
+    "num_generations": Range(2, meaning="completions per prompt; a group of one has no baseline"),
+    "max_completion_length": AT_LEAST_ONE,
+    "epsilon": Range(0, False, 1, False),
+    "epsilon_high": POSITIVE,
+    "beta": NON_NEGATIVE,
+    "num_iterations": AT_LEAST_ONE,
+    "ppo_epochs": AT_LEAST_ONE,
+    "ppo_buffer_size": AT_LEAST_ONE,
+    "ppo_target": POSITIVE,
     # generation
     "max_new_tokens": AT_LEAST_ONE,
     "max_length": AT_LEAST_ONE,

@@ -107,6 +107,25 @@ class FeedbackCollator:
         return {**batch, **_reference_columns(features)}
 
 
+@dataclass(frozen=True)
+class PromptCollator:
+    """Prompts to sample from (grpo, ppo) -> LEFT-padded input_ids / attention_mask, so every row's completion starts
+    at the same column; the texts the rewards read (`prompt`, `answer`) travel beside them as lists."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict:
+        longest = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            input_ids[row, longest - n:] = torch.as_tensor(feature["input_ids"])
+            attention_mask[row, longest - n:] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "prompt": [f["prompt"] for f in features], "answer": [f["answer"] for f in features]}
+
+
 def _reference_columns(features: list[dict]) -> dict[str, torch.Tensor]:
     return {name: torch.tensor([f[name] for f in features], dtype=torch.float32)
             for name in _REFERENCE_COLUMNS if name in features[0]}
@@ -125,3 +144,4 @@ COLLATORS.add("conversation", lambda pad_token_id, data_args: Collator(
     pad_token_id, pad_to_multiple_of=8, isolate_packed=data_args.isolates_packed_samples))
 COLLATORS.add("pairwise", lambda pad_token_id, data_args: PairwiseCollator(pad_token_id, pad_to_multiple_of=8))
 COLLATORS.add("feedback", lambda pad_token_id, data_args: FeedbackCollator(pad_token_id, pad_to_multiple_of=8))
+COLLATORS.add("prompt", lambda pad_token_id, data_args: PromptCollator(pad_token_id))

@@ -195,8 +195,12 @@ def _log_stats(split: str, dataset: Dataset | None) -> None:
         return
     prefix = "chosen_" if "chosen_input_ids" in dataset.column_names else ""  # pairs: the chosen rows
     lengths = [len(ids) for ids in dataset[f"{prefix}input_ids"]]
-    supervised = sum(sum(1 for label in labels[1:] if label != IGNORE_INDEX) for labels in dataset[f"{prefix}labels"])
     what = "chosen tokens" if prefix else "tokens"
+    if f"{prefix}labels" not in dataset.column_names:  # prompts to sample from (grpo, ppo): nothing supervised
+        logger.info("%s: %d prompts, %d prompt tokens (mean %.1f, max %d)", split, len(lengths), sum(lengths),
+                    sum(lengths) / max(len(lengths), 1), max(lengths, default=0))
+        return
+    supervised = sum(sum(1 for label in labels[1:] if label != IGNORE_INDEX) for labels in dataset[f"{prefix}labels"])
     logger.info(
         "%s: %d samples, %d %s (mean %.1f, max %d), %d supervised tokens",
         split, len(lengths), sum(lengths), what, sum(lengths) / max(len(lengths), 1), max(lengths, default=0), supervised,

@@ -60,3 +60,37 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches)
+
+
+class GroupRepeatSampler(Sampler[int]):
+    """Prompt order for online RL (grpo): each index `generations` times in a row (one group of completions), each
+    optimizer step's prompts `iterations` times over (its rollouts are reused for that many steps).
+
+    Per epoch: a permutation fixed by (seed, epoch), cut into steps of `prompts_per_step` prompts (every process and
+    micro-batch of one optimizer step); a tail too short for a whole step is left out (a different one each epoch).
+    Yields `prompts_per_step * generations` indices per step and pass, so with a per-process micro-batch of
+    B completions (a multiple of `generations`) accelerate's split over processes keeps every group on one process.
+    """
+
+    def __init__(self, size: int, *, generations: int, prompts_per_step: int, iterations: int = 1, seed: int = 42):
+        if size < prompts_per_step:
+            raise ValueError(f"{size} prompts are fewer than the {prompts_per_step} one optimizer step samples from")
+        self.size, self.generations, self.iterations = size, generations, iterations
+        self.prompts_per_step, self.seed, self.epoch = prompts_per_step, seed, 0
+        self.steps = size // prompts_per_step
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        import numpy as np
+
+        order = np.random.Generator(np.random.PCG64([self.seed, self.epoch])).permutation(self.size).tolist()
+        for step in range(self.steps):
+            prompts = order[step * self.prompts_per_step:(step + 1) * self.prompts_per_step]
+            for _ in range(self.iterations):
+                for index in prompts:
+                    yield from [index] * self.generations
+
+    def __len__(self) -> int:
+        return self.steps * self.prompts_per_step * self.generations * self.iterations

@@ -50,15 +50,18 @@ OVERRIDES: dict[str, Hook] = {
         "(self, model, inputs, return_outputs=False, num_items_in_batch=None)",
         "documented",
         ("lmforge.train.trainer:BaseTrainer", "lmforge.train.stages.dpo:DPOTrainer",
-         "lmforge.train.stages.kto:KTOTrainer", "lmforge.train.stages.rm:RewardTrainer"),
+         "lmforge.train.stages.kto:KTOTrainer", "lmforge.train.stages.rm:RewardTrainer",
+         "lmforge.train.stages.grpo:GRPOTrainer"),
         "the chunked-vocabulary token loss divided by num_items_in_batch (DESIGN.md §7); each stage's loss",
     ),
     "training_step": Hook(
         "(self, model, inputs, num_items_in_batch=None)",
         "documented",
-        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.optimization:OptimizationMixin"),
+        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.optimization:OptimizationMixin",
+         "lmforge.train.stages.grpo:GRPOTrainer"),
         "BaseTrainer: hands every micro-batch to the batch observers (no callback event receives the batch). "
-        "OptimizationMixin: remembers the batch whose loss was non-finite, to name it when the step stops",
+        "OptimizationMixin: remembers the batch whose loss was non-finite, to name it when the step stops. "
+        "GRPOTrainer: times forward + backward apart from the rollouts (time/train_s)",
     ),
     "get_train_dataloader": Hook(
         "(self)",
@@ -127,14 +130,17 @@ OVERRIDES: dict[str, Hook] = {
     "_get_train_sampler": Hook(
         "(self, train_dataset=None)",
         "private",
-        ("lmforge.train.trainer:BaseTrainer",),
-        "memmap corpora: the seeded per-epoch permutation that makes resume exact (DESIGN.md §9)",
+        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.stages.grpo:GRPOTrainer"),
+        "memmap corpora: the seeded per-epoch permutation that makes resume exact (DESIGN.md §9); grpo: each prompt "
+        "num_generations times, each step's prompts num_iterations times (GroupRepeatSampler)",
     ),
     "_get_num_items_in_batch": Hook(
         "(self, batch_samples, device)",
         "private",
-        ("lmforge.train.trainer:BaseTrainer",),
-        "loss_weighting: sample counts samples, not tokens, across micro-batches and ranks",
+        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.stages.grpo:GRPOTrainer"),
+        "loss_weighting: sample counts samples, not tokens, across micro-batches and ranks; grpo: the one hook that "
+        "sees every micro-batch of a step before its first forward, so the step's rollouts happen there and it "
+        "returns their completion tokens (DAPO's normaliser)",
     ),
     "_finalize_training": Hook(
         "(self, trial, num_train_samples, start_time)",

@@ -7,7 +7,7 @@
 A stage names its data kind (`Stage.data_kind`); the entry for that kind says how the loader reads records
 (ranking pairs? a kto_tag per record? records without a response?) and how rows become token ids. A kind no
 entry handles is an error, never a fallback to some other tokenization. The one-record functions live in
-`pretrain`, `supervised`, `pairwise`, `feedback` (and `generation`, which predict uses); `tokenizing` maps
+`pretrain`, `supervised`, `pairwise`, `feedback`, `prompts` (and `generation`, which predict uses); `tokenizing` maps
 them over datasets.
 """
 
@@ -21,6 +21,7 @@ from lmforge.data.processors.tokenizing import (
     tokenize_feedback,
     tokenize_pairwise,
     tokenize_pretrain,
+    tokenize_prompts,
     tokenize_supervised,
 )
 from lmforge.errors import ConfigError, did_you_mean
@@ -51,6 +52,7 @@ for _processor in (
     Processor("conversation", tokenize_supervised),
     Processor("pairwise", tokenize_pairwise, ranking=True),
     Processor("feedback", tokenize_feedback, tagged=True),
+    Processor("prompt", tokenize_prompts, allows_empty_response=True),
 ):
     PROCESSORS.add(_processor.kind, _processor)
 

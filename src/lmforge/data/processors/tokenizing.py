@@ -17,6 +17,7 @@ from lmforge.data.formats import pair_from_dict
 from lmforge.data.packing import pack_examples
 from lmforge.data.processors.feedback import encode_feedback, mismatched_responses
 from lmforge.data.processors.pairwise import encode_pairwise
+from lmforge.data.processors.prompts import encode_prompt_row
 from lmforge.data.processors.pretrain import pack_documents, tokenize_documents, truncate_documents
 from lmforge.data.processors.supervised import SupervisedOptions, encode_supervised
 from lmforge.errors import DataError
@@ -97,6 +98,29 @@ def tokenize_feedback(
     desirable = sum(kept["kto_tag"])
     logger.info("%s: %d desirable and %d undesirable samples", split, desirable, len(kept) - desirable)
     return kept
+
+
+def tokenize_prompts(
+    convs: Dataset, data_args: DataArguments, tokenizer, template, *, split: str, report: list[str], packs: bool
+) -> Dataset:
+    default_system = data_args.default_system
+
+    def encode_batch(batch):
+        out = {name: [] for name in ("input_ids", "prompt", "answer", "truncated")}
+        for row in rows(batch):
+            conv = Conversation.from_dict(row)
+            if not conv.system and default_system:
+                conv.system = default_system
+            for name, value in encode_prompt_row(conv, template, tokenizer, data_args.cutoff_len).items():
+                out[name].append(value)
+        return out
+
+    tokenized = map_batches(convs, encode_batch, data_args, split)
+    cut = sum(tokenized["truncated"])
+    if cut:
+        report.append(f"{split}: {cut} of {len(tokenized)} prompts lost their start to cutoff_len={data_args.cutoff_len}")
+        logger.warning("%s", report[-1])
+    return tokenized.remove_columns("truncated")
 
 
 def tokenize_pretrain(

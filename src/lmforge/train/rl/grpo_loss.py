@@ -90,7 +90,7 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, advantages:
         delta = ref_logps - logps
         kl = torch.exp(delta) - delta - 1
         per_token = per_token + beta * kl
-        metrics["kl"] = float((kl * mask).sum() / mask.sum().clamp(min=1.0))
+        metrics["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1.0))
     tokens = mask.sum().clamp(min=1.0)
     if loss_type == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
