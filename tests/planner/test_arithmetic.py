@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -129,3 +130,87 @@ def test_units_and_counts_parse():
                 lambda: parse_bytes("80 gigs", "--device-memory")):
         with pytest.raises(ConfigError):
             bad()
+
+
+# --- online RL (grpo, ppo): rollout KV cache, reference and reward models (planner/stage_memory.py) -------------
+
+# The tiny-qwen2 preset (model/presets.py) with its tokenizer's 1024-token vocabulary.
+TINY_QWEN2 = {"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 176, "max_position_embeddings": 4096,
+              "tie_word_embeddings": True, "vocab_size": 1024}
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    from lmforge.model.presets import PRESETS
+
+    assert {k: v for k, v in TINY_QWEN2.items() if k not in ("model_type", "vocab_size")} == PRESETS.get("tiny-qwen2").config
+    path = tmp_path_factory.mktemp("tiny_qwen2") / "config.json"
+    path.write_text(json.dumps(TINY_QWEN2))
+    return path
+
+
+def _rl_setup(stage, base, **rl):
+    from lmforge.config.generation_args import GenerationArguments
+    from lmforge.config.rl_args import RLArguments
+    from lmforge.planner.stage_memory import for_stage
+    from lmforge.stages import STAGES
+
+    return for_stage(base, STAGES.get(stage), rl=RLArguments(**rl), generation=GenerationArguments(max_new_tokens=96))
+
+
+def _lines(plan):
+    return {line.name: line for line in plan.extras}
+
+
+def test_grpo_adds_exactly_the_rollout_kv_cache(tiny_config):
+    shape = load_shape(tiny_config)
+    base = Setup(seq_len=128, micro_batch=8, dtype="bf16")
+    grpo = _rl_setup("grpo", base, max_completion_length=64, beta=0.0)
+    assert grpo.completion_len == 64 and not grpo.reference
+    # 2 (K, V) x 2 layers x 2 KV heads x head_dim 16 x (128 + 64) tokens x 8 completions x 2 bytes (bf16)
+    by_hand = 2 * 2 * 2 * 16 * 192 * 8 * 2
+    assert by_hand == 393_216
+    plain = estimate_memory(shape, replace(base, seq_len=192))  # same training rows, no rollout
+    plan = estimate_memory(shape, grpo)
+    assert _lines(plan)["rollout KV cache"].bytes == by_hand
+    assert plan.total - plain.total == by_hand
+    assert plan.activations == plain.activations  # trains over prompt + completion
+    assert plan.static == plain.static  # the cache grows with the batch
+
+
+def test_grpo_reference_only_with_beta_and_not_under_lora(tiny_config):
+    full = load_shape(tiny_config)
+    base = Setup(seq_len=128, micro_batch=8, dtype="bf16")
+    no_ref = estimate_memory(full, _rl_setup("grpo", base, beta=0.0))
+    with_ref = estimate_memory(full, _rl_setup("grpo", base, beta=0.04))
+    assert "reference model" not in _lines(no_ref)
+    assert _lines(with_ref)["reference model"].bytes == 2 * full.total_params  # a bf16 frozen copy
+    assert with_ref.total - no_ref.total == 2 * full.total_params
+
+    lora = load_shape(tiny_config, AdapterArguments("lora", LoraArguments(lora_rank=8)))
+    lora_no_ref = estimate_memory(lora, _rl_setup("grpo", base, beta=0.0))
+    lora_ref = estimate_memory(lora, _rl_setup("grpo", base, beta=0.04))
+    assert _lines(lora_ref)["reference model"].bytes == 0  # the policy with its adapter off
+    assert lora_ref.total == lora_no_ref.total
+
+
+def test_ppo_keeps_reference_reward_model_and_value_head(tiny_config):
+    full = load_shape(tiny_config)
+    base = Setup(seq_len=128, micro_batch=4, dtype="bf16")
+    ppo = _rl_setup("ppo", base, reward_model="saves/rm")
+    assert ppo.completion_len == 96  # the generation group's max_new_tokens
+    lines = _lines(estimate_memory(full, ppo))
+    assert lines["rollout KV cache"].bytes == 2 * 2 * 2 * 16 * (128 + 96) * 4 * 2
+    assert lines["reference model"].bytes == lines["reward model"].bytes == 2 * full.total_params
+    assert lines["value head"].bytes == 16 * 65 and "negligible" in lines["value head"].note
+    unknown = _lines(estimate_memory(full, _rl_setup("ppo", base)))["reward model"]
+    assert unknown.bytes == 0 and "NOT counted" in unknown.note
+
+
+def test_offline_stages_add_no_rollout(tiny_config):
+    shape = load_shape(tiny_config)
+    base = Setup(seq_len=128, micro_batch=4)
+    for stage in ("pt", "sft", "rm"):
+        setup = _rl_setup(stage, base)
+        assert setup == base and estimate_memory(shape, setup).extras == ()

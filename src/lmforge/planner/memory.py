@@ -30,7 +30,9 @@ Bytes per parameter, the ZeRO paper's accounting (Rajbhandari et al. 2020) for m
   estimate that model's config.json with `--finetuning-type freeze --freeze-trainable-layers N` (every block
   has the same size, so which N blocks train does not change the bytes).
 
-Activations and loss buffers come from `activations.py`; everything here is bytes on one device.
+Activations and loss buffers come from `activations.py`; what a stage keeps besides the policy (online RL's
+rollout KV cache, a reference or reward model, a value head) from `stage_memory.py` as named lines
+(`MemoryPlan.extras`). Everything here is bytes on one device.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from math import prod
 
 from lmforge.errors import ConfigError, did_you_mean
 from lmforge.planner.activations import ATTENTION_KINDS, ActivationBytes, activation_bytes
+from lmforge.planner.stage_memory import REWARD_MODELS, MemoryLine, stage_lines
 
 if TYPE_CHECKING:  # shape building needs torch; the arithmetic here does not
     from lmforge.planner.shape import ModelShape
@@ -84,6 +87,15 @@ class Setup:
     quantization_bit: int | None = None
     """QLoRA: the decoder layers' linear weights stored in 4 or 8 bits (bitsandbytes)."""
     double_quantization: bool = True
+    completion_len: int = 0
+    """Online RL (grpo, ppo): tokens generated per completion after a `seq_len`-token prompt. The rollout's KV
+    cache holds `micro_batch` sequences of seq_len + completion_len tokens, and training runs over rows that long."""
+    reference: bool = False
+    """A frozen reference model is kept (under LoRA the policy with its adapter off: no extra weights)."""
+    reward_model: str = "none"
+    """none, same_size (a frozen second model of the policy's size) or unknown (listed, not counted)."""
+    value_head: bool = False
+    """A trained hidden -> 1 value head (ppo)."""
 
     def __post_init__(self):
         if self.dtype not in DTYPE_BYTES:
@@ -110,6 +122,10 @@ class Setup:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.quantization_bit not in (None, 4, 8):
             raise ConfigError(f"quantization_bit: {self.quantization_bit} is not 4 or 8 (bitsandbytes)")
+        if self.completion_len < 0:
+            raise ConfigError(f"completion_len must be at least 0, got {self.completion_len}")
+        if self.reward_model not in REWARD_MODELS:
+            raise ConfigError(f"reward_model: '{self.reward_model}' is not one of {', '.join(REWARD_MODELS)}")
         if not 0 < self.supervised_fraction <= 1:
             raise ConfigError(f"supervised_fraction must be in (0, 1], got {self.supervised_fraction}")
 
@@ -136,15 +152,19 @@ class MemoryPlan:
     host: float = 0.0
     """Offloaded optimizer states / parameters, in host memory (per device's share)."""
     notes: tuple[str, ...] = field(default=())
+    extras: tuple[MemoryLine, ...] = field(default=())
+    """What the stage keeps besides the policy's training state, one named line each (stage_memory.py)."""
 
     @property
     def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.gathered + self.activations.total
+        return (self.weights + self.gradients + self.optimizer + self.gathered + self.activations.total
+                + sum(line.bytes for line in self.extras))
 
     @property
     def static(self) -> float:
         """What does not grow with the micro-batch."""
-        return self.weights + self.gradients + self.optimizer + self.gathered + self.activations.weight_copies
+        return (self.weights + self.gradients + self.optimizer + self.gathered + self.activations.weight_copies
+                + sum(line.bytes for line in self.extras if not line.per_row))
 
 
 def quantized_bytes_per_weight(bits: int, double_quantization: bool = True, block: int = 64,
@@ -257,7 +277,7 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> MemoryPlan:
     activations = activation_bytes(
         shape,
         micro_batch=setup.micro_batch,
-        seq_len=setup.seq_len,
+        seq_len=setup.seq_len + setup.completion_len,  # online RL trains on prompt + completion
         compute_bytes=setup.compute_bytes,
         weights_in_compute_dtype=weights_in_compute,
         attention=setup.attention,
@@ -265,7 +285,8 @@ def estimate_memory(shape: ModelShape, setup: Setup) -> MemoryPlan:
         supervised_fraction=setup.supervised_fraction,
         loss_chunk=setup.loss_chunk,
     )
-    return MemoryPlan(setup, weights, gradients, optimizer, activations, gathered, host, tuple(notes))
+    return MemoryPlan(setup, weights, gradients, optimizer, activations, gathered, host, tuple(notes),
+                      extras=stage_lines(shape, setup))
 
 
 def max_micro_batch(shape: ModelShape, setup: Setup, device_bytes: float, limit: int = 1 << 16) -> int:
