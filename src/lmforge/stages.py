@@ -55,6 +55,8 @@ class Stage:
     """Logged metrics besides the loss that `plot_loss` draws."""
     predicts: bool = False
     """`do_predict` (generate answers, score them against references) applies."""
+    samples_rollouts: bool = False
+    """Online RL: it samples completions of its prompts while training, so the `rl` group's keys apply."""
 
     def resolve_run(self) -> Callable[[Any], Any]:
         """The run function, imported now if the spec names it by "module:function"."""
@@ -103,8 +105,10 @@ _builtin(Stage(
 _builtin(Stage(
     "grpo", "lmforge.train.stages.grpo:run_grpo", data_kind="prompt", collator="prompt",
     summary="online RL with verifiable rewards: GRPO, Dr. GRPO, DAPO, GSPO", plotted=("reward", "kl"),
+    samples_rollouts=True,
 ))
 _builtin(Stage(
     "ppo", "lmforge.train.stages.ppo:run_ppo", data_kind="prompt", collator="prompt",
     summary="online RL against a reward model trained by stage rm (PPO with a value head)", plotted=("reward", "kl"),
+    samples_rollouts=True,
 ))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.config.rl_rules import check_rl
 from lmforge.errors import ConfigError, did_you_mean
 from lmforge.stages import STAGES, stages_with
 
@@ -227,7 +228,8 @@ def check_loss_options(cfg: RunConfig) -> None:
 def check_preference(cfg: RunConfig) -> None:
     ft, stage = cfg.preference, cfg.finetuning.stage
     spec = STAGES.get(stage)
-    if (ft.ref_model or ft.precompute_ref_log_probs) and not spec.uses_reference:
+    if (ft.ref_model and not (spec.uses_reference or spec.samples_rollouts)) or (
+            ft.precompute_ref_log_probs and not spec.uses_reference):
         raise ConfigError(f"'ref_model'/'precompute_ref_log_probs' are for stage "
                           f"{' or '.join(stages_with(uses_reference=True))}, not '{stage}'")
     if not spec.token_loss:
@@ -396,6 +398,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_batching,
     check_loss_options,
     check_preference,
+    check_rl,
     check_predict,
     check_streaming,
     check_output_dir,

@@ -28,7 +28,6 @@ import torch
 from lmforge.config import RunConfig
 from lmforge.config.rl_args import GRPO_SAMPLING
 from lmforge.data.samplers import GroupRepeatSampler
-from lmforge.errors import ConfigError
 from lmforge.train.preference import PreferenceMixin, load_reference
 from lmforge.train.rl.completion_log import CompletionLog
 from lmforge.train.rl.grpo_loss import group_advantages, policy_loss, zero_variance_share
@@ -251,8 +250,6 @@ def run_grpo(cfg: RunConfig) -> TrainResult:
         from lmforge.train.rl.reward_model import RewardModelScorer
 
         reward_model = RewardModelScorer.load(rl.reward_model, cfg.model, len(tokenizer))
-    if not reward_funcs and reward_model is None:
-        raise ConfigError("stage grpo needs rewards: set 'reward_funcs' (e.g. [accuracy]) and/or 'reward_model'")
     reference = load_reference(cfg, model) if rl.beta else None
     trainer = build_trainer(
         cfg, model, tokenizer, data, build_collator(cfg, tokenizer), trainer_class=GRPOTrainer,
