@@ -94,3 +94,43 @@ class GroupRepeatSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.steps * self.prompts_per_step * self.generations * self.iterations
+
+
+class PPORolloutSampler(Sampler[int]):
+    """Prompt order for ppo: per epoch a permutation fixed by (seed, epoch), cut into rollout batches of
+    `prompts_per_rollout`; each batch is yielded `ppo_epochs` times, each time in its own seeded order (TRL shuffles
+    the rollout batch before every PPO epoch). A tail too short for a whole rollout batch is left out.
+
+    `plan(epoch, rollout)` gives (the batch's prompts in sampling order, the order of each PPO epoch): the trainer
+    samples the whole batch once and then matches each micro-batch to its rows.
+    """
+
+    def __init__(self, size: int, *, prompts_per_rollout: int, ppo_epochs: int, seed: int = 42):
+        if size < prompts_per_rollout:
+            raise ValueError(f"{size} prompts are fewer than the {prompts_per_rollout} of one ppo rollout batch")
+        self.size, self.prompts_per_rollout, self.ppo_epochs = size, prompts_per_rollout, ppo_epochs
+        self.seed, self.epoch = seed, 0
+        self.rollouts = size // prompts_per_rollout
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def plan(self, epoch: int, rollout: int) -> tuple[list[int], list[list[int]]]:
+        import numpy as np
+
+        order = np.random.Generator(np.random.PCG64([self.seed, epoch])).permutation(self.size).tolist()
+        prompts = order[rollout * self.prompts_per_rollout:(rollout + 1) * self.prompts_per_rollout]
+        passes = []
+        for ppo_epoch in range(self.ppo_epochs):
+            rng = np.random.Generator(np.random.PCG64([self.seed, epoch, rollout, ppo_epoch]))
+            passes.append([prompts[i] for i in rng.permutation(len(prompts)).tolist()])
+        return prompts, passes
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch
+        for rollout in range(self.rollouts):
+            for order in self.plan(epoch, rollout)[1]:
+                yield from order
+
+    def __len__(self) -> int:
+        return self.rollouts * self.prompts_per_rollout * self.ppo_epochs

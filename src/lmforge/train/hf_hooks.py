@@ -51,7 +51,7 @@ OVERRIDES: dict[str, Hook] = {
         "documented",
         ("lmforge.train.trainer:BaseTrainer", "lmforge.train.stages.dpo:DPOTrainer",
          "lmforge.train.stages.kto:KTOTrainer", "lmforge.train.stages.rm:RewardTrainer",
-         "lmforge.train.stages.grpo:GRPOTrainer"),
+         "lmforge.train.stages.grpo:GRPOTrainer", "lmforge.train.stages.ppo:PPOTrainer"),
         "the chunked-vocabulary token loss divided by num_items_in_batch (DESIGN.md §7); each stage's loss",
     ),
     "training_step": Hook(
@@ -130,17 +130,21 @@ OVERRIDES: dict[str, Hook] = {
     "_get_train_sampler": Hook(
         "(self, train_dataset=None)",
         "private",
-        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.stages.grpo:GRPOTrainer"),
+        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.stages.grpo:GRPOTrainer",
+         "lmforge.train.stages.ppo:PPOTrainer"),
         "memmap corpora: the seeded per-epoch permutation that makes resume exact (DESIGN.md §9); grpo: each prompt "
-        "num_generations times, each step's prompts num_iterations times (GroupRepeatSampler)",
+        "num_generations times, each step's prompts num_iterations times (GroupRepeatSampler); ppo: each rollout batch "
+        "ppo_epochs times, each pass shuffled (PPORolloutSampler)",
     ),
     "_get_num_items_in_batch": Hook(
         "(self, batch_samples, device)",
         "private",
-        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.stages.grpo:GRPOTrainer"),
+        ("lmforge.train.trainer:BaseTrainer", "lmforge.train.stages.grpo:GRPOTrainer",
+         "lmforge.train.stages.ppo:PPOTrainer"),
         "loss_weighting: sample counts samples, not tokens, across micro-batches and ranks; grpo: the one hook that "
         "sees every micro-batch of a step before its first forward, so the step's rollouts happen there and it "
-        "returns their completion tokens (DAPO's normaliser)",
+        "returns their completion tokens (DAPO's normaliser); ppo: samples and scores the rollout batch at its first "
+        "step and gives each micro-batch its rows",
     ),
     "_finalize_training": Hook(
         "(self, trial, num_train_samples, start_time)",
@@ -176,13 +180,13 @@ OVERRIDES: dict[str, Hook] = {
     "_save": Hook(
         "(self, output_dir=None, state_dict=None)",
         "private",
-        ("lmforge.train.stages.rm:RewardTrainer",),
+        ("lmforge.train.stages.rm:RewardTrainer", "lmforge.train.stages.ppo:PPOTrainer"),
         "the value-head model saves through its own save_pretrained",
     ),
     "_load_from_checkpoint": Hook(
         "(self, resume_from_checkpoint, model=None)",
         "private",
-        ("lmforge.train.stages.rm:RewardTrainer",),
+        ("lmforge.train.stages.rm:RewardTrainer", "lmforge.train.stages.ppo:PPOTrainer"),
         "the value-head model loads its trained weights itself on resume",
     ),
 }
