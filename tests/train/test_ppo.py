@@ -94,4 +94,4 @@ def test_ppo_raises_the_reward_model_score(tmp_path, tiny_model_dir, ppo_data_di
     for key in ("kl", "kl_coef", "policy_loss", "value_loss", "clipfrac", "completions/mean_length"):
         assert key in rows[-1], key
     assert (ppo_dir / "value_head.safetensors").is_file()
-    assert last > first + 0.5
+    assert last > first + 0.3  # seed 0 on CPU: -2.28 -> -1.73
