@@ -57,6 +57,19 @@ class Stage:
     """`do_predict` (generate answers, score them against references) applies."""
     samples_rollouts: bool = False
     """Online RL: it samples completions of its prompts while training, so the `rl` group's keys apply."""
+    completion_length_key: str | None = None
+    """Online RL: the config key (rl or generation group) giving the most tokens generated per completion (grpo
+    `max_completion_length`, ppo `max_new_tokens`); the planner sizes the rollout KV cache and the training rows
+    (prompt + completion) with it."""
+    reference_weight_key: str | None = None
+    """Online RL: the config key weighting the KL to a frozen reference model, whose value 0 means no reference
+    model is kept at all (grpo `beta`)."""
+    always_reference: bool = False
+    """Online RL: a frozen reference model is always kept while it trains (ppo's KL penalty), whatever the keys."""
+    scores_with_reward_model: bool = False
+    """A separate reward model (the `reward_model` key) scores its rollouts (ppo)."""
+    value_head: bool = False
+    """A value head (hidden -> 1 linear) trains beside the policy (ppo)."""
 
     def resolve_run(self) -> Callable[[Any], Any]:
         """The run function, imported now if the spec names it by "module:function"."""
@@ -105,10 +118,11 @@ _builtin(Stage(
 _builtin(Stage(
     "grpo", "lmforge.train.stages.grpo:run_grpo", data_kind="prompt", collator="prompt",
     summary="online RL with verifiable rewards: GRPO, Dr. GRPO, DAPO, GSPO", plotted=("reward", "kl"),
-    samples_rollouts=True,
+    samples_rollouts=True, completion_length_key="max_completion_length", reference_weight_key="beta",
 ))
 _builtin(Stage(
     "ppo", "lmforge.train.stages.ppo:run_ppo", data_kind="prompt", collator="prompt",
     summary="online RL against a reward model trained by stage rm (PPO with a value head)", plotted=("reward", "kl"),
-    samples_rollouts=True,
+    samples_rollouts=True, completion_length_key="max_new_tokens", always_reference=True,
+    scores_with_reward_model=True, value_head=True,
 ))

@@ -214,3 +214,19 @@ def test_offline_stages_add_no_rollout(tiny_config):
     for stage in ("pt", "sft", "rm"):
         setup = _rl_setup(stage, base)
         assert setup == base and estimate_memory(shape, setup).extras == ()
+
+
+def test_for_stage_reads_the_spec_not_the_name(tiny_config):
+    """A stage declared only here (never registered) gets its lines from its `Stage` fields alone."""
+    from lmforge.config.generation_args import GenerationArguments
+    from lmforge.config.rl_args import RLArguments
+    from lmforge.planner.stage_memory import for_stage
+    from lmforge.stages import Stage
+
+    toy = Stage("toy_rl", "tests:none", data_kind="prompt", collator="prompt", samples_rollouts=True,
+                completion_length_key="max_new_tokens", always_reference=True, value_head=True)
+    setup = for_stage(Setup(seq_len=128, micro_batch=2), toy, rl=RLArguments(beta=0.0),
+                      generation=GenerationArguments(max_new_tokens=32))
+    assert (setup.completion_len, setup.reference, setup.reward_model, setup.value_head) == (32, True, "none", True)
+    names = [line.name for line in estimate_memory(load_shape(tiny_config), setup).extras]
+    assert names == ["rollout KV cache", "reference model", "value head"]

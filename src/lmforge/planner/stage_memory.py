@@ -24,7 +24,7 @@ Which of these a stage has is read from its `Stage` spec and its config keys (`f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from lmforge.arith.kv_cache import kv_cache_bytes
@@ -49,32 +49,6 @@ class MemoryLine:
     """Grows with the micro-batch (so it is not part of MemoryPlan.static)."""
 
 
-# The Stage fields this module reads, with what the grpo and ppo specs are to declare in stages.py. Until the
-# spec carries them, these values stand in for those two stages (the one place here that knows stage names;
-# delete it once stages.py declares the fields):
-#   generates: str | None             config key of the tokens generated per completion (rl or generation group)
-#   uses_reference: bool              (exists) a frozen reference model scores the samples
-#   reference_unless_zero: str | None config key whose value 0 means no reference at all (grpo: beta)
-#   scores_with_reward_model: bool    a reward model (`reward_model`) scores the rollouts
-#   value_head: bool                  a value head trains beside the policy
-_PROPOSED_FIELDS = ("generates", "reference_unless_zero", "scores_with_reward_model", "value_head")
-_PROPOSED: dict[str, dict[str, Any]] = {
-    "grpo": {"generates": "max_completion_length", "uses_reference": True, "reference_unless_zero": "beta"},
-    "ppo": {"generates": "max_new_tokens", "uses_reference": True, "scores_with_reward_model": True,
-            "value_head": True},
-}
-_DEFAULTS = {"generates": None, "reference_unless_zero": None, "scores_with_reward_model": False, "value_head": False}
-
-
-def _spec_fields(stage: Stage) -> dict[str, Any]:
-    declared = {f.name for f in fields(Stage)}
-    values = {name: getattr(stage, name, default) for name, default in _DEFAULTS.items()}
-    values["uses_reference"] = stage.uses_reference
-    if not set(_PROPOSED_FIELDS) <= declared:
-        values.update(_PROPOSED.get(stage.name, {}))
-    return values
-
-
 def _key(name: str, *groups: Any) -> Any:
     for group in groups:
         if group is not None and hasattr(group, name):
@@ -91,18 +65,18 @@ def for_stage(setup: Setup, stage: Stage, *, rl: Any = None, generation: Any = N
             PreferenceArguments); only the keys the spec names are read.
         reward_model: overrides the rl group's `reward_model` key.
     """
-    spec = _spec_fields(stage)
-    completion = _key(spec["generates"], rl, generation) if spec["generates"] else 0
-    reference = spec["uses_reference"]
-    if reference and spec["reference_unless_zero"]:
-        reference = _key(spec["reference_unless_zero"], rl, preference) > 0
-    if spec["scores_with_reward_model"]:
+    completion = _key(stage.completion_length_key, rl, generation) if stage.completion_length_key else 0
+    if stage.reference_weight_key:  # grpo: beta 0 loads no reference model at all
+        reference = _key(stage.reference_weight_key, rl, preference) > 0
+    else:
+        reference = stage.uses_reference or stage.always_reference
+    if stage.scores_with_reward_model:
         path = reward_model if reward_model is not None else getattr(rl, "reward_model", None)
         rm = "same_size" if path else "unknown"
     else:
         rm = "none"
     return replace(setup, completion_len=completion, reference=reference, reward_model=rm,
-                   value_head=spec["value_head"])
+                   value_head=stage.value_head)
 
 
 def frozen_weight_bytes(setup: Setup) -> int:
