@@ -51,8 +51,9 @@ def check_rl(cfg: RunConfig) -> None:
                           "(reward_funcs in order, then reward_model)")
     training = cfg.training
     if rl.num_iterations > 1 and str(getattr(training.save_strategy, "value", training.save_strategy)) == "steps":
-        if int(training.save_steps) % rl.num_iterations:
-            raise ConfigError(f"save_steps ({training.save_steps}) must be a multiple of num_iterations "
+        save_steps = float(training.save_steps)  # below 1: a share of the run, resolved by transformers later
+        if save_steps >= 1 and int(save_steps) % rl.num_iterations:
+            raise ConfigError(f"save_steps ({save_steps:g}) must be a multiple of num_iterations "
                               f"({rl.num_iterations}): a checkpoint taken while a rollout is being reused could "
                               "not resume it")
     if rl.beta and cfg.lora.pissa_init:
