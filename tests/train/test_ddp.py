@@ -137,3 +137,34 @@ def test_deepspeed_examples(tmp_path, tiny_model_dir, monkeypatch, capsys):
     code = main(["train", "examples/scale_out/sft_full_ds_z2.yaml", f"model_name_or_path={tiny_model_dir}",
                  "deepspeed=examples/deepspeed/missing.json"])
     assert code == 2 and "deepspeed: 'examples/deepspeed/missing.json' is not a file" in capsys.readouterr().err
+
+
+def test_grpo_on_two_gloo_processes_matches_one_process_with_the_global_batch(tiny_model_dir, data, tmp_path):
+    """Each completion is sampled from its global row's seed, so the processes' halves of the step sample exactly
+    what one process sampling the whole step does; DAPO divides by the step's tokens over both processes."""
+    (data / "rewards.py").write_text("def odd(prompts, completions, **_):\n"
+                                     "    return [float(len(c) % 3) for c in completions]\n")
+
+    def config(name: str, batch: int) -> Path:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "model_name_or_path": str(tiny_model_dir), "stage": "grpo", "finetuning_type": "full", "template": "qwen",
+            "dataset_dir": str(data), "dataset": "qa", "cutoff_len": 64, "output_dir": str(tmp_path / name),
+            "per_device_train_batch_size": batch, "num_generations": 4, "max_completion_length": 8,
+            "reward_funcs": [f"{data / 'rewards.py'}:odd"], "max_steps": 3, "learning_rate": 1e-3,
+            "lr_scheduler_type": "constant", "logging_steps": 1, "save_strategy": "no", "seed": 3,
+            "dataloader_num_workers": 0,
+        }))
+        return path
+
+    run_train(config("single", 16), tmp_path, NPROC_PER_NODE="1")
+    run_train(config("ddp", 8), tmp_path, NPROC_PER_NODE="2")
+
+    def logged(name: str, key: str) -> list[float]:
+        records = [json.loads(line) for line in (tmp_path / name / "trainer_log.jsonl").read_text().splitlines()]
+        return [r[key] for r in records if key in r]
+
+    assert len(logged("single", "loss")) == 3
+    for key in ("reward", "loss", "completions/mean_length", "grad_norm"):
+        assert logged("ddp", key) == pytest.approx(logged("single", key), rel=1e-4, abs=1e-6), key
+    assert len(set(logged("single", "reward"))) > 1 and min(logged("single", "grad_norm")) > 0  # it learnt something

@@ -261,3 +261,39 @@ def test_nonfinite_loss_stops_at_its_step_without_saving(tiny_model_dir, shards,
     assert all(torch.isfinite(t).all() for t in weights(skipped).values())
     log = [json.loads(x) for x in (skipped / "trainer_log.jsonl").read_text().splitlines()]
     assert max(r.get("skipped_steps", 0) for r in log) >= 1
+
+
+def test_grpo_resumes_bitwise_after_sigkill_sampling_included(tiny_model_dir, tmp_path):
+    """Rollouts are sampled again on resume: equal weights need the same completions, so the sampling seed must be
+    the run's position, not the RNG state. num_iterations 2 also reuses a rollout across steps."""
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "prompts.jsonl", "w") as f:
+        for i in range(24):
+            f.write(json.dumps({"instruction": f"Count to {i}", "output": f"{i}"}) + "\n")
+    (data / "dataset_info.json").write_text(json.dumps({"prompts": {"file_name": "prompts.jsonl"}}))
+    (data / "rewards.py").write_text("def odd(prompts, completions, **_):\n"
+                                     "    return [float(len(c) % 3) for c in completions]\n")
+
+    def config(path: Path, output_dir: Path) -> Path:
+        return write_config(
+            path, stage="grpo", model_name_or_path=str(tiny_model_dir), dataset="prompts", dataset_dir=str(data),
+            template="qwen", cutoff_len=64, finetuning_type="lora", lora_rank=4, per_device_train_batch_size=8,
+            gradient_accumulation_steps=2, num_generations=4, max_completion_length=8, num_iterations=2, beta=0.04,
+            reward_funcs=[f"{data / 'rewards.py'}:odd"], max_steps=8, learning_rate=5e-3, logging_steps=1,
+            save_strategy="steps", save_steps=2, seed=5, dataloader_num_workers=0, output_dir=str(output_dir),
+            report_to="none",
+        )
+
+    reference = tmp_path / "reference"
+    finish(start(config(tmp_path / "ref.yaml", reference), tmp_path))
+    killed = tmp_path / "killed"
+    run = config(tmp_path / "run.yaml", killed)
+    kill_after(start(run, tmp_path, STEP_DELAY=0.15), killed, first_checkpoint=2,
+               kill_step=random.Random().randint(3, 7))
+    finish(start(run, tmp_path, "resume_from_checkpoint=true"))
+    ref, got = load_file(reference / "adapter_model.safetensors"), load_file(killed / "adapter_model.safetensors")
+    assert_bitwise_equal(got, ref)
+    rewards = [r["reward"] for r in map(json.loads, (reference / "trainer_log.jsonl").read_text().splitlines())
+               if "reward" in r]
+    assert len(rewards) == 4 and len(set(rewards)) > 1  # a rollout every other step, and they differ

@@ -17,7 +17,7 @@ from lmforge.data.processors.prompts import encode_prompt_row
 from lmforge.data.samplers import GroupRepeatSampler
 from lmforge.data.templates import resolve_template
 from lmforge.train.rl.logprobs import completion_log_probs
-from lmforge.train.rl.rollout import Rollout, completion_mask_of, sample_completions
+from lmforge.train.rl.rollout import Rollout, completion_mask_of, hashed_uniform, row_seeds, sample_completions
 from lmforge.types import Conversation, Message, Role
 
 
@@ -63,17 +63,35 @@ def test_rollouts_are_a_function_of_their_seed_only(model_and_tokenizer):
 
     def sample(seed):
         return sample_completions(model, ids, mask, max_new_tokens=8, sampling=sampling, stop_ids=[tok.eos_token_id],
-                                  pad_id=tok.pad_token_id, seed=seed)
+                                  pad_id=tok.pad_token_id, seeds=row_seeds(seed, 0, 0, ids.shape[0]))
 
     first = sample(11)
     torch.rand(100)  # whatever else draws from the global RNG in between
     again = sample(11)
     assert torch.equal(first.completion_ids, again.completion_ids)
     assert not torch.equal(first.completion_ids, sample(12).completion_ids)
+    # a row's completion does not depend on the rows beside it: the last 4 rows alone sample what they did in the batch
+    alone = sample_completions(model, ids[8:], mask[8:], max_new_tokens=8, sampling=sampling,
+                               stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
+                               seeds=row_seeds(11, 0, 0, ids.shape[0])[8:])
+    width = alone.completion_ids.shape[1]
+    assert torch.equal(alone.completion_ids, first.completion_ids[8:, :width])
     assert first.completion_ids.shape[0] == 12 and first.lengths.max() <= 8
     # tokens after a row's stop token are padding and outside the mask
     for row, length in zip(first.completion_ids, first.lengths.tolist()):
         assert bool((row[length:] == tok.pad_token_id).all())
+
+
+def test_seeded_sampling_draws_from_the_softmax():
+    """Gumbel-max with hashed uniforms: over many seeds the argmax frequencies match softmax(logits)."""
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    seeds = torch.arange(20000, dtype=torch.int64)
+    uniform = hashed_uniform(seeds, 7, 4)
+    assert bool(((uniform > 0) & (uniform < 1)).all())
+    picks = (logits + -torch.log(-torch.log(uniform)).float()).argmax(-1)
+    freq = torch.bincount(picks, minlength=4).float() / len(seeds)
+    assert torch.allclose(freq, torch.softmax(logits, -1), atol=0.01)
+    assert not torch.equal(hashed_uniform(seeds[:5], 7, 4), hashed_uniform(seeds[:5], 8, 4))  # positions differ
 
 
 def test_completion_mask_stops_after_the_first_stop_token():

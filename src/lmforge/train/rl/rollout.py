@@ -9,9 +9,11 @@ Prompts arrive left-padded (`PromptCollator`), so every completion starts at col
 through one `generate` call (transformers' KV-cached decoding loop), under `torch.no_grad` and in eval mode (no
 dropout, and the cache stays on where gradient checkpointing would switch it off in training mode).
 
-Sampling draws from a generator seeded by `seed` alone (the caller derives it from the run's seed, the step and
-the micro-batch), in a forked RNG: the same weights and seed give the same completions whatever ran before, which
-is what makes a resumed run sample exactly what the uninterrupted one did.
+Sampling is a function of each row's seed, nothing else: `SeededSampling` adds Gumbel noise computed from (row seed,
+position, token id) by a counter-based hash to the temperature-scaled, top-k / top-p filtered logits, and decoding
+takes the argmax (the Gumbel-max trick: a draw from the softmax). No RNG state is read, so a resumed run samples
+exactly what the uninterrupted one did, and a row's completion does not depend on which other rows share its batch:
+two processes of 8 sample what one process of 16 does (the caller gives each row its global position's seed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from transformers import LogitsProcessor, LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
 
 
 @dataclass
@@ -61,24 +64,65 @@ def completion_mask_of(completion_ids: Tensor, stop_ids: list[int]) -> tuple[Ten
     return (~seen_before).long(), ~is_stop.any(-1)
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def hashed_uniform(seeds: Tensor, position: int, vocab: int) -> Tensor:
+    """[N, V] uniforms in (0, 1) from splitmix64 of (row seed, position, token id): counter-based, so batch-independent."""
+    tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
+    at = torch.tensor(position, device=seeds.device, dtype=torch.int64)  # int64 arithmetic wraps, as the hash needs
+    x = seeds.to(torch.int64).unsqueeze(1) * _GOLDEN + at * _MIX1 + tokens.unsqueeze(0) * _MIX2
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    x = x ^ _shift_right(x, 31)
+    return (_shift_right(x, 11).to(torch.float64) + 0.5) / float(1 << 53)
+
+
+class SeededSampling(LogitsProcessor):
+    """Temperature, top-k and top-p, then Gumbel noise from each row's seed: the argmax is a sample of the filtered
+    softmax, drawn without any RNG state."""
+
+    def __init__(self, seeds: Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0):
+        self.seeds, self.temperature = seeds, temperature
+        self.filters = ([TopKLogitsWarper(top_k)] if top_k else []) + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        scores = scores.float() / self.temperature
+        for keep in self.filters:
+            scores = keep(input_ids, scores)
+        uniform = hashed_uniform(self.seeds.to(scores.device), input_ids.shape[1], scores.shape[-1])
+        return scores + (-torch.log(-torch.log(uniform))).to(scores.dtype)
+
+
 @torch.no_grad()
 def sample_completions(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
-                       sampling: dict, stop_ids: list[int], pad_id: int, seed: int,
+                       sampling: dict, stop_ids: list[int], pad_id: int, seeds: Tensor,
                        repetition_penalty: float = 1.0) -> Rollout:
-    """Completions of every row of `prompt_ids` (rows repeated for several samples per prompt), one generate call."""
+    """Completions of every row of `prompt_ids` (rows repeated for several samples per prompt), one generate call;
+    row i draws with `seeds[i]` (temperature 0: greedy)."""
     was_training = model.training
     model.eval()
     temperature = float(sampling.get("temperature", 1.0))
-    kwargs = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "eos_token_id": list(stop_ids),
+    kwargs = {"do_sample": False, "max_new_tokens": max_new_tokens, "eos_token_id": list(stop_ids),
               "pad_token_id": pad_id, "repetition_penalty": repetition_penalty, "use_cache": True}
     if temperature > 0:
-        kwargs.update(temperature=temperature, top_p=float(sampling.get("top_p", 1.0)),
-                      top_k=int(sampling.get("top_k", 0) or 0))
-    devices = [prompt_ids.device.index or 0] if prompt_ids.device.type == "cuda" else []
+        kwargs["logits_processor"] = LogitsProcessorList([SeededSampling(
+            seeds, temperature, int(sampling.get("top_k", 0) or 0), float(sampling.get("top_p", 1.0)))])
     try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **kwargs)
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **kwargs)
     finally:
         model.train(was_training)
     completion_ids = out[:, prompt_ids.shape[1]:]
@@ -89,6 +133,8 @@ def sample_completions(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor
     return Rollout(prompt_ids, prompt_mask.long(), completion_ids, mask, truncated)
 
 
-def rollout_seed(run_seed: int, step: int, micro_batch: int, rank: int) -> int:
-    """The sampling seed of one micro-batch's rollout: a function of where it is in the run, nothing else."""
-    return (run_seed * 1_000_003 + step * 10_007 + micro_batch * 101 + rank) % (2**63 - 1)
+def row_seeds(run_seed: int, step: int, first_row: int, rows: int) -> Tensor:
+    """The sampling seeds of `rows` completions starting at global row `first_row` of optimizer step `step`: a
+    function of where each row is in the run, nothing else (the same for any split over processes and micro-batches)."""
+    base = (run_seed * 1_000_003 + step * 1_000_000_007) % (1 << 62)
+    return base + first_row + torch.arange(rows, dtype=torch.int64)

@@ -33,7 +33,7 @@ from lmforge.train.rl.completion_log import CompletionLog
 from lmforge.train.rl.grpo_loss import group_advantages, policy_loss, zero_variance_share
 from lmforge.train.rl.logprobs import completion_log_probs
 from lmforge.train.rl.rewards import load_reward_funcs, score_completions
-from lmforge.train.rl.rollout import Rollout, rollout_seed, sample_completions
+from lmforge.train.rl.rollout import Rollout, row_seeds, sample_completions
 from lmforge.train.trainer import BaseTrainer
 from lmforge.train.workflow import TrainResult, build_collator, build_trainer, load_conversation_data, train_and_save
 
@@ -89,13 +89,16 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
     def _sample(self, batch: dict, step: int, micro_batch: int) -> dict:
         model = self.accelerator.unwrap_model(self.model)
         device = self.args.device
-        seed = rollout_seed(self.args.seed, step, micro_batch, self.accelerator.process_index)
+        # accelerate deals a step's micro-batches to the processes in turn: this is the global row of its first completion
+        rows = batch["input_ids"].shape[0]
+        first_row = (micro_batch * self.accelerator.num_processes + self.accelerator.process_index) * rows
+        seeds = row_seeds(self.args.seed, step, first_row, rows).to(device)
         started = time.perf_counter()
         with self.accelerator.autocast():
             sample = sample_completions(
                 model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
                 max_new_tokens=self.rl.max_completion_length, sampling=self.sampling, stop_ids=self.stop_ids,
-                pad_id=self.processing_class.pad_token_id, seed=seed, repetition_penalty=self.repetition_penalty,
+                pad_id=self.processing_class.pad_token_id, seeds=seeds, repetition_penalty=self.repetition_penalty,
             )
         seconds = time.perf_counter() - started
         self.metrics.add("train" if self.model.training else "eval", "rollout_tokens_per_s", torch.tensor([float(sample.lengths.sum()) / max(seconds, 1e-9)]))

@@ -52,7 +52,7 @@ from lmforge.train.rl.ppo_math import (
     per_token_rewards,
     ppo_losses,
 )
-from lmforge.train.rl.rollout import Rollout, rollout_seed, sample_completions
+from lmforge.train.rl.rollout import Rollout, row_seeds, sample_completions
 from lmforge.train.trainer import BaseTrainer
 from lmforge.train.workflow import TrainResult, build_collator, build_trainer, load_conversation_data, train_and_save
 
@@ -151,7 +151,7 @@ class PPOTrainer(PreferenceMixin, BaseTrainer):
                 policy, prompts["input_ids"][rows].to(device), prompts["attention_mask"][rows].to(device),
                 max_new_tokens=self.max_new_tokens, sampling=self.sampling, stop_ids=self.stop_ids,
                 pad_id=self.processing_class.pad_token_id, repetition_penalty=self.repetition_penalty,
-                seed=rollout_seed(self.args.seed, step, chunk, self.accelerator.process_index),
+                seeds=row_seeds(self.args.seed, step, rows[0] if rows else 0, len(rows)).to(device),
             )
 
     def _score(self, sample: Rollout):
