@@ -168,3 +168,39 @@ def test_grpo_on_two_gloo_processes_matches_one_process_with_the_global_batch(ti
     for key in ("reward", "loss", "completions/mean_length", "grad_norm"):
         assert logged("ddp", key) == pytest.approx(logged("single", key), rel=1e-4, abs=1e-6), key
     assert len(set(logged("single", "reward"))) > 1 and min(logged("single", "grad_norm")) > 0  # it learnt something
+
+
+def test_ppo_on_two_gloo_processes_matches_one_process_with_accumulation(tiny_model_dir, data, tmp_path):
+    """Both processes sample the same global rollout batch (row seeds) and train on the mini-batches accelerate deals
+    them: one process accumulating the same two mini-batches gives the same losses."""
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.model.value_head import ValueHeadModel
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    reward_model = ValueHeadModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    reward_model.save_pretrained(tmp_path / "rm")  # an untrained head: any fixed scorer will do here
+
+    def config(name: str, accumulation: int) -> Path:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "model_name_or_path": str(tiny_model_dir), "stage": "ppo", "finetuning_type": "lora", "lora_rank": 4,
+            "template": "qwen", "dataset_dir": str(data), "dataset": "qa", "cutoff_len": 64,
+            "output_dir": str(tmp_path / name), "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": accumulation, "reward_model": str(tmp_path / "rm"), "max_new_tokens": 8,
+            "ppo_epochs": 2, "max_steps": 4, "learning_rate": 1e-3, "lr_scheduler_type": "constant",
+            "logging_steps": 1, "save_strategy": "no", "seed": 3, "dataloader_num_workers": 0,
+        }))
+        return path
+
+    run_train(config("single", 2), tmp_path, NPROC_PER_NODE="1")
+    run_train(config("ddp", 1), tmp_path, NPROC_PER_NODE="2")
+
+    def logged(name: str, key: str) -> list[float]:
+        records = [json.loads(line) for line in (tmp_path / name / "trainer_log.jsonl").read_text().splitlines()]
+        return [r[key] for r in records if key in r]
+
+    assert len(logged("single", "loss")) == 4
+    for key in ("loss", "reward", "kl_coef", "grad_norm"):
+        assert logged("ddp", key) == pytest.approx(logged("single", key), rel=1e-4, abs=1e-6), key

@@ -82,8 +82,8 @@ def test_ppo_raises_the_reward_model_score(tmp_path, tiny_model_dir, ppo_data_di
     ppo_dir = tmp_path / "ppo"
     ppo = write_config(tmp_path, "ppo", stage="ppo", model_name_or_path=str(tiny_model_dir),
                        dataset_dir=str(ppo_data_dir), dataset="prompts", output_dir=str(ppo_dir),
-                       reward_model=str(rm_dir), finetuning_type="full", learning_rate=1.0e-3,
-                       per_device_train_batch_size=8, gradient_accumulation_steps=1, ppo_epochs=2, max_steps=24,
+                       reward_model=str(rm_dir), finetuning_type="full", learning_rate=2.0e-3,
+                       per_device_train_batch_size=16, gradient_accumulation_steps=1, ppo_epochs=2, max_steps=24,
                        max_new_tokens=8)
     assert main(["train", ppo]) == 0
     rows = [r for r in log_rows(ppo_dir) if "reward" in r]
@@ -94,4 +94,4 @@ def test_ppo_raises_the_reward_model_score(tmp_path, tiny_model_dir, ppo_data_di
     for key in ("kl", "kl_coef", "policy_loss", "value_loss", "clipfrac", "completions/mean_length"):
         assert key in rows[-1], key
     assert (ppo_dir / "value_head.safetensors").is_file()
-    assert last > first + 0.3  # seed 0 on CPU: -2.28 -> -1.73
+    assert last > first + 0.3  # seed 0 on CPU: -1.92 -> -1.46

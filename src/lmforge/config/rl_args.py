@@ -64,7 +64,7 @@ class RLArguments:
     ppo_buffer_size: int = field(
         default=1, metadata={"help": "ppo: micro-batches of rollouts collected before each optimisation (the "
                              "rollout batch is ppo_buffer_size x per_device_train_batch_size x "
-                             "gradient_accumulation_steps)."})
+                             "gradient_accumulation_steps x processes)."})
     ppo_target: float = field(default=6.0, metadata={"help": "ppo: target KL of the adaptive KL controller."})
     ppo_score_norm: bool = field(default=False, metadata={"help": "ppo: normalise scores by their running mean and std."})
     ppo_whiten_rewards: bool = field(default=False, metadata={"help": "ppo: whiten the per-token rewards before GAE."})

@@ -2,8 +2,8 @@
 
     lmforge train examples/ppo_lora.yaml      # stage: ppo, reward_model: saves/rm (a stage rm output_dir)
 
-A rollout batch is ppo_buffer_size x per_device_train_batch_size x gradient_accumulation_steps prompts, one
-completion each (`generation.max_new_tokens`, LLaMA-Factory's sampling 0.95 / 0.7 / 50). It is scored once: the
+A rollout batch is ppo_buffer_size x per_device_train_batch_size x gradient_accumulation_steps x processes prompts,
+one completion each (`generation.max_new_tokens`, LLaMA-Factory's sampling 0.95 / 0.7 / 50). It is scored once: the
 reward model's score of prompt + completion, the policy's log-probs and values, the reference's log-probs. Per-token
 rewards are -kl_coef x (logp - ref_logp) plus the score at the last token; GAE (gamma 1, lam 0.95) gives advantages
 (whitened over the batch) and returns. Then ppo_epochs passes over the batch, each in its own shuffled order, in
@@ -16,7 +16,11 @@ ppo_epochs x ppo_buffer_size optimizer steps. `PPORolloutSampler` yields each ro
 times, each pass in a seeded order; the trainer, at the first step of a rollout batch (in `_get_num_items_in_batch`,
 the hook that sees the step's micro-batches before any forward), asks the sampler for the same plan, samples and
 scores the whole batch, and then hands each micro-batch its rows (checked against the prompts the dataloader
-delivered). Everything is a function of (seed, epoch, step), so the data order is deterministic. max_steps and
+delivered). Everything is a function of (seed, epoch, step), so the data order is deterministic. Under DDP every
+process samples and scores the whole (global) rollout batch, identically by construction (each completion's seed is
+its row), so the KL controller, score normalisation and whitening see the same numbers everywhere, then trains on the
+mini-batches accelerate deals it: the losses of one process with gradient accumulation, at the price of sampling the
+batch once per process. max_steps and
 num_train_epochs count optimizer steps as for any stage (TRL's ppo counted rollout batches instead).
 
 Log-probs are scored at temperature 1 (TRL 0.9 does not rescale the logits). The value head (`ValueHead`, on the
@@ -43,7 +47,7 @@ from lmforge.data.samplers import PPORolloutSampler
 from lmforge.errors import ConfigError
 from lmforge.model.value_head import ValueHeadModel
 from lmforge.train.preference import PreferenceMixin, load_reference
-from lmforge.train.rl.logprobs import completion_log_probs
+from lmforge.train.rl.logprobs import completion_log_probs, log_probs_from_hidden, scoring_inputs
 from lmforge.train.rl.ppo_math import (
     AdaptiveKLController,
     RunningMoments,
@@ -78,7 +82,8 @@ class PPOTrainer(PreferenceMixin, BaseTrainer):
     def _get_train_sampler(self, train_dataset=None):
         args, rl = self.args, self.rl
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        per_rollout = rl.ppo_buffer_size * args.per_device_train_batch_size * args.gradient_accumulation_steps
+        per_rollout = (rl.ppo_buffer_size * args.per_device_train_batch_size * args.gradient_accumulation_steps
+                       * args.world_size)
         self._sampler = PPORolloutSampler(len(dataset), prompts_per_rollout=per_rollout, ppo_epochs=rl.ppo_epochs,
                                           seed=args.data_seed or args.seed)
         return self._sampler
@@ -96,9 +101,10 @@ class PPOTrainer(PreferenceMixin, BaseTrainer):
             self.metrics.add("train", "time/rollout_s", torch.tensor([time.perf_counter() - started]))
         ppo_epoch, backward_batch = divmod(step % steps_per_batch, rl.ppo_buffer_size)
         order, row_of = passes[ppo_epoch], {prompt: row for row, prompt in enumerate(prompts)}
-        size = self.args.per_device_train_batch_size
+        size, processes = self.args.per_device_train_batch_size, self.accelerator.num_processes
         for m, batch in enumerate(batch_samples):
-            start = (backward_batch * len(batch_samples) + m) * size
+            # accelerate deals the pass's mini-batches to the processes in turn
+            start = ((backward_batch * len(batch_samples) + m) * processes + self.accelerator.process_index) * size
             rows = [row_of[i] for i in order[start:start + size]]
             if list(batch["prompt"]) != [self._batch["prompts"][r] for r in rows]:
                 raise RuntimeError("ppo: a micro-batch does not match its rollout rows (sampler out of step)")
@@ -174,14 +180,17 @@ class PPOTrainer(PreferenceMixin, BaseTrainer):
         return completion_log_probs(model, sample, temperature=1.0, chunk_size=self.loss_chunk_size,
                                     chunked=self._uses_chunked_loss(model))[0]
 
-    def _policy_outputs(self, model: ValueHeadModel, sample: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-probs, values) from one forward: the final hidden states feed both the LM head and the value head."""
-        with _final_hidden(model.pretrained_model) as captured:
-            logps = self._log_probs(model.pretrained_model, sample)
+    def _policy_outputs(self, model, sample: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, values) from one forward of `model` (the value-head model, DDP-wrapped while training, so the
+        forward goes through the wrapper and gradients synchronise): the final hidden states feed both heads."""
+        policy = self.accelerator.unwrap_model(model).pretrained_model
+        with _final_hidden(policy) as captured:
+            all_values = model(**scoring_inputs(sample))
+        logps, _ = log_probs_from_hidden(captured["hidden"], policy.get_output_embeddings(), sample, temperature=1.0,
+                                         chunk_size=self.loss_chunk_size, chunked=self._uses_chunked_loss(policy))
         start, width = sample.prompt_ids.shape[1], sample.completion_ids.shape[1]
         # the value at position t is that of the state before completion token t is sampled (TRL's alignment)
-        hidden = captured["hidden"][:, start - 1:start - 1 + width]
-        values = model.v_head(hidden.to(model.v_head.summary.weight.dtype)).float()
+        values = all_values[:, start - 1:start - 1 + width]
         return logps, values * sample.completion_mask
 
     # -- loss ------------------------------------------------------------------------------------------
@@ -193,7 +202,7 @@ class PPOTrainer(PreferenceMixin, BaseTrainer):
         rows, batch = inputs["ppo_rows"], self._batch
         sample = _rows(batch["sample"], rows)
         with self.accelerator.autocast():
-            logps, values = self._policy_outputs(self.accelerator.unwrap_model(model), sample)
+            logps, values = self._policy_outputs(model, sample)
         pick = torch.as_tensor(rows, device=logps.device)
         mask = sample.completion_mask.to(logps.dtype)
         out = ppo_losses(logps, batch["logps"][pick], values, batch["values"][pick], batch["returns"][pick],
@@ -273,13 +282,12 @@ def run_ppo(cfg: RunConfig) -> TrainResult:
     rl, training = cfg.rl, cfg.training
     if not rl.reward_model:
         raise ConfigError("stage ppo needs 'reward_model': the output_dir of a 'stage: rm' run")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("stage ppo runs on one process for now; launch it without torchrun / nproc_per_node")
     tokenizer, template, data = load_conversation_data(cfg)
-    per_rollout = rl.ppo_buffer_size * training.per_device_train_batch_size * training.gradient_accumulation_steps
+    per_rollout = (rl.ppo_buffer_size * training.per_device_train_batch_size * training.gradient_accumulation_steps
+                   * int(os.environ.get("WORLD_SIZE", "1")))
     if training.do_train and data.train is not None and len(data.train) < per_rollout:
         raise ConfigError(f"stage ppo: {len(data.train)} training prompts are fewer than one rollout batch "
-                          f"(ppo_buffer_size x per_device_train_batch_size x gradient_accumulation_steps = "
+                          f"(ppo_buffer_size x per_device_train_batch_size x gradient_accumulation_steps x processes = "
                           f"{per_rollout})")
     backbone = load_training_model(cfg)
     model = ValueHeadModel(backbone).to(next(backbone.parameters()).device)
