@@ -133,6 +133,9 @@ REWARDS = '''
 def says_seven(prompts, completions, answer, **columns):
     return [1.0 if "7" in c else 0.0 for c in completions]
 
+def odd(prompts, completions, **columns):
+    return [float(len(c) % 3) for c in completions]
+
 def broken(prompts, completions, **columns):
     if any("number 3" in p for p in prompts):
         raise ValueError("cannot score this one")
@@ -210,3 +213,21 @@ def test_config_mistakes_are_named(tmp_path, tiny_model_dir, grpo_dir, capsys, e
     config = grpo_config(tmp_path, tiny_model_dir, grpo_dir, **extra)
     assert main(["train", str(config)]) != 0
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["full", "freeze"])
+def test_grpo_trains_full_and_freeze_with_a_frozen_reference(tmp_path, tiny_model_dir, grpo_dir, method):
+    from safetensors.torch import load_file
+
+    extra = {"freeze_trainable_layers": 1} if method == "freeze" else {}
+    config = grpo_config(tmp_path, tiny_model_dir, grpo_dir, finetuning_type=method, beta=0.04, max_steps=2, **extra,
+                         learning_rate=1e-2, reward_funcs=[f"{grpo_dir / 'rewards.py'}:odd"])
+    assert main(["train", str(config)]) == 0
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed, "nothing trained"
+    last_layer = max(int(n.split(".")[2]) for n in before if n.startswith("model.layers."))
+    if method == "freeze":  # freeze_trainable_layers 1: the last block alone trains
+        assert all(n.startswith(f"model.layers.{last_layer}.") for n in changed), sorted(changed)
+    logs = [json.loads(line) for line in (tmp_path / "out" / "trainer_log.jsonl").read_text().splitlines()]
+    assert any(r.get("kl", 0) > 0 for r in logs)  # the policy moved away from its frozen copy
