@@ -231,3 +231,25 @@ def test_grpo_trains_full_and_freeze_with_a_frozen_reference(tmp_path, tiny_mode
         assert all(n.startswith(f"model.layers.{last_layer}.") for n in changed), sorted(changed)
     logs = [json.loads(line) for line in (tmp_path / "out" / "trainer_log.jsonl").read_text().splitlines()]
     assert any(r.get("kl", 0) > 0 for r in logs)  # the policy moved away from its frozen copy
+
+
+def test_adapter_merged_for_a_rollout_then_the_base_restored_bit_for_bit(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from lmforge.train.rl.rollout import adapter_merged
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
+    ids = torch.tensor([[5, 9, 13, 2, 7]])
+    with torch.no_grad():
+        unmerged = model(input_ids=ids).logits
+        with adapter_merged(model):
+            merged = model(input_ids=ids).logits
+            moved = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
+    assert moved  # the adapter really was folded into the base weights
+    assert torch.allclose(merged, unmerged, atol=1e-4)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, unmerged)  # unmerged again, exactly as before

@@ -33,7 +33,7 @@ from lmforge.train.rl.completion_log import CompletionLog
 from lmforge.train.rl.grpo_loss import group_advantages, policy_loss, zero_variance_share
 from lmforge.train.rl.logprobs import completion_log_probs
 from lmforge.train.rl.rewards import load_reward_funcs, score_completions
-from lmforge.train.rl.rollout import Rollout, row_seeds, sample_completions
+from lmforge.train.rl.rollout import Rollout, adapter_merged, row_seeds, sample_completions
 from lmforge.train.trainer import BaseTrainer
 from lmforge.train.workflow import TrainResult, build_collator, build_trainer, load_conversation_data, train_and_save
 
@@ -94,7 +94,7 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
         first_row = (micro_batch * self.accelerator.num_processes + self.accelerator.process_index) * rows
         seeds = row_seeds(self.args.seed, step, first_row, rows).to(device)
         started = time.perf_counter()
-        with self.accelerator.autocast():
+        with self.accelerator.autocast(), adapter_merged(model):
             sample = sample_completions(
                 model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
                 max_new_tokens=self.rl.max_completion_length, sampling=self.sampling, stop_ids=self.stop_ids,

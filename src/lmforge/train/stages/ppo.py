@@ -56,7 +56,7 @@ from lmforge.train.rl.ppo_math import (
     per_token_rewards,
     ppo_losses,
 )
-from lmforge.train.rl.rollout import Rollout, row_seeds, sample_completions
+from lmforge.train.rl.rollout import Rollout, adapter_merged, row_seeds, sample_completions
 from lmforge.train.trainer import BaseTrainer
 from lmforge.train.workflow import TrainResult, build_collator, build_trainer, load_conversation_data, train_and_save
 
@@ -152,7 +152,7 @@ class PPOTrainer(PreferenceMixin, BaseTrainer):
     def _sample(self, prompts: dict, rows: list[int], step: int, chunk: int) -> Rollout:
         policy = self._policy()
         device = self.args.device
-        with self.accelerator.autocast():
+        with self.accelerator.autocast(), adapter_merged(policy):
             return sample_completions(
                 policy, prompts["input_ids"][rows].to(device), prompts["attention_mask"][rows].to(device),
                 max_new_tokens=self.max_new_tokens, sampling=self.sampling, stop_ids=self.stop_ids,
