@@ -22,6 +22,15 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     return create_model("tiny-llama", tmp_path_factory.mktemp("models") / "tiny-llama", seed=0)
 
 
+@pytest.fixture(scope="session")
+def demo_result(tmp_path_factory):
+    """`lmforge demo` run once (pretrain, SFT, eval, chat, check files) at seed 0: the demo test checks it, and the
+    GRPO end-to-end test starts its weak SFT checkpoint from the demo's pretrained model."""
+    from lmforge.demo import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("demo") / "demo", seed=0)
+
+
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     """A dataset_dir with small alpaca, sharegpt and plain-text datasets of our own."""

@@ -14,12 +14,12 @@ import json
 import pytest
 
 from lmforge.cli import main
-from lmforge.demo import run_demo
 
 
 @pytest.mark.slow
-def test_demo_learns_the_task(tmp_path):
-    result = run_demo(tmp_path / "demo", seed=0)
+def test_demo_learns_the_task(demo_result):
+    result = demo_result
+    root = result.sft_dir.parent
     assert result.accuracy_before <= 0.05
     assert result.accuracy_after >= 0.60
     assert result.accuracy_after == result.accuracy_standalone
@@ -31,22 +31,22 @@ def test_demo_learns_the_task(tmp_path):
     assert (result.sft_dir / "training_loss.png").is_file()
     assert (result.sft_dir / "eval_loss.png").is_file()
     # The demo's YAMLs are real configs: the same file trains again through the CLI.
-    assert (tmp_path / "demo" / "sft.yaml").is_file()
+    assert (root / "sft.yaml").is_file()
     # It ends by chatting with the model through the chat/api engine, from the chat.yaml it prints.
-    answers = {r["instruction"]: r["output"] for r in json.loads((tmp_path / "demo/data/shift_heldout.json").read_text())}
+    answers = {r["instruction"]: r["output"] for r in json.loads((root / "data" / "shift_heldout.json").read_text())}
     assert result.chat_config.is_file() and result.chat_prompt in answers
     assert result.chat_answer.startswith("Shifted: ")
     # And `lmforge check` of the fine-tuned model, from the check.yaml the demo writes: every default probe runs
     # and none FAILs (issue 20, line 3), so the check's exit code gates a pipeline.
     assert main(["check", str(result.check_config)]) == 0
-    report = json.loads((tmp_path / "demo" / "check" / "check_report.json").read_text())
+    report = json.loads((root / "check" / "check_report.json").read_text())
     verdicts = {r["name"]: r["verdict"] for r in report["results"]}
     assert set(verdicts) == set(report["probes"]) and len(verdicts) == 7, verdicts
     assert "FAIL" not in verdicts.values(), verdicts
     assert verdicts["prompt_edits"] == "PASS" and verdicts["termination"] == "PASS", verdicts
     # the report names every edited prompt and the held-out record it came from
     edits = next(r for r in report["results"] if r["name"] == "prompt_edits")["details"]["edits"]
-    assert edits and all(e["edited_prompt"] and e["source"].startswith(str(tmp_path / "demo" / "data")) for e in edits)
+    assert edits and all(e["edited_prompt"] and e["source"].startswith(str(root / "data")) for e in edits)
 
 
 def test_demo_cli_help(capsys):

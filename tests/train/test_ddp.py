@@ -1,4 +1,7 @@
-"""`lmforge train` under torchrun: DDP over gloo on CPU gives the losses of one process with the global batch."""
+"""`lmforge train` under torchrun: when it relaunches itself, and FSDP from the YAML on gloo CPU processes.
+
+That DDP gives the figures of one process with the global batch, for every stage, is tested key by key in
+test_world_size_metrics.py."""
 
 from __future__ import annotations
 
@@ -49,22 +52,6 @@ def data(tmp_path) -> Path:
             f.write(json.dumps({"instruction": f"Count to {i % 9}", "output": " ".join(map(str, range(i % 9 + 1)))}) + "\n")
     (folder / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl"}}))
     return folder
-
-
-def test_two_gloo_processes_match_one_process_with_the_global_batch(tiny_model_dir, data, tmp_path):
-    single = tmp_path / "single"
-    run_train(sft_config(tmp_path / "single.json", tiny_model_dir, data, single, batch=4), tmp_path,
-              NPROC_PER_NODE="1")
-    ddp = tmp_path / "ddp"
-    log = run_train(sft_config(tmp_path / "ddp.json", tiny_model_dir, data, ddp, batch=2), tmp_path,
-                    NPROC_PER_NODE="2")
-    assert "torch.distributed.run" in log and "--nproc_per_node 2" in log  # relaunched itself
-
-    expected, got = losses(single), losses(ddp)
-    assert len(expected) == len(got) == 5
-    assert got == pytest.approx(expected, abs=1e-5)
-    assert expected[-1] < expected[0] - 0.5  # it trained: the five steps are not all the same number
-    assert json.loads((ddp / "trainer_state.json").read_text())["global_step"] == 5
 
 
 def test_when_to_relaunch_and_the_command():
@@ -137,70 +124,3 @@ def test_deepspeed_examples(tmp_path, tiny_model_dir, monkeypatch, capsys):
     code = main(["train", "examples/scale_out/sft_full_ds_z2.yaml", f"model_name_or_path={tiny_model_dir}",
                  "deepspeed=examples/deepspeed/missing.json"])
     assert code == 2 and "deepspeed: 'examples/deepspeed/missing.json' is not a file" in capsys.readouterr().err
-
-
-def test_grpo_on_two_gloo_processes_matches_one_process_with_the_global_batch(tiny_model_dir, data, tmp_path):
-    """Each completion is sampled from its global row's seed, so the processes' halves of the step sample exactly
-    what one process sampling the whole step does; DAPO divides by the step's tokens over both processes."""
-    (data / "rewards.py").write_text("def odd(prompts, completions, **_):\n"
-                                     "    return [float(len(c) % 3) for c in completions]\n")
-
-    def config(name: str, batch: int) -> Path:
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({
-            "model_name_or_path": str(tiny_model_dir), "stage": "grpo", "finetuning_type": "full", "template": "qwen",
-            "dataset_dir": str(data), "dataset": "qa", "cutoff_len": 64, "output_dir": str(tmp_path / name),
-            "per_device_train_batch_size": batch, "num_generations": 4, "max_completion_length": 8,
-            "reward_funcs": [f"{data / 'rewards.py'}:odd"], "max_steps": 3, "learning_rate": 1e-3,
-            "lr_scheduler_type": "constant", "logging_steps": 1, "save_strategy": "no", "seed": 3,
-            "dataloader_num_workers": 0,
-        }))
-        return path
-
-    run_train(config("single", 16), tmp_path, NPROC_PER_NODE="1")
-    run_train(config("ddp", 8), tmp_path, NPROC_PER_NODE="2")
-
-    def logged(name: str, key: str) -> list[float]:
-        records = [json.loads(line) for line in (tmp_path / name / "trainer_log.jsonl").read_text().splitlines()]
-        return [r[key] for r in records if key in r]
-
-    assert len(logged("single", "loss")) == 3
-    for key in ("reward", "loss", "completions/mean_length", "grad_norm"):
-        assert logged("ddp", key) == pytest.approx(logged("single", key), rel=1e-4, abs=1e-6), key
-    assert len(set(logged("single", "reward"))) > 1 and min(logged("single", "grad_norm")) > 0  # it learnt something
-
-
-def test_ppo_on_two_gloo_processes_matches_one_process_with_accumulation(tiny_model_dir, data, tmp_path):
-    """Both processes sample the same global rollout batch (row seeds) and train on the mini-batches accelerate deals
-    them: one process accumulating the same two mini-batches gives the same losses."""
-    from transformers import AutoModelForCausalLM
-
-    from lmforge.model.value_head import ValueHeadModel
-
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    reward_model = ValueHeadModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
-    reward_model.save_pretrained(tmp_path / "rm")  # an untrained head: any fixed scorer will do here
-
-    def config(name: str, accumulation: int) -> Path:
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({
-            "model_name_or_path": str(tiny_model_dir), "stage": "ppo", "finetuning_type": "lora", "lora_rank": 4,
-            "template": "qwen", "dataset_dir": str(data), "dataset": "qa", "cutoff_len": 64,
-            "output_dir": str(tmp_path / name), "per_device_train_batch_size": 4,
-            "gradient_accumulation_steps": accumulation, "reward_model": str(tmp_path / "rm"), "max_new_tokens": 8,
-            "ppo_epochs": 2, "max_steps": 4, "learning_rate": 1e-3, "lr_scheduler_type": "constant",
-            "logging_steps": 1, "save_strategy": "no", "seed": 3, "dataloader_num_workers": 0,
-        }))
-        return path
-
-    run_train(config("single", 2), tmp_path, NPROC_PER_NODE="1")
-    run_train(config("ddp", 1), tmp_path, NPROC_PER_NODE="2")
-
-    def logged(name: str, key: str) -> list[float]:
-        records = [json.loads(line) for line in (tmp_path / name / "trainer_log.jsonl").read_text().splitlines()]
-        return [r[key] for r in records if key in r]
-
-    assert len(logged("single", "loss")) == 4
-    for key in ("loss", "reward", "kl_coef", "grad_norm"):
-        assert logged("ddp", key) == pytest.approx(logged("single", key), rel=1e-4, abs=1e-6), key

@@ -175,7 +175,7 @@ def test_grpo_run_logs_every_metric_and_the_completions(tmp_path, tiny_model_dir
     logs = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     step = next(r for r in logs if r.get("step") == 1 and "reward" in r)
     for key in ("reward", "reward_std", "rewards/accuracy/mean", f"rewards/{grpo_dir / 'rewards.py'}:says_seven/mean",
-                "advantages/std", "frac_reward_zero_std", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                "advantages/abs_mean", "frac_reward_zero_std", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
                 "entropy", "completions/mean_length", "completions/max_length", "completions/clipped_ratio",
                 "time/rollout_s", "time/train_s", "rollout_tokens_per_s"):
         assert key in step, key
@@ -203,7 +203,7 @@ def test_a_reward_function_that_raises_stops_the_run_with_its_name_and_prompt(tm
     ({"per_device_train_batch_size": 6}, "must be a multiple of num_generations (4)"),
     ({"reward_funcs": None}, "stage grpo needs rewards"),
     ({"reward_weights": [1.0]}, "reward_weights has 1 weights for 2 rewards"),
-    ({"num_iterations": 3, "save_strategy": "steps", "save_steps": 4}, "save_steps (4) must be a multiple of num_iterations"),
+    ({"num_iterations": 3, "save_strategy": "steps", "save_steps": 4}, "save_steps (4) must be a multiple of num_iterations, 3"),
     ({"ppo_epochs": 2}, "the ppo_* keys apply to stage ppo"),
     ({"stage": "sft", "reward_funcs": ["accuracy"]}, "'reward_funcs' apply to stage grpo or ppo, not 'sft'"),
     ({"num_generations": 1}, "'num_generations' must be"),

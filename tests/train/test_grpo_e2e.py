@@ -1,6 +1,6 @@
 """End to end: GRPO with an exact-match reward raises the demo task's held-out accuracy from a weak SFT checkpoint.
 
-Recipe (seed 0): the demo's pretraining (stage pt, demo_configs as is), then the demo's SFT stopped at 4 epochs
+Recipe (seed 0): the demo's pretrained model (the `demo_result` session fixture, which the demo test also checks), then the demo's SFT stopped at 4 epochs
 instead of 8 (cosine schedule over 4 epochs; no in-loop evaluator, no validation split): ~40% held-out greedy exact
 match. Then GRPO from that checkpoint: full fine-tuning, built-in `accuracy` reward (exact match against the
 response), num_generations 16, 128 completions per step (8 prompts), temperature 0.5, loss_type grpo, beta 0,
@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from lmforge.cli import main
-from lmforge.demo import DEMO_MODEL_OVERRIDES, demo_configs, standalone_accuracy, write_demo_data
-from lmforge.model.from_config import create_model
+from lmforge.demo import demo_configs, standalone_accuracy
 
 SEED = 0
 SFT_EPOCHS = 4  # the demo runs 8; 4 leaves a weak checkpoint (~40% at seed 0)
@@ -57,19 +56,12 @@ def _train(path, cfg: dict) -> float:
 
 
 @pytest.mark.slow
-def test_grpo_exact_match_raises_heldout_accuracy(tmp_path):
+def test_grpo_exact_match_raises_heldout_accuracy(tmp_path, demo_result):
     timings = {}
-    started = time.perf_counter()
-    base = create_model("tiny-qwen2", tmp_path / "base", seed=SEED, overrides=DEMO_MODEL_OVERRIDES)
-    data = tmp_path / "data"
-    write_demo_data(data, SEED)
-    pt, sft = demo_configs(tmp_path, base, data, SEED)
-    timings["create"] = time.perf_counter() - started
-
-    pt["plot_loss"] = False
-    timings["pt"] = _train(tmp_path / "pt.yaml", pt)
-    sft.update(num_train_epochs=SFT_EPOCHS, eval_tasks=None, eval_on_start=False, val_size=0, eval_strategy="no",
-               plot_loss=False, output_dir=str(tmp_path / "sft"))
+    data = demo_result.pt_dir.parent / "data"  # the demo's data, written with seed 0
+    _, sft = demo_configs(tmp_path, demo_result.pt_dir.parent / "base", data, SEED)
+    sft.update(model_name_or_path=str(demo_result.pt_dir), num_train_epochs=SFT_EPOCHS, eval_tasks=None,
+               eval_on_start=False, val_size=0, eval_strategy="no", plot_loss=False, output_dir=str(tmp_path / "sft"))
     timings["sft"] = _train(tmp_path / "sft.yaml", sft)
 
     started = time.perf_counter()

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lmforge.train.rl.grpo_loss import group_advantages, policy_loss, zero_variance_share
+from lmforge.train.rl.grpo_loss import group_advantages, policy_loss, zero_variance_groups
 
 REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])  # two prompts x 4 generations
 
@@ -21,7 +21,7 @@ def test_group_advantages_by_hand():
     assert torch.allclose(group_advantages(REWARDS, 4, "none"), torch.tensor([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0]))
     batch = group_advantages(REWARDS, 4, "batch")
     assert torch.allclose(batch[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]) / (REWARDS.std() + 1e-4))
-    assert zero_variance_share(REWARDS, 4) == 0.5
+    assert zero_variance_groups(REWARDS, 4).mean() == 0.5
     with pytest.raises(ValueError, match="multiple of num_generations"):
         group_advantages(REWARDS[:7], 4)
 

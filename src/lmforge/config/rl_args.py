@@ -29,7 +29,8 @@ class RLArguments:
                   "think_format, length, repetition) or 'file.py:function' (loaded only because it is named here; "
                   "called as f(prompts, completions, answer=[...]) -> one float per completion)."})
     reward_weights: list[float] | None = field(
-        default=None, metadata={"help": "grpo: one weight per reward function (and the reward model last); default 1 each."})
+        default=None,
+        metadata={"help": "grpo: one weight per reward function (and the reward model last); default 1 each."})
     scale_rewards: ScaleRewards = field(
         default="group", metadata={"help": "grpo: divide advantages by the std of the group, of the batch, or none "
                                    "(Dr. GRPO)."})
@@ -38,7 +39,8 @@ class RLArguments:
                                   "(batch x max_completion_length) or dapo (tokens of the whole global step)."})
     epsilon: float = field(default=0.2, metadata={"help": "grpo: lower clip of the importance ratio (1 - epsilon)."})
     epsilon_high: float | None = field(
-        default=None, metadata={"help": "grpo: upper clip 1 + epsilon_high (DAPO's clip-higher: 0.28); default epsilon."})
+        default=None,
+        metadata={"help": "grpo: upper clip 1 + epsilon_high (DAPO's clip-higher: 0.28); default epsilon."})
     beta: float = field(
         default=0.0, metadata={"help": "grpo: weight of the KL to the reference (0: no reference model at all)."})
     importance_sampling_level: Literal["token", "sequence"] = field(
@@ -66,5 +68,6 @@ class RLArguments:
                              "rollout batch is ppo_buffer_size x per_device_train_batch_size x "
                              "gradient_accumulation_steps x processes)."})
     ppo_target: float = field(default=6.0, metadata={"help": "ppo: target KL of the adaptive KL controller."})
-    ppo_score_norm: bool = field(default=False, metadata={"help": "ppo: normalise scores by their running mean and std."})
+    ppo_score_norm: bool = field(
+        default=False, metadata={"help": "ppo: normalise scores by their running mean and std."})
     ppo_whiten_rewards: bool = field(default=False, metadata={"help": "ppo: whiten the per-token rewards before GAE."})

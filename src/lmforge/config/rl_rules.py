@@ -35,30 +35,38 @@ def check_rl(cfg: RunConfig) -> None:
     if stage == "ppo":
         if not rl.reward_model:
             raise ConfigError("stage ppo needs 'reward_model': the output_dir of a 'stage: rm' run")
+        _check_checkpoint_boundary(cfg, rl.ppo_epochs * rl.ppo_buffer_size,
+                                   "ppo_epochs x ppo_buffer_size (the steps of one rollout batch)")
         return
     defaults = {f.name: f.default for f in dataclasses.fields(RLArguments)}
     if any(getattr(rl, k) != defaults[k] for k in _PPO_KEYS):
         raise ConfigError(f"the ppo_* keys apply to stage ppo, not '{stage}': remove them")
     batch = cfg.training.per_device_train_batch_size
     if batch % rl.num_generations:
-        raise ConfigError(f"per_device_train_batch_size ({batch}) counts completions, as in TRL, and must be a multiple "
-                          f"of num_generations ({rl.num_generations}) so each prompt's group stays in one micro-batch")
+        raise ConfigError(f"per_device_train_batch_size ({batch}) counts completions, as in TRL, and must be a "
+                          f"multiple of num_generations ({rl.num_generations}) so each prompt's group stays in one "
+                          "micro-batch")
     if not rl.reward_funcs and not rl.reward_model:
         raise ConfigError("stage grpo needs rewards: set 'reward_funcs' (e.g. [accuracy]) and/or 'reward_model'")
     expected = len(rl.reward_funcs or []) + (1 if rl.reward_model else 0)
     if rl.reward_weights is not None and len(rl.reward_weights) != expected:
         raise ConfigError(f"reward_weights has {len(rl.reward_weights)} weights for {expected} rewards "
                           "(reward_funcs in order, then reward_model)")
-    training = cfg.training
-    if rl.num_iterations > 1 and str(getattr(training.save_strategy, "value", training.save_strategy)) == "steps":
-        save_steps = float(training.save_steps)  # below 1: a share of the run, resolved by transformers later
-        if save_steps >= 1 and int(save_steps) % rl.num_iterations:
-            raise ConfigError(f"save_steps ({save_steps:g}) must be a multiple of num_iterations "
-                              f"({rl.num_iterations}): a checkpoint taken while a rollout is being reused could "
-                              "not resume it")
+    _check_checkpoint_boundary(cfg, rl.num_iterations, "num_iterations")
     if rl.beta and cfg.lora.pissa_init:
         raise ConfigError("pissa_init: with beta > 0 the reference is the base with the adapter switched off, which "
                           "PiSSA's residual weights no longer are; remove pissa_init or set beta: 0")
+
+
+def _check_checkpoint_boundary(cfg: RunConfig, steps_per_rollout: int, what: str) -> None:
+    """A checkpoint taken while a rollout is being reused could not resume it: save only between rollouts."""
+    training = cfg.training
+    if steps_per_rollout <= 1 or str(getattr(training.save_strategy, "value", training.save_strategy)) != "steps":
+        return
+    save_steps = float(training.save_steps)  # below 1: a share of the run, resolved by transformers later
+    if save_steps >= 1 and int(save_steps) % steps_per_rollout:
+        raise ConfigError(f"save_steps ({save_steps:g}) must be a multiple of {what}, {steps_per_rollout}: a "
+                          "checkpoint taken while a rollout is being reused could not resume it")
 
 
 def _check_vllm() -> None:

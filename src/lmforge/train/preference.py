@@ -60,6 +60,11 @@ class MetricStore:
         self._sums[split][name] += float(values.sum())
         self._counts[split][name] += values.numel()
 
+    def add_mean(self, split: str, name: str, mean: float, count: float) -> None:
+        """A mean already taken over `count` items (tokens, say), weighted as those items would be."""
+        self._sums[split][name] += float(mean) * float(count)
+        self._counts[split][name] += float(count)
+
     def pop(self, split: str, reduce=None) -> dict[str, float]:
         """Means since the last pop; `reduce(tensor)` sums across processes when given."""
         names = sorted(self._sums[split])

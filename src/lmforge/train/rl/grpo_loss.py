@@ -32,7 +32,8 @@ ScaleRewards = Literal["group", "batch", "none"]
 ADVANTAGE_EPS = 1e-4  # TRL adds it to the std so a group of equal rewards gives advantages 0, not NaN
 
 
-def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: ScaleRewards = "group") -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, num_generations: int,
+                     scale_rewards: ScaleRewards = "group") -> torch.Tensor:
     """Each reward minus its group's mean, scaled by the group's (or the batch's) std + 1e-4, or unscaled."""
     if rewards.dim() != 1 or rewards.numel() % num_generations:
         raise ValueError(f"rewards must be [B] with B a multiple of num_generations ({num_generations}), "
@@ -50,10 +51,10 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards:
     return centred / (std + ADVANTAGE_EPS)
 
 
-def zero_variance_share(rewards: torch.Tensor, num_generations: int) -> float:
-    """The share of groups whose rewards are all equal: they carry no learning signal."""
+def zero_variance_groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """[groups] 1.0 where a group's rewards are all equal: such groups carry no learning signal."""
     grouped = rewards.view(-1, num_generations)
-    return float((grouped.max(dim=1).values == grouped.min(dim=1).values).float().mean())
+    return (grouped.max(dim=1).values == grouped.min(dim=1).values).float()
 
 
 @dataclass

@@ -56,7 +56,8 @@ def _same(a: str, b: str) -> bool:
 
 
 @BUILTIN_REWARDS.register("accuracy")
-def accuracy_reward(prompts: list[str], completions: list[str], answer: Sequence[str] | None = None, **_) -> list[float]:
+def accuracy_reward(prompts: list[str], completions: list[str], answer: Sequence[str] | None = None,
+                    **_) -> list[float]:
     if answer is None:
         raise DataError("reward 'accuracy' needs the reference answer: the dataset's response column")
     return [1.0 if _same(extract_answer(c), extract_answer(str(a))) else 0.0 for c, a in zip(completions, answer)]

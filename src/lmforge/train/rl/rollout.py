@@ -82,7 +82,8 @@ def _shift_right(x: Tensor, bits: int) -> Tensor:
 
 
 def hashed_uniform(seeds: Tensor, position: int, vocab: int) -> Tensor:
-    """[N, V] uniforms in (0, 1) from splitmix64 of (row seed, position, token id): counter-based, so batch-independent."""
+    """[N, V] uniforms in (0, 1) from splitmix64 of (row seed, position, token id): counter-based, so independent of
+    the batch."""
     tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
     at = torch.tensor(position, device=seeds.device, dtype=torch.int64)  # int64 arithmetic wraps, as the hash needs
     x = seeds.to(torch.int64).unsqueeze(1) * _GOLDEN + at * _MIX1 + tokens.unsqueeze(0) * _MIX2

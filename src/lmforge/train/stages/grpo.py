@@ -13,7 +13,7 @@ forward: it is also where DAPO's normaliser, the completion tokens of the whole 
 reused, with the log-probs of the policy that sampled them kept as the ratio's denominator. The reference
 (`beta` > 0) is the policy with its adapter switched off under LoRA, else a frozen copy (or `ref_model`).
 
-Logged per step (TRL's names): reward, reward_std, rewards/<function>/mean and /std, advantages/std,
+Logged per step (TRL's names): reward, reward_std, rewards/<function>/mean and /std, advantages/abs_mean,
 frac_reward_zero_std, kl, clip_ratio/low_mean and /high_mean, entropy, completions/mean_length, /max_length and
 /clipped_ratio, time/rollout_s, time/train_s, rollout_tokens_per_s.
 """
@@ -30,7 +30,7 @@ from lmforge.config.rl_args import GRPO_SAMPLING
 from lmforge.data.samplers import GroupRepeatSampler
 from lmforge.train.preference import PreferenceMixin, load_reference
 from lmforge.train.rl.completion_log import CompletionLog
-from lmforge.train.rl.grpo_loss import group_advantages, policy_loss, zero_variance_share
+from lmforge.train.rl.grpo_loss import group_advantages, policy_loss, zero_variance_groups
 from lmforge.train.rl.logprobs import completion_log_probs
 from lmforge.train.rl.rewards import load_reward_funcs, score_completions
 from lmforge.train.rl.rollout import Rollout, adapter_merged, row_seeds, sample_completions
@@ -77,7 +77,8 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
             self.metrics.add("train", "time/rollout_s", torch.tensor([time.perf_counter() - started]))
         for batch, rollout in zip(batch_samples, self._rollouts):
             if batch["prompt"] != rollout["prompts"]:
-                raise RuntimeError("grpo: a reused rollout does not belong to this step's prompts (sampler out of step)")
+                raise RuntimeError("grpo: a reused rollout does not belong to this step's prompts "
+                                   "(sampler out of step)")
             batch["rollout"] = rollout
             # the training forward runs over prompt + completion: that is what the throughput meters should count
             batch["input_ids"], batch["attention_mask"] = rollout["sample"].sequences, rollout["sample"].attention_mask
@@ -89,7 +90,7 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
     def _sample(self, batch: dict, step: int, micro_batch: int) -> dict:
         model = self.accelerator.unwrap_model(self.model)
         device = self.args.device
-        # accelerate deals a step's micro-batches to the processes in turn: this is the global row of its first completion
+        # accelerate deals a step's micro-batches to the processes in turn: the global row of its first completion
         rows = batch["input_ids"].shape[0]
         first_row = (micro_batch * self.accelerator.num_processes + self.accelerator.process_index) * rows
         seeds = row_seeds(self.args.seed, step, first_row, rows).to(device)
@@ -101,7 +102,9 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
                 pad_id=self.processing_class.pad_token_id, seeds=seeds, repetition_penalty=self.repetition_penalty,
             )
         seconds = time.perf_counter() - started
-        self.metrics.add("train" if self.model.training else "eval", "rollout_tokens_per_s", torch.tensor([float(sample.lengths.sum()) / max(seconds, 1e-9)]))
+        tokens_per_s = float(sample.lengths.sum()) / max(seconds, 1e-9)
+        split = "train" if self.model.training else "eval"
+        self.metrics.add(split, "rollout_tokens_per_s", torch.tensor([tokens_per_s]))
         texts = self.processing_class.batch_decode(sample.completion_ids.masked_fill(sample.completion_mask == 0,
                                                    self.processing_class.pad_token_id), skip_special_tokens=True)
         return {"sample": sample, "prompts": list(batch["prompt"]), "answers": list(batch["answer"]),
@@ -112,17 +115,7 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
         rl = self.rl
         names = [name for name, _ in self.reward_funcs] + (["reward_model"] if self.reward_model else [])
         for r in rollouts:
-            sample = r["sample"]
-            totals, per_func = score_completions(self.reward_funcs, r["prompts"], r["completions"],
-                                                 {"answer": r["answers"]}, weights=(rl.reward_weights or None) and
-                                                 rl.reward_weights[:len(self.reward_funcs)])
-            rewards = torch.tensor(totals, dtype=torch.float32)
-            if self.reward_model is not None:
-                scores = self.reward_model(sample).cpu()
-                weight = rl.reward_weights[-1] if rl.reward_weights else 1.0
-                rewards = rewards + weight * scores
-                per_func["reward_model"] = scores.tolist()
-            r["rewards"], r["per_func"] = rewards, per_func
+            r["rewards"], r["per_func"] = self._rewards(r)
         all_rewards = torch.cat([r["rewards"] for r in rollouts])
         batch_std = None
         if rl.scale_rewards == "batch":  # the std of the whole step, every process (TRL's batch scaling)
@@ -135,13 +128,30 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
             if batch_std is not None:
                 advantages = advantages / (batch_std + 1e-4)
             r["advantages"] = advantages.to(self.args.device)
+            r["lengths"] = sample.lengths.float()  # as sampled, before truncated completions lose their mask
             if rl.mask_truncated_completions:
                 sample.completion_mask = sample.completion_mask * (~sample.truncated).long().unsqueeze(-1)
             r["old_logps"] = self._frozen_log_probs(sample, reference=False) if rl.num_iterations > 1 else None
             r["ref_logps"] = self._frozen_log_probs(sample, reference=True) if rl.beta else None
             self._log_rollout(r, names)
-        if self.completion_log is not None and self.is_world_process_zero() and self.state.global_step % max(1, int(self.args.logging_steps)) == 0:
+        longest = self._gather_cpu(torch.stack([r["lengths"].max() for r in rollouts])).max()
+        self.metrics.add("train", "completions/max_length", longest.reshape(1))  # the step's longest completion
+        log_step = self.state.global_step % max(1, int(self.args.logging_steps)) == 0
+        if self.completion_log is not None and self.is_world_process_zero() and log_step:
             self.completion_log.write(self.state.global_step, rollouts)
+
+    def _rewards(self, r: dict) -> tuple[torch.Tensor, dict[str, list[float]]]:
+        """(weighted total per completion, {function name: its values}): the reward functions, then the reward model."""
+        weights = self.rl.reward_weights
+        totals, per_func = score_completions(self.reward_funcs, r["prompts"], r["completions"],
+                                             {"answer": r["answers"]},
+                                             weights=weights[:len(self.reward_funcs)] if weights else None)
+        rewards = torch.tensor(totals, dtype=torch.float32)
+        if self.reward_model is not None:
+            scores = self.reward_model(r["sample"]).cpu()
+            rewards = rewards + (weights[-1] if weights else 1.0) * scores
+            per_func["reward_model"] = scores.tolist()
+        return rewards, per_func
 
     def _gather_cpu(self, values: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes == 1:
@@ -165,20 +175,20 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
                                     with_entropy=with_entropy)
 
     def _log_rollout(self, r: dict, names: list[str]) -> None:
-        sample, add = r["sample"], self.metrics.add
+        """Per-completion and per-group values, so that the logged means are those of the whole step at any number
+        of processes and micro-batches."""
+        add, groups = self.metrics.add, self.rl.num_generations
         add("train", "reward", r["rewards"])
-        add("train", "reward_std", r["rewards"].std().reshape(1))
+        # TRL's reward_std: the std within each prompt's group, averaged over the groups
+        add("train", "reward_std", r["rewards"].view(-1, groups).std(dim=1))
         for name in names:
             values = torch.tensor(r["per_func"][name])
             add("train", f"rewards/{name}/mean", values)
-            add("train", f"rewards/{name}/std", values.std().reshape(1))
-        add("train", "advantages/std", r["advantages"].std().reshape(1))
-        add("train", "frac_reward_zero_std",
-            torch.tensor([zero_variance_share(r["rewards"], self.rl.num_generations)]))
-        lengths = sample.lengths.float()
-        add("train", "completions/mean_length", lengths)
-        add("train", "completions/max_length", lengths.max().reshape(1))
-        add("train", "completions/clipped_ratio", sample.truncated.float())
+            add("train", f"rewards/{name}/std", values.view(-1, groups).std(dim=1))
+        add("train", "advantages/abs_mean", r["advantages"].abs())
+        add("train", "frac_reward_zero_std", zero_variance_groups(r["rewards"], groups))
+        add("train", "completions/mean_length", r["lengths"])
+        add("train", "completions/clipped_ratio", r["sample"].truncated.float())
 
     # -- loss ------------------------------------------------------------------------------------------
 
@@ -212,11 +222,10 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
         loss = out.loss
         if dapo_tokens is None and model.training:  # a per-micro-batch mean: the step's is their average
             loss = loss / self.current_gradient_accumulation_steps
-        split = self.split_name(model)
-        for name, value in out.metrics.items():
-            self.metrics.add(split, name, torch.tensor([value]))
-        tokens = mask.sum().clamp(min=1)
-        self.metrics.add(split, "entropy", ((entropy * mask).sum() / tokens).reshape(1))
+        split, tokens = self.split_name(model), float(mask.sum())
+        for name, value in out.metrics.items():  # token means: weighted by the micro-batch's tokens
+            self.metrics.add_mean(split, name, value, tokens)
+        self.metrics.add(split, "entropy", entropy[mask.bool()])
         return (loss, {"loss": loss}) if return_outputs else loss
 
     @torch.no_grad()
@@ -227,13 +236,7 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
                  "prompt": [p for p in inputs["prompt"] for _ in range(g)],
                  "answer": [a for a in inputs["answer"] for _ in range(g)]}
         r = self._sample(batch, self.state.global_step, 0)
-        totals, _ = score_completions(self.reward_funcs, r["prompts"], r["completions"], {"answer": r["answers"]},
-                                      weights=(self.rl.reward_weights or None) and
-                                      self.rl.reward_weights[:len(self.reward_funcs)])
-        rewards = torch.tensor(totals, dtype=torch.float32)
-        if self.reward_model is not None:
-            rewards = rewards + (self.rl.reward_weights[-1] if self.rl.reward_weights else 1.0) * \
-                self.reward_model(r["sample"]).cpu()
+        rewards, _ = self._rewards(r)
         self.metrics.add("eval", "reward", rewards)
         r.update(advantages=group_advantages(rewards, g, self.rl.scale_rewards).to(self.args.device),
                  old_logps=None, ref_logps=self._frozen_log_probs(r["sample"], True) if self.rl.beta else None)

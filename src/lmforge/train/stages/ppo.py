@@ -26,8 +26,10 @@ num_train_epochs count optimizer steps as for any stage (TRL's ppo counted rollo
 Log-probs are scored at temperature 1 (TRL 0.9 does not rescale the logits). The value head (`ValueHead`, on the
 final hidden states, read in the same forward as the log-probs) is trained with the policy; under LoRA the backbone
 is the LoRA model and the head fully trainable. The reference is the policy with its adapter off under LoRA, else a
-frozen copy. Saved: the policy as usual (adapter or full model, for chat / export) plus value_head.safetensors;
-checkpoints hold both, and resuming loads both back.
+frozen copy. Saved: the policy as usual (adapter or full model, for chat / export) plus value_head.safetensors and
+ppo_state.json (the KL coefficient and running score moments); checkpoints hold all three and resuming loads them
+back. Checkpoints fall on rollout-batch boundaries (save_steps a multiple of ppo_epochs x ppo_buffer_size), so a
+resumed run samples the next batch exactly as the uninterrupted one did.
 
 Logged per step: reward (mean raw score), kl (mean per-sequence KL to the reference), kl_coef, policy_loss,
 value_loss, clipfrac, value_clipfrac, approxkl, completions/mean_length, time/rollout_s.
@@ -35,9 +37,11 @@ value_loss, clipfrac, value_clipfrac, approxkl, completions/mean_length, time/ro
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +67,7 @@ from lmforge.train.workflow import TrainResult, build_collator, build_trainer, l
 # TRL 0.9 PPOConfig defaults that LLaMA-Factory leaves as they are
 GAMMA, LAM, CLIPRANGE, CLIPRANGE_VALUE, VF_COEF = 1.0, 0.95, 0.2, 0.2, 0.1
 INIT_KL_COEF, KL_HORIZON, RATIO_THRESHOLD = 0.2, 10000, 10.0
+PPO_STATE_FILE = "ppo_state.json"
 
 
 class PPOTrainer(PreferenceMixin, BaseTrainer):
@@ -237,12 +242,20 @@ class PPOTrainer(PreferenceMixin, BaseTrainer):
             return
         os.makedirs(output_dir, exist_ok=True)
         self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
+        # what a resumed run needs beyond the weights: the KL coefficient and the score statistics so far
+        state = {"kl_coef": self.kl_control.value, "score_moments": vars(self.score_moments)}
+        (Path(output_dir) / PPO_STATE_FILE).write_text(json.dumps(state))
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         (model or self.accelerator.unwrap_model(self.model)).load_trained_weights(resume_from_checkpoint)
+        state_file = Path(resume_from_checkpoint) / PPO_STATE_FILE
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            self.kl_control.value = state["kl_coef"]
+            vars(self.score_moments).update(state["score_moments"])
 
 
 @contextmanager
