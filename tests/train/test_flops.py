@@ -270,3 +270,15 @@ def test_no_peak_no_mfu_key(tmp_path):
     cb.on_log(args, state, TrainerControl(), logs=logs)
     assert logs["throughput/tflops_per_device"] == pytest.approx(4 * 6 * 10 / 2 / 1e12)
     assert "throughput/mfu" not in logs
+
+
+def test_a_process_calibrates_each_device_and_dtype_once(monkeypatch):
+    import lmforge.train.peak_flops as module
+
+    calls = []
+    monkeypatch.setattr(module, "_CALIBRATED", {})
+    monkeypatch.setattr(module, "calibrate_peak_flops", lambda device, dtype, seconds: calls.append(dtype) or 1e9)
+    for _ in range(3):
+        assert peak_flops(torch.device("cpu"), torch.float32)[0] == 1e9
+    peak_flops(torch.device("cpu"), torch.bfloat16)
+    assert calls == [torch.float32, torch.bfloat16]

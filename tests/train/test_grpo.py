@@ -208,6 +208,7 @@ def test_a_reward_function_that_raises_stops_the_run_with_its_name_and_prompt(tm
     ({"stage": "sft", "reward_funcs": ["accuracy"]}, "'reward_funcs' apply to stage grpo or ppo, not 'sft'"),
     ({"num_generations": 1}, "'num_generations' must be"),
     ({"loss_type": "ppo"}, "loss_type"),
+    ({"use_vllm": True}, "use_vllm: rollouts through vLLM are not implemented yet"),
 ])
 def test_config_mistakes_are_named(tmp_path, tiny_model_dir, grpo_dir, capsys, extra, message):
     config = grpo_config(tmp_path, tiny_model_dir, grpo_dir, **extra)
@@ -253,3 +254,43 @@ def test_adapter_merged_for_a_rollout_then_the_base_restored_bit_for_bit(tiny_mo
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, unmerged)  # unmerged again, exactly as before
+
+
+def test_grpo_adds_a_reward_models_score_with_its_weight(tmp_path, tiny_model_dir, grpo_dir):
+    from lmforge.config.model_args import ModelArguments
+    from lmforge.model.value_head import ValueHeadModel
+    from lmforge.train.rl.reward_model import RewardModelScorer
+
+    torch.manual_seed(0)
+    ValueHeadModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir)).save_pretrained(tmp_path / "rm")
+    config = grpo_config(tmp_path, tiny_model_dir, grpo_dir, reward_model=str(tmp_path / "rm"), max_steps=1,
+                         reward_funcs=[f"{grpo_dir / 'rewards.py'}:odd"], reward_weights=[1.0, 0.5],
+                         log_completions=True)
+    assert main(["train", str(config)]) == 0
+    records = [json.loads(line) for line in (tmp_path / "out" / "completions.jsonl").read_text().splitlines()]
+    for r in records:  # total = 1.0 x odd + 0.5 x the reward model's score
+        parts = r["rewards"]
+        assert r["reward"] == pytest.approx(parts[f"{grpo_dir / 'rewards.py'}:odd"] + 0.5 * parts["reward_model"],
+                                            abs=1e-5)
+    # the score is the value at the last real token of prompt + completion, as stage rm trained it
+    scorer = RewardModelScorer.load(str(tmp_path / "rm"), ModelArguments(model_name_or_path=str(tiny_model_dir)),
+                                    policy_vocab=10)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tok("Hello there")["input_ids"]
+    padded = Rollout(torch.tensor([[tok.pad_token_id] * 2 + ids[:3]]), torch.tensor([[0, 0, 1, 1, 1]]),
+                     torch.tensor([ids[3:] + [tok.pad_token_id]]), torch.tensor([[1] * len(ids[3:]) + [0]]),
+                     torch.tensor([False]))
+    with torch.no_grad():
+        plain = scorer.model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0, -1]
+    assert scorer(padded)[0] == pytest.approx(float(plain), abs=1e-5)
+
+
+def test_prompts_follow_the_thinking_setting_of_the_template(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    conv = Conversation([Message(Role.USER, "What is 2+3?"), Message(Role.ASSISTANT, "5")])
+    thinking = encode_prompt_row(conv, resolve_template("qwen3", tok, True), tok, 1000)
+    direct = encode_prompt_row(conv, resolve_template("qwen3", tok, False), tok, 1000)
+    assert thinking["input_ids"] != direct["input_ids"]
+    # enable_thinking: false pre-fills an empty think block after the assistant header, as Qwen3's template does
+    assert tok.decode(direct["input_ids"]).endswith("<think>\n\n</think>\n\n")
+    assert direct["answer"] == thinking["answer"] == "5"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lmforge.errors import ConfigError, DataError
-from lmforge.train.rl.rewards import (extract_answer, load_reward_funcs, overlong_penalty, score_completions)
+from lmforge.train.rl.rewards import (accuracy_reward, extract_answer, load_reward_funcs, math_value, overlong_penalty,
+                                      score_completions)
 
 
 def test_answers_are_extracted_as_gsm8k_and_math_write_them():
@@ -14,6 +15,16 @@ def test_answers_are_extracted_as_gsm8k_and_math_write_them():
     assert extract_answer("the answer is \\boxed{42}.") == "42"
     assert extract_answer("I count 1, 2 and finally 12") == "12"
     assert extract_answer("Shifted: l u q b") == "Shifted: l u q b"
+
+
+def test_math_answers_compare_by_value():
+    assert extract_answer("so \\boxed{\\frac{1}{2}} it is") == "\\frac{1}{2}"  # nested braces
+    values = {"1,000": 1000.0, "$12$": 12.0, "\\frac{3}{4}": 0.75, "\\dfrac{3}{4}": 0.75, "3/4": 0.75, "50%": 0.5,
+              "2^3": 8.0, "-(2+3)": -5.0, "1/0": None, "abc": None, "9^9^9": None, "__import__('os')": None}
+    assert {text: math_value(text) for text in values} == values
+    completions = ["\\boxed{\\frac{1}{2}}", "#### 0.5", "#### 50%", "#### 0.51", "Shifted: a b", "Shifted: a c"]
+    answers = ["#### 1/2", "#### 1/2", "#### 1/2", "#### 1/2", "Shifted: a b", "Shifted: a b"]
+    assert accuracy_reward(["q"] * 6, completions, answer=answers) == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
 
 
 def test_builtins_score_by_hand():

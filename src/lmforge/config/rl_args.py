@@ -54,7 +54,7 @@ class RLArguments:
         default=False, metadata={"help": "grpo/ppo: write sampled prompts, completions and rewards to "
                                  "completions.jsonl in output_dir at each logging step."})
     use_vllm: bool = field(
-        default=False, metadata={"help": "grpo: generate rollouts with vLLM (GPU, optional extra 'vllm')."})
+        default=False, metadata={"help": "grpo: generate rollouts with vLLM (not implemented yet: refused)."})
     # -- ppo and the reward model: LLaMA-Factory's keys ---------------------------------------------------------
     reward_model: str | None = field(
         default=None, metadata={"help": "ppo (and grpo): a reward model saved by stage rm (adapter or full model "

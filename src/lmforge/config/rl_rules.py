@@ -70,8 +70,7 @@ def _check_checkpoint_boundary(cfg: RunConfig, steps_per_rollout: int, what: str
 
 
 def _check_vllm() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        raise ConfigError("use_vllm: vLLM is not installed; pip install 'lmforge[vllm]' on a CUDA machine, "
-                          "or remove use_vllm to sample with transformers")
+    # Refused rather than ignored: the vLLM rollout path needs a CUDA machine to be built and verified on, which
+    # the sessions so far have not had; rollouts run on transformers' generate (train/rl/rollout.py).
+    raise ConfigError("use_vllm: rollouts through vLLM are not implemented yet; remove use_vllm to sample with "
+                      "transformers' KV-cached generate")

@@ -106,5 +106,10 @@ def peak_flops(
     column = dtype_key(dtype, device.type)
     if not calibrate:
         return None, f"unknown for {name} {column} (set peak_tflops, or mfu_calibration: true)"
-    flops = calibrate_peak_flops(device, dtype, seconds=seconds)
-    return flops, f"calibrated: square {column} matmul on {name}, {seconds:g} s"
+    key = (str(device), dtype, seconds)
+    if key not in _CALIBRATED:  # a machine property: a process that trains again (a sweep, tests) measures once
+        _CALIBRATED[key] = calibrate_peak_flops(device, dtype, seconds=seconds)
+    return _CALIBRATED[key], f"calibrated: square {column} matmul on {name}, {seconds:g} s"
+
+
+_CALIBRATED: dict[tuple, float] = {}

@@ -11,7 +11,8 @@ non-number, stops the run with its name and the prompt index.
 
 Built-ins:
 - `accuracy`: 1.0 when the completion's answer equals the reference: the text after the last "####", else inside
-  the last \\boxed{...}, else the last number, else the whole stripped text; numbers compare numerically.
+  the last \\boxed{...}, else the last number, else the whole stripped text; math answers compare by value
+  (`math_value`: 1,000 = 1000, \\frac{1}{2} = 1/2 = 0.5, 50% = 0.5), anything else as exact text.
 - `format`: 1.0 when the completion matches `<think>...</think>` followed by an answer.
 - `think_format`: 1.0 when it has exactly one closed <think> block at its start.
 - `length`: DAPO's overlong penalty: 0 up to max_length - cache, falling linearly to -1 at max_length (in words).
@@ -20,8 +21,10 @@ Built-ins:
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import math
+import operator
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,20 +42,69 @@ def extract_answer(text: str) -> str:
     """The final answer of a completion (see `accuracy`)."""
     if "####" in text:
         return text.rsplit("####", 1)[1].strip()
-    boxed = re.findall(r"\\boxed\{([^{}]*)\}", text)
-    if boxed:
-        return boxed[-1].strip()
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed
     numbers = _NUMBER.findall(text)
     if numbers:
         return numbers[-1]
     return text.strip()
 
 
-def _same(a: str, b: str) -> bool:
+_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
+_ARITHMETIC = re.compile(r"^[\d.+\-*/() ]+$")
+
+
+def math_value(text: str) -> float | None:
+    """The number a short math answer denotes: "1,000", "$12$", "\\frac{3}{4}", "3/4", "50%" (0.5), "2^3" or
+    "(1+2)*3"; None when it is not a plain arithmetic expression. Only digits and + - * / ( ) reach the evaluator."""
+    t = text.strip().strip("$").replace("\\left", "").replace("\\right", "").replace(",", "")
+    t = _FRAC.sub(r"(\1)/(\2)", t).replace("\\cdot", "*").replace("\\times", "*").replace("^", "**")
+    percent = t.endswith("%") or t.endswith("\\%")
+    t = t.rstrip("%").rstrip("\\").strip()
+    if not t or not _ARITHMETIC.match(t.replace("**", "*")) or len(t) > 64:
+        return None
     try:
-        return math.isclose(float(a.replace(",", "")), float(b.replace(",", "")), rel_tol=1e-9, abs_tol=1e-9)
-    except ValueError:
-        return a.strip() == b.strip()
+        value = _evaluate(ast.parse(t, mode="eval").body)
+    except (SyntaxError, ZeroDivisionError, OverflowError, TypeError, ValueError):
+        return None
+    return value / 100 if percent else value
+
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+              ast.Pow: operator.pow}
+
+
+def _evaluate(node: ast.AST) -> float:
+    """+ - * / ** over float constants only (floats overflow instead of growing without bound, as 9**9**9 would)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _evaluate(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        return float(_OPERATORS[type(node.op)](_evaluate(node.left), _evaluate(node.right)))
+    raise ValueError("not arithmetic")
+
+
+def _last_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...}, nested braces included (\\boxed{\\frac{1}{2}})."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for i in range(begin, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth < 0:
+            return text[begin:i].strip()
+    return None
+
+
+def _same(a: str, b: str) -> bool:
+    x, y = math_value(a), math_value(b)
+    if x is not None and y is not None:
+        return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+    return a.strip() == b.strip()
 
 
 @BUILTIN_REWARDS.register("accuracy")
