@@ -76,6 +76,13 @@ def start(config: Path, tmp_path: Path, *overrides: str, **env) -> subprocess.Po
     )
 
 
+def run_here(config: Path, *overrides: str) -> None:
+    """A run that is not killed (the reference, the resumption) in this process: a process start saved."""
+    from lmforge.cli import main
+
+    assert main(["train", str(config), *overrides]) == 0
+
+
 def finish(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
@@ -154,14 +161,14 @@ def kill_after(proc: subprocess.Popen, output_dir: Path, first_checkpoint: int, 
 
 def test_memmap_pretraining_resumes_bitwise_after_sigkill(tiny_model_dir, shards, tmp_path):
     reference = tmp_path / "reference"
-    finish(start(pt_config(tmp_path / "ref.yaml", tiny_model_dir, shards, reference), tmp_path))
+    run_here(pt_config(tmp_path / "ref.yaml", tiny_model_dir, shards, reference))
 
     killed = tmp_path / "killed"
     config = pt_config(tmp_path / "run.yaml", tiny_model_dir, shards, killed)
     kill_step = random.Random().randint(5, 14)  # after checkpoint-4, before the end
     kill_after(start(config, tmp_path, STEP_DELAY=0.15), killed, first_checkpoint=4, kill_step=kill_step)
     assert not (killed / "model.safetensors").exists()
-    finish(start(config, tmp_path, "resume_from_checkpoint=true"))
+    run_here(config, "resume_from_checkpoint=true")
 
     assert_bitwise_equal(weights(killed), weights(reference))
     ref_log = [json.loads(x) for x in (reference / "trainer_log.jsonl").read_text().splitlines()]
@@ -184,20 +191,20 @@ def test_sft_jsonl_resumes_bitwise_after_sigkill(tiny_model_dir, tmp_path):
             f.write(json.dumps({"instruction": f"Add {i} and {i % 7}", "output": f"{i + i % 7}"}) + "\n")
     (data / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl"}}))
     reference = tmp_path / "reference"
-    finish(start(sft_config(tmp_path / "ref.yaml", tiny_model_dir, data, reference), tmp_path))
+    run_here(sft_config(tmp_path / "ref.yaml", tiny_model_dir, data, reference))
 
     killed = tmp_path / "killed"
     config = sft_config(tmp_path / "run.yaml", tiny_model_dir, data, killed)
     kill_after(start(config, tmp_path, STEP_DELAY=0.15), killed, first_checkpoint=3,
                kill_step=random.Random().randint(4, 10))
-    finish(start(config, tmp_path, "resume_from_checkpoint=true"))
+    run_here(config, "resume_from_checkpoint=true")
     ref, got = load_file(reference / "adapter_model.safetensors"), load_file(killed / "adapter_model.safetensors")
     assert_bitwise_equal(got, ref)
 
 
 def test_kill_during_save_keeps_the_previous_checkpoint(tiny_model_dir, shards, tmp_path):
     reference = tmp_path / "reference"
-    finish(start(pt_config(tmp_path / "ref.yaml", tiny_model_dir, shards, reference), tmp_path))
+    run_here(pt_config(tmp_path / "ref.yaml", tiny_model_dir, shards, reference))
 
     run = tmp_path / "run"
     config = pt_config(tmp_path / "run.yaml", tiny_model_dir, shards, run, save_total_limit=1)
@@ -218,7 +225,7 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tiny_model_dir, shards, 
     torn = run / "checkpoint-6"
     torn.mkdir()
     (torn / "model.safetensors").write_bytes(b"partial")
-    finish(start(config, tmp_path, "resume_from_checkpoint=true"))
+    run_here(config, "resume_from_checkpoint=true")
     assert_bitwise_equal(weights(run), weights(reference))
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-16"]
     assert not (run / ".staging").exists()  # the killed save's leftovers were replaced, then the empty folder went
@@ -286,12 +293,12 @@ def test_grpo_resumes_bitwise_after_sigkill_sampling_included(tiny_model_dir, tm
         )
 
     reference = tmp_path / "reference"
-    finish(start(config(tmp_path / "ref.yaml", reference), tmp_path))
+    run_here(config(tmp_path / "ref.yaml", reference))
     killed = tmp_path / "killed"
     run = config(tmp_path / "run.yaml", killed)
     kill_after(start(run, tmp_path, STEP_DELAY=0.15), killed, first_checkpoint=2,
                kill_step=random.Random().randint(3, 7))
-    finish(start(run, tmp_path, "resume_from_checkpoint=true"))
+    run_here(run, "resume_from_checkpoint=true")
     ref, got = load_file(reference / "adapter_model.safetensors"), load_file(killed / "adapter_model.safetensors")
     assert_bitwise_equal(got, ref)
     rewards = [r["reward"] for r in map(json.loads, (reference / "trainer_log.jsonl").read_text().splitlines())

@@ -95,3 +95,34 @@ def test_ppo_raises_the_reward_model_score(tmp_path, tiny_model_dir, ppo_data_di
         assert key in rows[-1], key
     assert (ppo_dir / "value_head.safetensors").is_file()
     assert last > first + 0.3  # seed 0 on CPU: -1.92 -> -1.46
+
+
+def test_ppo_resumes_exactly_from_a_rollout_boundary(tmp_path, tiny_model_dir, ppo_data_dir, capsys):
+    """Checkpoints hold the value head, the KL coefficient and the score statistics; one taken between rollout
+    batches resumes to the weights of the uninterrupted run, bit for bit (the next batch samples from row seeds)."""
+    from safetensors.torch import load_file
+
+    from lmforge.model.value_head import ValueHeadModel
+    from transformers import AutoModelForCausalLM
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    ValueHeadModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir)).save_pretrained(tmp_path / "rm")
+    keys = dict(stage="ppo", model_name_or_path=str(tiny_model_dir), dataset_dir=str(ppo_data_dir),
+                dataset="prompts", reward_model=str(tmp_path / "rm"), finetuning_type="lora", lora_rank=4,
+                per_device_train_batch_size=4, ppo_epochs=2, max_steps=6, max_new_tokens=6, learning_rate=1e-2,
+                ppo_score_norm=True, save_strategy="steps", save_steps=2, lr_scheduler_type="constant")
+    assert main(["train", write_config(tmp_path, "whole", output_dir=str(tmp_path / "whole"), **keys)]) == 0
+    state = json.loads((tmp_path / "whole" / "checkpoint-4" / "ppo_state.json").read_text())
+    assert state["kl_coef"] != 0.2 and state["score_moments"]["count"] > 1  # both moved since the start
+    # a second run stopped after checkpoint-4 (max_steps 4 leaves the same checkpoint), then resumed to 6
+    part = write_config(tmp_path, "part", output_dir=str(tmp_path / "part"), **{**keys, "max_steps": 4})
+    assert main(["train", part]) == 0
+    resumed = write_config(tmp_path, "resumed", output_dir=str(tmp_path / "part"), resume_from_checkpoint=True, **keys)
+    assert main(["train", resumed]) == 0
+    for name in ("adapter_model.safetensors", "value_head.safetensors"):
+        whole, again = load_file(tmp_path / "whole" / name), load_file(tmp_path / "part" / name)
+        assert all(torch.equal(whole[k], again[k]) for k in whole), name
+    bad = write_config(tmp_path, "bad", output_dir=str(tmp_path / "bad"), **{**keys, "save_steps": 3})
+    assert main(["train", bad]) != 0
+    assert "save_steps (3) must be a multiple of ppo_epochs x ppo_buffer_size" in capsys.readouterr().err
