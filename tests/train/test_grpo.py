@@ -70,10 +70,13 @@ def test_rollouts_are_a_function_of_their_seed_only(model_and_tokenizer):
     again = sample(11)
     assert torch.equal(first.completion_ids, again.completion_ids)
     assert not torch.equal(first.completion_ids, sample(12).completion_ids)
-    # a row's completion does not depend on the rows beside it: the last 4 rows alone sample what they did in the batch
-    alone = sample_completions(model, ids[8:], mask[8:], max_new_tokens=8, sampling=sampling,
-                               stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
+    # a row's completion does not depend on the rows beside it, nor on the padding they impose: the shortest
+    # prompt's 4 rows, sampled alone without its left padding, draw what they drew in the batch
+    unpadded = int(mask[8].sum())
+    alone = sample_completions(model, ids[8:, -unpadded:], mask[8:, -unpadded:], max_new_tokens=8,
+                               sampling=sampling, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
                                seeds=row_seeds(11, 0, 0, ids.shape[0])[8:])
+    assert unpadded < ids.shape[1]
     width = alone.completion_ids.shape[1]
     assert torch.equal(alone.completion_ids, first.completion_ids[8:, :width])
     assert first.completion_ids.shape[0] == 12 and first.lengths.max() <= 8

@@ -94,18 +94,20 @@ def hashed_uniform(seeds: Tensor, position: int, vocab: int) -> Tensor:
 
 
 class SeededSampling(LogitsProcessor):
-    """Temperature, top-k and top-p, then Gumbel noise from each row's seed: the argmax is a sample of the filtered
-    softmax, drawn without any RNG state."""
+    """Temperature, top-k and top-p, then Gumbel noise from each row's seed and the index of the token in its
+    completion: the argmax is a sample of the filtered softmax, drawn without any RNG state. The index counts from
+    the end of the (padded) prompt, `prompt_width`, so the padding a batch adds changes nothing."""
 
-    def __init__(self, seeds: Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0):
-        self.seeds, self.temperature = seeds, temperature
+    def __init__(self, seeds: Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, prompt_width: int = 0):
+        self.seeds, self.temperature, self.prompt_width = seeds, temperature, prompt_width
         self.filters = ([TopKLogitsWarper(top_k)] if top_k else []) + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         scores = scores.float() / self.temperature
         for keep in self.filters:
             scores = keep(input_ids, scores)
-        uniform = hashed_uniform(self.seeds.to(scores.device), input_ids.shape[1], scores.shape[-1])
+        index = input_ids.shape[1] - self.prompt_width  # 0 for the first completion token
+        uniform = hashed_uniform(self.seeds.to(scores.device), index, scores.shape[-1])
         return scores + (-torch.log(-torch.log(uniform))).to(scores.dtype)
 
 
@@ -122,7 +124,8 @@ def sample_completions(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor
               "pad_token_id": pad_id, "repetition_penalty": repetition_penalty, "use_cache": True}
     if temperature > 0:
         kwargs["logits_processor"] = LogitsProcessorList([SeededSampling(
-            seeds, temperature, int(sampling.get("top_k", 0) or 0), float(sampling.get("top_p", 1.0)))])
+            seeds, temperature, int(sampling.get("top_k", 0) or 0), float(sampling.get("top_p", 1.0)),
+            prompt_width=prompt_ids.shape[1])])
     try:
         out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **kwargs)
     finally:
