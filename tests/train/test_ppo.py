@@ -94,7 +94,7 @@ def test_ppo_raises_the_reward_model_score(tmp_path, tiny_model_dir, ppo_data_di
     for key in ("kl", "kl_coef", "policy_loss", "value_loss", "clipfrac", "completions/mean_length"):
         assert key in rows[-1], key
     assert (ppo_dir / "value_head.safetensors").is_file()
-    assert last > first + 0.3  # seed 0 on CPU: -1.92 -> -1.46
+    assert last > first + 0.3  # seed 0 on CPU: -1.91 -> -1.18
 
 
 def test_ppo_resumes_exactly_from_a_rollout_boundary(tmp_path, tiny_model_dir, ppo_data_dir, capsys):
