@@ -17,7 +17,8 @@ from lmforge.data.processors.prompts import encode_prompt_row
 from lmforge.data.samplers import GroupRepeatSampler
 from lmforge.data.templates import resolve_template
 from lmforge.train.rl.logprobs import completion_log_probs
-from lmforge.train.rl.rollout import Rollout, completion_mask_of, hashed_uniform, row_seeds, sample_completions
+from lmforge.inference.sampling_noise import hashed_uniform
+from lmforge.train.rl.rollout import Rollout, completion_mask_of, row_seeds, sample_completions
 from lmforge.types import Conversation, Message, Role
 
 

@@ -25,6 +25,8 @@ import torch
 from torch import Tensor, nn
 from transformers import LogitsProcessor, LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
 
+from lmforge.inference.sampling_noise import hashed_uniform
+
 
 @dataclass
 class Rollout:
@@ -63,34 +65,6 @@ def completion_mask_of(completion_ids: Tensor, stop_ids: list[int]) -> tuple[Ten
     is_stop = torch.isin(completion_ids, torch.as_tensor(stop_ids, device=completion_ids.device))
     seen_before = (is_stop.long().cumsum(-1) - is_stop.long()) > 0  # a stop token strictly earlier in the row
     return (~seen_before).long(), ~is_stop.any(-1)
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def _signed(value: int) -> int:
-    value &= _MASK64
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
-
-
-def _shift_right(x: Tensor, bits: int) -> Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def hashed_uniform(seeds: Tensor, position: int, vocab: int) -> Tensor:
-    """[N, V] uniforms in (0, 1) from splitmix64 of (row seed, position, token id): counter-based, so independent of
-    the batch."""
-    tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
-    at = torch.tensor(position, device=seeds.device, dtype=torch.int64)  # int64 arithmetic wraps, as the hash needs
-    x = seeds.to(torch.int64).unsqueeze(1) * _GOLDEN + at * _MIX1 + tokens.unsqueeze(0) * _MIX2
-    x = (x ^ _shift_right(x, 30)) * _MIX1
-    x = (x ^ _shift_right(x, 27)) * _MIX2
-    x = x ^ _shift_right(x, 31)
-    return (_shift_right(x, 11).to(torch.float64) + 0.5) / float(1 << 53)
 
 
 class SeededSampling(LogitsProcessor):

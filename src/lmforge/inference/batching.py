@@ -1,0 +1,216 @@
+"""Continuous batching: many generation requests share each decode step, joining and leaving at any step.
+
+    engine = BatchingEngine(model, max_num_seqs=16, max_batch_tokens=8192)
+    a = engine.submit([101, 7, 9], SamplingParams(max_tokens=32))                        # greedy
+    b = engine.submit([101, 5], SamplingParams(max_tokens=16, temperature=0.8, seed=3))  # sampled, reproducible
+    while engine.has_work():
+        engine.step()             # admits waiting requests, decodes every running one by one token
+    a.tokens, a.finish_reason     # [...], "stop" | "length" | "cancelled"
+
+How a step works. Requests wait until a slot is free (`max_num_seqs` running, `max_batch_tokens` of prompt and
+generated tokens held in the cache). An admitted request is prefilled alone, the same arithmetic as an unbatched
+`generate`, and its KV cache joins the running batch's, left-padded to a common width. Then one forward pass
+decodes every running sequence: each row attends to its own tokens only (the attention mask) at its own positions
+(explicit position_ids), so a row computes what it would alone. Finished and cancelled rows leave the batch at once
+(their cache rows are dropped, and columns that only padding still occupies are trimmed), which is what bounds the
+cache: at most `max_batch_tokens` real tokens in at most `max_num_seqs` rows.
+
+Sampling per row: greedy (temperature 0) takes the argmax; otherwise temperature, top-k and top-p, then Gumbel
+noise hashed from the request's seed and the token's index in its completion (`sampling_noise.hashed_uniform`),
+so a seeded request draws the same tokens whatever else shares its steps.
+
+This module holds the engine's core loop, driven by `step()`; a caller-side thread and streaming build on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+from lmforge.inference.sampling_noise import hashed_uniform
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    """0: greedy."""
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    """Sampled requests draw from it alone (None: a seed from the request's number)."""
+    stop_token_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class Request:
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    tokens: list[int] = field(default_factory=list)
+    """Generated so far (the stop token included when one ended it)."""
+    finish_reason: str | None = None
+    """None while running or waiting; then "stop", "length" or "cancelled"."""
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+
+class BatchingEngine:
+    def __init__(self, model: nn.Module, *, max_num_seqs: int = 16, max_batch_tokens: int = 8192):
+        self.model = model
+        self.max_num_seqs, self.max_batch_tokens = max_num_seqs, max_batch_tokens
+        self._ids = itertools.count()
+        self._waiting: deque[Request] = deque()
+        self._running: list[Request] = []
+        self._cache: DynamicCache | None = None
+        self._mask: Tensor | None = None  # [B, L] 1 on each row's real tokens in the cache
+
+    # -- requests --------------------------------------------------------------------------------------
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> Request:
+        if not prompt:
+            raise ValueError("a request needs at least one prompt token")
+        if len(prompt) + params.max_tokens > self.max_batch_tokens:
+            raise ValueError(f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceed "
+                             f"max_batch_tokens ({self.max_batch_tokens})")
+        request = Request(next(self._ids), list(prompt), params)
+        self._waiting.append(request)
+        return request
+
+    def cancel(self, request: Request) -> None:
+        """Stop a request now; a running one frees its slot and cache rows before the next step."""
+        if request.done:
+            return
+        request.finish_reason = "cancelled"
+        if request in self._waiting:
+            self._waiting.remove(request)
+        else:
+            self._retire([request])
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def cached_tokens(self) -> int:
+        return 0 if self._mask is None else int(self._mask.sum())
+
+    # -- one step --------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Admit what fits, then decode every running request by one token."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self._admit()
+            if self._running:
+                self._decode()
+        finally:
+            self.model.train(was_training)
+
+    def _admit(self) -> None:
+        while self._waiting and len(self._running) < self.max_num_seqs:
+            request = self._waiting[0]
+            if self.cached_tokens + len(request.prompt) + request.params.max_tokens > self.max_batch_tokens:
+                break  # its whole completion must fit beside what runs; it waits for a slot to free
+            self._waiting.popleft()
+            self._prefill(request)
+
+    def _prefill(self, request: Request) -> None:
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([request.prompt], device=device)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]
+        mask = torch.ones(1, ids.shape[1], dtype=torch.long, device=device)
+        self._join(request, cache, mask)
+        self._append([request], self._sample([request], logits))
+
+    def _join(self, request: Request, cache: DynamicCache, mask: Tensor) -> None:
+        """The request's cache rows added to the batch's, both left-padded to the wider of the two."""
+        if self._cache is None or not self._running:
+            self._cache, self._mask, self._running = cache, mask, [request]
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+        for ours, theirs in zip(self._cache.layers, cache.layers):
+            ours.keys = torch.cat([_left_pad(ours.keys, width), _left_pad(theirs.keys, width)])
+            ours.values = torch.cat([_left_pad(ours.values, width), _left_pad(theirs.values, width)])
+        self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)),
+                                F.pad(mask, (width - mask.shape[1], 0))])
+        self._running.append(request)
+
+    def _decode(self) -> None:
+        device = self._mask.device
+        last = torch.tensor([[r.tokens[-1]] for r in self._running], device=device)
+        positions = self._mask.sum(-1, keepdim=True)  # each row's next position: its real tokens so far
+        self._mask = torch.cat([self._mask, torch.ones_like(last)], dim=1)
+        logits = self.model(input_ids=last, attention_mask=self._mask, position_ids=positions,
+                            past_key_values=self._cache, use_cache=True).logits[:, -1]
+        self._append(list(self._running), self._sample(self._running, logits))
+
+    def _append(self, requests: list[Request], tokens: list[int]) -> None:
+        finished = []
+        for request, token in zip(requests, tokens):
+            request.tokens.append(token)
+            if token in request.params.stop_token_ids:
+                request.finish_reason = "stop"
+            elif len(request.tokens) >= request.params.max_tokens:
+                request.finish_reason = "length"
+            if request.done:
+                finished.append(request)
+        if finished:
+            self._retire(finished)
+
+    def _retire(self, requests: list[Request]) -> None:
+        keep = [i for i, r in enumerate(self._running) if r not in requests]
+        self._running = [self._running[i] for i in keep]
+        if not keep:
+            self._cache, self._mask = None, None
+            return
+        index = torch.tensor(keep, device=self._mask.device)
+        self._mask = self._mask[index]
+        first = int((self._mask.sum(0) > 0).nonzero()[0])  # columns before it are padding in every row left
+        self._mask = self._mask[:, first:]
+        for layer in self._cache.layers:
+            layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
+
+    # -- sampling --------------------------------------------------------------------------------------
+
+    def _sample(self, requests: list[Request], logits: Tensor) -> list[int]:
+        """One token per row from its own logits and parameters alone."""
+        out = []
+        for row, request in enumerate(requests):
+            p = request.params
+            scores = logits[row].float()
+            if p.temperature <= 0:
+                out.append(int(scores.argmax()))
+                continue
+            scores = scores / p.temperature
+            if p.top_k:
+                kth = torch.topk(scores, min(p.top_k, scores.numel())).values[-1]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            if p.top_p < 1.0:
+                ordered, order = scores.sort(descending=True)
+                cumulative = ordered.softmax(-1).cumsum(-1)
+                drop = cumulative - ordered.softmax(-1) > p.top_p  # keep the smallest prefix reaching top_p
+                scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+            seed = p.seed if p.seed is not None else request.id
+            uniform = hashed_uniform(torch.tensor([seed]), len(request.tokens), scores.numel())[0]
+            out.append(int((scores - torch.log(-torch.log(uniform)).to(scores)).argmax()))
+        return out
+
+
+def _left_pad(tensor: Tensor, width: int) -> Tensor:
+    """[B, H, L, D] padded with zeros on the left of L to `width` (masked out, never attended to)."""
+    return F.pad(tensor, (0, 0, width - tensor.shape[2], 0))
