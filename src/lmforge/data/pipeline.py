@@ -28,13 +28,13 @@ from lmforge.data.dataset_info import resolve_datasets
 from lmforge.data.loading import drop_report, load_conversations
 from lmforge.data.processors import processor_for
 from lmforge.data.processors.generation import encode_for_generation
-from lmforge.data.processors.tokenizing import rows
+from lmforge.data.processors.tokenizing import map_conversations
 from lmforge.data.sources import file_fingerprint
 from lmforge.data.splits import split_train_eval
 from lmforge.errors import DataError
 from lmforge.logging import get_logger
 from lmforge.stages import STAGES
-from lmforge.types import IGNORE_INDEX, Conversation
+from lmforge.types import IGNORE_INDEX
 
 logger = get_logger(__name__)
 
@@ -164,21 +164,9 @@ def build_generation_data(
     if convs is None:
         raise DataError("do_predict: nothing to predict; set 'eval_dataset' or 'val_size' (or 'do_train: false' "
                         "to predict on 'dataset')")
-    default_system = data_args.default_system
-
-    def encode_batch(batch):
-        out: dict[str, list] = {"input_ids": [], "labels": [], "reference": [], "truncated": []}
-        for row in rows(batch):
-            conv = Conversation.from_dict(row)
-            if not conv.system and default_system:
-                conv.system = default_system
-            for name, value in encode_for_generation(conv, template, tokenizer, data_args.cutoff_len).items():
-                out[name].append(value)
-        return out
-
-    encoded = convs.map(encode_batch, batched=True, batch_size=data_args.preprocessing_batch_size,
-                        num_proc=data_args.preprocessing_num_workers, remove_columns=convs.column_names,
-                        desc="tokenizing predict")
+    encoded = map_conversations(convs, data_args, "predict", ("input_ids", "labels", "reference", "truncated"),
+                                lambda conv: encode_for_generation(conv, template, tokenizer, data_args.cutoff_len),
+                                desc="tokenizing predict")
     truncated = sum(encoded["truncated"])
     if truncated:
         logger.warning("predict: %d of %d samples truncated to cutoff_len=%d", truncated, len(encoded),

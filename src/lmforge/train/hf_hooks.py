@@ -180,14 +180,14 @@ OVERRIDES: dict[str, Hook] = {
     "_save": Hook(
         "(self, output_dir=None, state_dict=None)",
         "private",
-        ("lmforge.train.stages.rm:RewardTrainer", "lmforge.train.stages.ppo:PPOTrainer"),
-        "the value-head model saves through its own save_pretrained",
+        ("lmforge.train.stages.rm:ValueHeadCheckpoints", "lmforge.train.stages.ppo:PPOTrainer"),
+        "the value-head model saves through its own save_pretrained; ppo adds its KL coefficient and score moments",
     ),
     "_load_from_checkpoint": Hook(
         "(self, resume_from_checkpoint, model=None)",
         "private",
-        ("lmforge.train.stages.rm:RewardTrainer", "lmforge.train.stages.ppo:PPOTrainer"),
-        "the value-head model loads its trained weights itself on resume",
+        ("lmforge.train.stages.rm:ValueHeadCheckpoints", "lmforge.train.stages.ppo:PPOTrainer"),
+        "the value-head model loads its trained weights itself on resume; ppo its KL coefficient and score moments",
     ),
 }
 

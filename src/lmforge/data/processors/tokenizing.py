@@ -27,24 +27,32 @@ from lmforge.types import IGNORE_INDEX, Conversation
 logger = get_logger(__name__)
 
 
-def tokenize_supervised(
-    convs: Dataset, data_args: DataArguments, tokenizer, template, *, split: str, report: list[str], packs: bool
-) -> Dataset:
-    options = SupervisedOptions(data_args.cutoff_len, data_args.train_on_prompt, data_args.mask_history)
+def map_conversations(convs: Dataset, data_args: DataArguments, split: str, columns: tuple[str, ...], encode,
+                      desc: str | None = None) -> Dataset:
+    """`encode(conversation) -> {column: value}` over every record, the default system filled in where a record has
+    none; only `columns` are kept."""
     default_system = data_args.default_system
 
     def encode_batch(batch):
-        out = {"input_ids": [], "attention_mask": [], "labels": []}
+        out: dict[str, list] = {name: [] for name in columns}
         for row in rows(batch):
             conv = Conversation.from_dict(row)
             if not conv.system and default_system:
                 conv.system = default_system
-            example = encode_supervised(conv, template, tokenizer, options)
-            for name in out:
-                out[name].append(example[name])
+            encoded = encode(conv)
+            for name in columns:
+                out[name].append(encoded[name])
         return out
 
-    tokenized = map_batches(convs, encode_batch, data_args, split)
+    return map_batches(convs, encode_batch, data_args, split, desc=desc)
+
+
+def tokenize_supervised(
+    convs: Dataset, data_args: DataArguments, tokenizer, template, *, split: str, report: list[str], packs: bool
+) -> Dataset:
+    options = SupervisedOptions(data_args.cutoff_len, data_args.train_on_prompt, data_args.mask_history)
+    tokenized = map_conversations(convs, data_args, split, ("input_ids", "attention_mask", "labels"),
+                                  lambda conv: encode_supervised(conv, template, tokenizer, options))
     kept = drop_unsupervised(tokenized, ["labels"], data_args, split, report)
     if packs and split == "train":
         # Eval stays one sample per row, so eval losses are per-sample exact whatever the packing.
@@ -103,19 +111,8 @@ def tokenize_feedback(
 def tokenize_prompts(
     convs: Dataset, data_args: DataArguments, tokenizer, template, *, split: str, report: list[str], packs: bool
 ) -> Dataset:
-    default_system = data_args.default_system
-
-    def encode_batch(batch):
-        out = {name: [] for name in ("input_ids", "prompt", "answer", "truncated")}
-        for row in rows(batch):
-            conv = Conversation.from_dict(row)
-            if not conv.system and default_system:
-                conv.system = default_system
-            for name, value in encode_prompt_row(conv, template, tokenizer, data_args.cutoff_len).items():
-                out[name].append(value)
-        return out
-
-    tokenized = map_batches(convs, encode_batch, data_args, split)
+    tokenized = map_conversations(convs, data_args, split, ("input_ids", "prompt", "answer", "truncated"),
+                                  lambda conv: encode_prompt_row(conv, template, tokenizer, data_args.cutoff_len))
     cut = sum(tokenized["truncated"])
     if cut:
         report.append(f"{split}: {cut} of {len(tokenized)} prompts lost their start to cutoff_len={data_args.cutoff_len}")
@@ -165,7 +162,7 @@ def rows(batch: dict[str, list]) -> list[dict]:
     return [dict(zip(batch, values)) for values in zip(*batch.values())]
 
 
-def map_batches(convs: Dataset, encode_batch, data_args: DataArguments, split: str) -> Dataset:
+def map_batches(convs: Dataset, encode_batch, data_args: DataArguments, split: str, desc: str | None = None) -> Dataset:
     """`encode_batch` over the records in the configured batches and processes; only its columns are kept."""
     return convs.map(
         encode_batch,
@@ -173,5 +170,5 @@ def map_batches(convs: Dataset, encode_batch, data_args: DataArguments, split: s
         batch_size=data_args.preprocessing_batch_size,
         num_proc=data_args.preprocessing_num_workers,
         remove_columns=convs.column_names,
-        desc=f"tokenizing {split}",
+        desc=desc or f"tokenizing {split}",
     )

@@ -61,6 +61,7 @@ from lmforge.train.rl.ppo_math import (
     ppo_losses,
 )
 from lmforge.train.rl.rollout import Rollout, adapter_merged, row_seeds, sample_completions
+from lmforge.train.stages.rm import ValueHeadCheckpoints
 from lmforge.train.trainer import BaseTrainer
 from lmforge.train.workflow import TrainResult, build_collator, build_trainer, load_conversation_data, train_and_save
 
@@ -70,7 +71,7 @@ INIT_KL_COEF, KL_HORIZON, RATIO_THRESHOLD = 0.2, 10000, 10.0
 PPO_STATE_FILE = "ppo_state.json"
 
 
-class PPOTrainer(PreferenceMixin, BaseTrainer):
+class PPOTrainer(ValueHeadCheckpoints, PreferenceMixin, BaseTrainer):
     def __init__(self, *args, rl=None, sampling=None, repetition_penalty: float = 1.0, max_new_tokens: int = 64,
                  reward_model=None, stop_ids=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -237,20 +238,14 @@ class PPOTrainer(PreferenceMixin, BaseTrainer):
         return super()._uses_chunked_loss(model.pretrained_model if isinstance(model, ValueHeadModel) else model)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if not self.args.should_save:
-            return
-        os.makedirs(output_dir, exist_ok=True)
-        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
-        # what a resumed run needs beyond the weights: the KL coefficient and the score statistics so far
-        state = {"kl_coef": self.kl_control.value, "score_moments": vars(self.score_moments)}
-        (Path(output_dir) / PPO_STATE_FILE).write_text(json.dumps(state))
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            # what a resumed run needs beyond the weights: the KL coefficient and the score statistics so far
+            state = {"kl_coef": self.kl_control.value, "score_moments": vars(self.score_moments)}
+            (Path(output_dir or self.args.output_dir) / PPO_STATE_FILE).write_text(json.dumps(state))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        (model or self.accelerator.unwrap_model(self.model)).load_trained_weights(resume_from_checkpoint)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
         state_file = Path(resume_from_checkpoint) / PPO_STATE_FILE
         if state_file.is_file():
             state = json.loads(state_file.read_text())

@@ -28,7 +28,25 @@ from lmforge.train.workflow import (
     train_and_save,
 )
 
-class RewardTrainer(PreferenceMixin, BaseTrainer):
+class ValueHeadCheckpoints:
+    """For a trainer of a `ValueHeadModel` (rm, ppo): saves the backbone as usual (adapter or full model) plus
+    value_head.safetensors, and loads both back when resuming."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        (model or self.accelerator.unwrap_model(self.model)).load_trained_weights(resume_from_checkpoint)
+
+
+class RewardTrainer(ValueHeadCheckpoints, PreferenceMixin, BaseTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mask = inputs["attention_mask"]
         scores = last_token_values(model(inputs["input_ids"], mask), mask)
@@ -45,18 +63,6 @@ class RewardTrainer(PreferenceMixin, BaseTrainer):
     def _uses_chunked_loss(self, model=None) -> bool:
         return False  # a value head, no vocabulary projection
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if not self.args.should_save:
-            return
-        os.makedirs(output_dir, exist_ok=True)
-        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        (model or self.accelerator.unwrap_model(self.model)).load_trained_weights(resume_from_checkpoint)
 
 
 def run_rm(cfg: RunConfig) -> TrainResult:
