@@ -101,3 +101,39 @@ def test_stop_tokens_cancel_and_slot_bounds(model):
     assert engine.cached_tokens == 0
     with pytest.raises(ValueError, match="exceed max_batch_tokens"):
         engine.submit(list(range(3, 60)), SamplingParams(max_tokens=10))
+
+
+def test_the_loop_thread_serves_many_threads_and_streams(model):
+    import threading
+
+    from lmforge.inference.engine_loop import EngineLoop
+
+    loop = EngineLoop(BatchingEngine(model, max_num_seqs=6, max_batch_tokens=400))
+    rng = random.Random(1)
+    prompts = [[rng.randrange(3, model.config.vocab_size) for _ in range(rng.randint(1, 16))] for _ in range(16)]
+    results: dict[int, list[int]] = {}
+
+    def client(indices):
+        for i in indices:
+            handle = loop.submit(prompts[i], SamplingParams(max_tokens=6))
+            results[i] = [token for token in handle]  # streamed one by one
+            assert handle.finish_reason == "length"
+
+    threads = [threading.Thread(target=client, args=(range(k, 16, 4),)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(results) == list(range(16))
+    assert all(results[i] == alone(model, prompts[i], 6) for i in range(16))
+
+    long = loop.submit([5, 6, 7], SamplingParams(max_tokens=300))
+    first = next(iter(long))
+    long.cancel()
+    rest = list(long)
+    assert long.finish_reason == "cancelled" and 1 + len(rest) < 300 and first is not None
+    bad = loop.submit(list(range(3, 500)), SamplingParams(max_tokens=10))
+    with pytest.raises(ValueError, match="exceed max_batch_tokens"):
+        list(bad)
+    loop.close()
+    assert loop.engine.running == 0
