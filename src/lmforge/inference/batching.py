@@ -16,7 +16,7 @@ decodes every running sequence: each row attends to its own tokens only (the att
 cache: at most `max_batch_tokens` real tokens in at most `max_num_seqs` rows.
 
 Sampling per row: greedy (temperature 0) takes the argmax; otherwise temperature, top-k and top-p, then Gumbel
-noise hashed from the request's seed and the token's index in its completion (`sampling_noise.hashed_uniform`),
+noise hashed from the request's seed and the token's index in its completion (`sampling_noise.gumbel_scores`),
 so a seeded request draws the same tokens whatever else shares its steps.
 
 This module holds the engine's core loop, driven by `step()`; a caller-side thread and streaming build on it.
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache
 
-from lmforge.inference.sampling_noise import hashed_uniform
+from lmforge.inference.sampling_noise import gumbel_scores
 
 
 @dataclass(frozen=True)
@@ -188,26 +188,15 @@ class BatchingEngine:
     # -- sampling --------------------------------------------------------------------------------------
 
     def _sample(self, requests: list[Request], logits: Tensor) -> list[int]:
-        """One token per row from its own logits and parameters alone."""
-        out = []
+        """One token per row from its own logits and parameters alone: the argmax for greedy rows (all at once),
+        a seeded Gumbel-max draw for sampled ones."""
+        out = logits.float().argmax(-1).tolist()
         for row, request in enumerate(requests):
             p = request.params
-            scores = logits[row].float()
-            if p.temperature <= 0:
-                out.append(int(scores.argmax()))
-                continue
-            scores = scores / p.temperature
-            if p.top_k:
-                kth = torch.topk(scores, min(p.top_k, scores.numel())).values[-1]
-                scores = scores.masked_fill(scores < kth, float("-inf"))
-            if p.top_p < 1.0:
-                ordered, order = scores.sort(descending=True)
-                cumulative = ordered.softmax(-1).cumsum(-1)
-                drop = cumulative - ordered.softmax(-1) > p.top_p  # keep the smallest prefix reaching top_p
-                scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-            seed = p.seed if p.seed is not None else request.id
-            uniform = hashed_uniform(torch.tensor([seed]), len(request.tokens), scores.numel())[0]
-            out.append(int((scores - torch.log(-torch.log(uniform)).to(scores)).argmax()))
+            if p.temperature > 0:
+                seed = torch.tensor([p.seed if p.seed is not None else request.id])
+                scores = gumbel_scores(logits[row:row + 1], seed, len(request.tokens), p.temperature, p.top_k, p.top_p)
+                out[row] = int(scores.argmax())
         return out
 
 

@@ -6,13 +6,14 @@
 Why not torch's generator: a draw from a shared generator depends on everything drawn before it, so a sequence's
 sample would change with the batch it shares, the padding, the process, or a resume. Hashing (seed, index, token)
 with splitmix64 gives every row its own stream, addressed by position, whatever runs beside it. Used by the
-rollouts of grpo / ppo and by the continuous-batching engine.
+rollouts of grpo / ppo and by the continuous-batching engine, both through `gumbel_scores`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from transformers import TopKLogitsWarper, TopPLogitsWarper
 
 _MASK64 = (1 << 64) - 1
 
@@ -40,3 +41,17 @@ def hashed_uniform(seeds: Tensor, position: int, vocab: int) -> Tensor:
     x = (x ^ _shift_right(x, 27)) * _MIX2
     x = x ^ _shift_right(x, 31)
     return (_shift_right(x, 11).to(torch.float64) + 0.5) / float(1 << 53)
+
+
+def gumbel_scores(scores: Tensor, seeds: Tensor, index: int, temperature: float, top_k: int = 0,
+                  top_p: float = 1.0) -> Tensor:
+    """[N, V] scores whose argmax is a draw from the temperature-scaled, top-k / top-p filtered softmax (transformers'
+    warpers): row i's Gumbel noise comes from (seeds[i], `index`, token), `index` the token's place in its
+    completion."""
+    scores = scores.float() / temperature
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    uniform = hashed_uniform(seeds.to(scores.device), index, scores.shape[-1])
+    return scores - torch.log(-torch.log(uniform)).to(scores.dtype)

@@ -1,6 +1,6 @@
-"""What the rm, dpo and kto trainers share: sequence log-probs, the reference model, per-step metrics.
+"""What the rm, dpo, kto, grpo and ppo trainers share: sequence log-probs, the reference model, per-step metrics.
 
-Reference model (dpo, kto), cheapest first:
+Reference model (dpo, kto; grpo with beta > 0; ppo), cheapest first:
   - `precompute_ref_log_probs: true`: the data is scored once before training (`precompute_reference`) and
     the scores travel in the batches; no reference exists during training.
   - LoRA: the policy with its adapters switched off (`disable_adapter`) is the reference: no second copy.
@@ -11,6 +11,7 @@ Reference model (dpo, kto), cheapest first:
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -114,12 +115,18 @@ class PreferenceMixin:
     @torch.no_grad()
     def reference_log_probs(self, model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
         """Summed response log-probs under the reference: the held reference, or the policy without adapters."""
+        with self.as_reference(model) as reference, self.accelerator.autocast():
+            return self.sequence_log_probs(reference, input_ids, attention_mask, labels)[0]
+
+    @contextmanager
+    def as_reference(self, model: nn.Module):
+        """The model that scores as the reference while the block runs: the held reference, or `model` (the
+        policy, possibly wrapped) with its adapter switched off."""
         if self.reference is not None:
-            with self.accelerator.autocast():
-                return self.sequence_log_probs(self.reference, input_ids, attention_mask, labels)[0]
-        policy = self.accelerator.unwrap_model(model)
-        with policy.disable_adapter():
-            return self.sequence_log_probs(model, input_ids, attention_mask, labels)[0]
+            yield self.reference
+            return
+        with self.accelerator.unwrap_model(model).disable_adapter():
+            yield model
 
     def split_name(self, model: nn.Module) -> str:
         return "train" if model.training else "eval"

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from transformers import LogitsProcessor, LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList
 
-from lmforge.inference.sampling_noise import hashed_uniform
+from lmforge.inference.sampling_noise import gumbel_scores
 
 
 @dataclass
@@ -73,16 +73,12 @@ class SeededSampling(LogitsProcessor):
     the end of the (padded) prompt, `prompt_width`, so the padding a batch adds changes nothing."""
 
     def __init__(self, seeds: Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, prompt_width: int = 0):
-        self.seeds, self.temperature, self.prompt_width = seeds, temperature, prompt_width
-        self.filters = ([TopKLogitsWarper(top_k)] if top_k else []) + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+        self.seeds, self.temperature, self.top_k, self.top_p = seeds, temperature, top_k, top_p
+        self.prompt_width = prompt_width
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        scores = scores.float() / self.temperature
-        for keep in self.filters:
-            scores = keep(input_ids, scores)
         index = input_ids.shape[1] - self.prompt_width  # 0 for the first completion token
-        uniform = hashed_uniform(self.seeds.to(scores.device), index, scores.shape[-1])
-        return scores + (-torch.log(-torch.log(uniform))).to(scores.dtype)
+        return gumbel_scores(scores, self.seeds, index, self.temperature, self.top_k, self.top_p)
 
 
 @torch.no_grad()

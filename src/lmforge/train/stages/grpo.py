@@ -30,7 +30,7 @@ from lmforge.config.rl_args import GRPO_SAMPLING
 from lmforge.data.samplers import GroupRepeatSampler
 from lmforge.train.preference import PreferenceMixin, load_reference
 from lmforge.train.rl.completion_log import CompletionLog
-from lmforge.train.rl.grpo_loss import group_advantages, policy_loss, zero_variance_groups
+from lmforge.train.rl.grpo_loss import ADVANTAGE_EPS, group_advantages, policy_loss, zero_variance_groups
 from lmforge.train.rl.logprobs import completion_log_probs
 from lmforge.train.rl.rewards import load_reward_funcs, score_completions
 from lmforge.train.rl.rollout import Rollout, adapter_merged, row_seeds, sample_completions
@@ -105,8 +105,7 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
         tokens_per_s = float(sample.lengths.sum()) / max(seconds, 1e-9)
         split = "train" if self.model.training else "eval"
         self.metrics.add(split, "rollout_tokens_per_s", torch.tensor([tokens_per_s]))
-        texts = self.processing_class.batch_decode(sample.completion_ids.masked_fill(sample.completion_mask == 0,
-                                                   self.processing_class.pad_token_id), skip_special_tokens=True)
+        texts = self.processing_class.batch_decode(sample.completion_ids, skip_special_tokens=True)  # pad after stops
         return {"sample": sample, "prompts": list(batch["prompt"]), "answers": list(batch["answer"]),
                 "completions": texts}
 
@@ -126,7 +125,7 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
             advantages = group_advantages(r["rewards"], rl.num_generations,
                                           "none" if batch_std is not None else rl.scale_rewards)
             if batch_std is not None:
-                advantages = advantages / (batch_std + 1e-4)
+                advantages = advantages / (batch_std + ADVANTAGE_EPS)
             r["advantages"] = advantages.to(self.args.device)
             r["lengths"] = sample.lengths.float()  # as sampled, before truncated completions lose their mask
             if rl.mask_truncated_completions:
@@ -162,12 +161,10 @@ class GRPOTrainer(PreferenceMixin, BaseTrainer):
     def _frozen_log_probs(self, sample: Rollout, reference: bool) -> torch.Tensor:
         model = self.accelerator.unwrap_model(self.model)
         with self.accelerator.autocast():
-            if reference and self.reference is not None:
-                return self._log_probs(self.reference, sample)[0]
-            if reference:
-                with model.disable_adapter():
-                    return self._log_probs(model, sample)[0]
-            return self._log_probs(model, sample)[0]
+            if not reference:
+                return self._log_probs(model, sample)[0]
+            with self.as_reference(model) as scorer:
+                return self._log_probs(scorer, sample)[0]
 
     def _log_probs(self, model, sample: Rollout, with_entropy: bool = False):
         return completion_log_probs(model, sample, temperature=self.sampling["temperature"],

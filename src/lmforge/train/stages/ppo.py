@@ -128,8 +128,8 @@ class PPOTrainer(ValueHeadCheckpoints, PreferenceMixin, BaseTrainer):
         features = [self.train_dataset[i] for i in prompt_indices]
         prompts = self.data_collator(features)  # one left padding for the batch, so its rows can be sliced later
         size = self.args.per_device_train_batch_size
-        chunks = [self._sample(prompts, list(range(s, min(s + size, len(features)))), step, k)
-                  for k, s in enumerate(range(0, len(features), size))]
+        chunks = [self._sample(prompts, list(range(s, min(s + size, len(features)))), step)
+                  for s in range(0, len(features), size)]
         sample = _concat(chunks, self.processing_class.pad_token_id)
         parts = [self._score(_rows(sample, list(range(s, min(s + size, len(features))))))
                  for s in range(0, len(features), size)]
@@ -155,7 +155,7 @@ class PPOTrainer(ValueHeadCheckpoints, PreferenceMixin, BaseTrainer):
         return {"prompts": list(prompts["prompt"]), "sample": sample, "logps": logps, "values": values,
                 "advantages": advantages, "returns": returns}
 
-    def _sample(self, prompts: dict, rows: list[int], step: int, chunk: int) -> Rollout:
+    def _sample(self, prompts: dict, rows: list[int], step: int) -> Rollout:
         policy = self._policy()
         device = self.args.device
         with self.accelerator.autocast(), adapter_merged(policy):
@@ -171,12 +171,8 @@ class PPOTrainer(ValueHeadCheckpoints, PreferenceMixin, BaseTrainer):
         scores = self.reward_model(sample).to(self.args.device)
         with self.accelerator.autocast():
             logps, values = self._policy_outputs(self.accelerator.unwrap_model(self.model), sample)
-            policy = self._policy()
-            if self.reference is not None:
-                ref_logps = self._log_probs(self.reference, sample)
-            else:
-                with policy.disable_adapter():
-                    ref_logps = self._log_probs(policy, sample)
+            with self.as_reference(self._policy()) as reference:
+                ref_logps = self._log_probs(reference, sample)
         return scores, logps, values, ref_logps
 
     def _policy(self):
@@ -225,7 +221,7 @@ class PPOTrainer(ValueHeadCheckpoints, PreferenceMixin, BaseTrainer):
     @torch.no_grad()
     def _eval_reward(self, inputs: dict) -> torch.Tensor:
         sample = self._sample({"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]},
-                              list(range(inputs["input_ids"].shape[0])), self.state.global_step, 0)
+                              list(range(inputs["input_ids"].shape[0])), self.state.global_step)
         scores = self.reward_model(sample)
         self.metrics.add("eval", "reward", scores)
         return -scores.mean().to(self.args.device)  # lower is better, as for any eval_loss
