@@ -85,14 +85,15 @@ def test_stop_tokens_cancel_and_slot_bounds(model):
     engine = BatchingEngine(model, max_num_seqs=2, max_batch_tokens=64)
     prompt = [3, 4, 5]
     greedy = alone(model, prompt, 6)
-    stopped = engine.submit(prompt, SamplingParams(max_tokens=6, stop_token_ids=(greedy[0],)))
+    assert greedy[2] not in greedy[:2]
+    stopped = engine.submit(prompt, SamplingParams(max_tokens=6, stop_token_ids=(greedy[2],)))
     long = engine.submit([6, 7], SamplingParams(max_tokens=40))
     waiting = engine.submit([8, 9], SamplingParams(max_tokens=5))
     engine.step()
     assert engine.running == 2 and not waiting.done  # max_num_seqs: the third waits
     while not stopped.done:
         engine.step()
-    assert stopped.finish_reason == "stop" and stopped.tokens == greedy[:1]  # the stop token ends it, kept
+    assert stopped.finish_reason == "stop" and stopped.tokens == greedy[:3]  # the stop token ends it, kept
     engine.cancel(long)
     assert long.finish_reason == "cancelled" and engine.running <= 1  # its slot and cache rows freed at once
     while engine.has_work():
@@ -137,3 +138,40 @@ def test_the_loop_thread_serves_many_threads_and_streams(model):
         list(bad)
     loop.close()
     assert loop.engine.running == 0
+
+
+def test_repetition_penalty_equals_generate(model):
+    prompt = [5, 9, 5, 12, 9, 30]
+    engine = BatchingEngine(model)
+    request = engine.submit(prompt, SamplingParams(max_tokens=12, repetition_penalty=1.8))
+    plain = engine.submit(prompt, SamplingParams(max_tokens=12))
+    while engine.has_work():
+        engine.step()
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=12, min_new_tokens=12,
+                             repetition_penalty=1.8, pad_token_id=0)
+    assert request.tokens == out[0, len(prompt):].tolist()
+    assert request.tokens != plain.tokens  # the penalty changed the answer
+
+
+def test_text_stream_pieces_make_the_decoded_text_and_cut_at_stop_strings(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from lmforge.inference.text_stream import TextStream
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = "Hello wörld, naïve café — done.\n\nNext part"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    stream = TextStream(tokenizer)
+    pieces = [stream.push([token]) for token in ids] + [stream.finish()]
+    assert "".join(pieces) == tokenizer.decode(ids) and sum(bool(p) for p in pieces) > 5
+    # a stop string spanning several tokens: nothing of it, nor after it, is ever released
+    stream = TextStream(tokenizer, stops=["never", "\n\nNext"])
+    released = ""
+    for token in ids:
+        released += stream.push([token])
+        assert "\n\n" not in released
+        if stream.stopped:
+            break
+    released += stream.finish()
+    assert stream.stopped and released == "Hello wörld, naïve café — done."

@@ -117,7 +117,10 @@ RANGES: dict[str, Range] = {
     "temperature": NON_NEGATIVE,
     "top_p": Range(0, False, 1, True),
     "top_k": NON_NEGATIVE,
-    "num_beams": AT_LEAST_ONE,
+    "num_beams": Range(1, True, 1, True, "beam search is not supported: the generation engine decodes greedily "
+                       "(do_sample: false) or samples"),
+    "max_num_seqs": AT_LEAST_ONE,
+    "max_batch_tokens": AT_LEAST_ONE,
     "repetition_penalty": POSITIVE,
     "length_penalty": Range(),
     # export

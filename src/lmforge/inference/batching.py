@@ -7,13 +7,15 @@
         engine.step()             # admits waiting requests, decodes every running one by one token
     a.tokens, a.finish_reason     # [...], "stop" | "length" | "cancelled"
 
-How a step works. Requests wait until a slot is free (`max_num_seqs` running, `max_batch_tokens` of prompt and
-generated tokens held in the cache). An admitted request is prefilled alone, the same arithmetic as an unbatched
-`generate`, and its KV cache joins the running batch's, left-padded to a common width. Then one forward pass
+How a step works. Requests wait until a slot is free: fewer than `max_num_seqs` running, and room in
+`max_batch_tokens` for its prompt and max_tokens beside every running request's prompt and max_tokens (so the
+cache never outgrows it mid-answer). Admitted requests are prefilled alone, the same arithmetic as an unbatched
+`generate` (`max_prefill_tokens` of prompt per step), and their KV caches join the running batch's, left-padded to
+a common width, in one copy. Then one forward pass
 decodes every running sequence: each row attends to its own tokens only (the attention mask) at its own positions
 (explicit position_ids), so a row computes what it would alone. Finished and cancelled rows leave the batch at once
 (their cache rows are dropped, and columns that only padding still occupies are trimmed), which is what bounds the
-cache: at most `max_batch_tokens` real tokens in at most `max_num_seqs` rows.
+cache: at most `max_batch_tokens` real tokens in at most `max_num_seqs` rows, each row as wide as the longest.
 
 Sampling per row: greedy (temperature 0) takes the argmax; otherwise temperature, top-k and top-p, then Gumbel
 noise hashed from the request's seed and the token's index in its completion (`sampling_noise.gumbel_scores`),
@@ -46,6 +48,13 @@ class SamplingParams:
     seed: int | None = None
     """Sampled requests draw from it alone (None: a seed from the request's number)."""
     stop_token_ids: tuple[int, ...] = ()
+    repetition_penalty: float = 1.0
+    """> 1 discourages the prompt's and completion's tokens (transformers' RepetitionPenaltyLogitsProcessor)."""
+
+
+def int64_seed(seed: int) -> int:
+    """Any integer seed as a signed 64-bit one (the sampling hash's arithmetic), e.g. an OpenAI seed + answer index."""
+    return (seed + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 @dataclass
@@ -56,7 +65,8 @@ class Request:
     tokens: list[int] = field(default_factory=list)
     """Generated so far (the stop token included when one ended it)."""
     finish_reason: str | None = None
-    """None while running or waiting; then "stop", "length" or "cancelled"."""
+    """None while running or waiting; then "stop" (a stop token, or a stop string the caller saw), "length" or
+    "cancelled"."""
 
     @property
     def done(self) -> bool:
@@ -64,9 +74,15 @@ class Request:
 
 
 class BatchingEngine:
-    def __init__(self, model: nn.Module, *, max_num_seqs: int = 16, max_batch_tokens: int = 8192):
+    def __init__(self, model: nn.Module, *, max_num_seqs: int = 16, max_batch_tokens: int = 8192,
+                 max_prefill_tokens: int = 2048):
+        """`max_prefill_tokens`: prompt tokens prefilled per step at most (one request always), so a burst of
+        arrivals delays the running requests' next token by a bounded amount."""
         self.model = model
         self.max_num_seqs, self.max_batch_tokens = max_num_seqs, max_batch_tokens
+        self.max_prefill_tokens = max_prefill_tokens
+        self.generated_tokens = 0
+        """Tokens decoded since the engine was made, every request together."""
         self._ids = itertools.count()
         self._waiting: deque[Request] = deque()
         self._running: list[Request] = []
@@ -85,11 +101,12 @@ class BatchingEngine:
         self._waiting.append(request)
         return request
 
-    def cancel(self, request: Request) -> None:
-        """Stop a request now; a running one frees its slot and cache rows before the next step."""
+    def cancel(self, request: Request, reason: str = "cancelled") -> None:
+        """Stop a request now; a running one frees its slot and cache rows before the next step. `reason`: its
+        finish_reason ("stop" when the caller found a stop string in its text)."""
         if request.done:
             return
-        request.finish_reason = "cancelled"
+        request.finish_reason = reason
         if request in self._waiting:
             self._waiting.remove(request)
         else:
@@ -103,8 +120,18 @@ class BatchingEngine:
         return len(self._running)
 
     @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
     def cached_tokens(self) -> int:
+        """Real tokens in the KV cache (at most max_batch_tokens)."""
         return 0 if self._mask is None else int(self._mask.sum())
+
+    @property
+    def cache_slots(self) -> int:
+        """Token positions the KV cache tensors hold, left padding included: rows x the longest row."""
+        return 0 if self._mask is None else self._mask.numel()
 
     # -- one step --------------------------------------------------------------------------------------
 
@@ -121,34 +148,47 @@ class BatchingEngine:
             self.model.train(was_training)
 
     def _admit(self) -> None:
-        while self._waiting and len(self._running) < self.max_num_seqs:
+        joining: list[tuple[Request, DynamicCache]] = []
+        held = sum(len(r.prompt) + r.params.max_tokens for r in self._running)  # what running rows may come to hold
+        prefilled = 0
+        while self._waiting and len(self._running) + len(joining) < self.max_num_seqs:
             request = self._waiting[0]
-            if self.cached_tokens + len(request.prompt) + request.params.max_tokens > self.max_batch_tokens:
+            need = len(request.prompt) + request.params.max_tokens
+            if held + need > self.max_batch_tokens:
                 break  # its whole completion must fit beside what runs; it waits for a slot to free
+            if joining and prefilled + len(request.prompt) > self.max_prefill_tokens:
+                break  # the rest join at the next step, after the running rows got their token
             self._waiting.popleft()
-            self._prefill(request)
+            held, prefilled = held + need, prefilled + len(request.prompt)
+            joining.append((request, self._prefill(request)))
+        if joining:
+            self._join(joining)
+            first = [request for request, _ in joining]
+            self._append(first, [request.tokens.pop() for request in first])
 
-    def _prefill(self, request: Request) -> None:
+    def _prefill(self, request: Request) -> DynamicCache:
+        """The request's prompt alone through the model (the arithmetic of an unbatched generate); its first token
+        is sampled here and parked in `tokens` until the request joins."""
         device = next(self.model.parameters()).device
         ids = torch.tensor([request.prompt], device=device)
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]
-        mask = torch.ones(1, ids.shape[1], dtype=torch.long, device=device)
-        self._join(request, cache, mask)
-        self._append([request], self._sample([request], logits))
+        logits = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        request.tokens.append(self._sample([request], logits)[0])
+        return cache
 
-    def _join(self, request: Request, cache: DynamicCache, mask: Tensor) -> None:
-        """The request's cache rows added to the batch's, both left-padded to the wider of the two."""
-        if self._cache is None or not self._running:
-            self._cache, self._mask, self._running = cache, mask, [request]
-            return
-        width = max(self._mask.shape[1], mask.shape[1])
-        for ours, theirs in zip(self._cache.layers, cache.layers):
-            ours.keys = torch.cat([_left_pad(ours.keys, width), _left_pad(theirs.keys, width)])
-            ours.values = torch.cat([_left_pad(ours.values, width), _left_pad(theirs.values, width)])
-        self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)),
-                                F.pad(mask, (width - mask.shape[1], 0))])
-        self._running.append(request)
+    def _join(self, joining: list[tuple[Request, DynamicCache]]) -> None:
+        """The new requests' cache rows added to the batch's, all left-padded to the widest, in one copy."""
+        device = next(self.model.parameters()).device
+        parts = ([(self._cache, self._mask)] if self._running else []) + [
+            (cache, torch.ones(1, len(request.prompt), dtype=torch.long, device=device)) for request, cache in joining]
+        width = max(mask.shape[1] for _, mask in parts)
+        self._mask = torch.cat([F.pad(mask, (width - mask.shape[1], 0)) for _, mask in parts])
+        merged = parts[0][0]
+        for i, layer in enumerate(merged.layers):
+            layer.keys = torch.cat([_left_pad(cache.layers[i].keys, width) for cache, _ in parts])
+            layer.values = torch.cat([_left_pad(cache.layers[i].values, width) for cache, _ in parts])
+        self._cache = merged
+        self._running = self._running + [request for request, _ in joining]
 
     def _decode(self) -> None:
         device = self._mask.device
@@ -156,11 +196,12 @@ class BatchingEngine:
         positions = self._mask.sum(-1, keepdim=True)  # each row's next position: its real tokens so far
         self._mask = torch.cat([self._mask, torch.ones_like(last)], dim=1)
         logits = self.model(input_ids=last, attention_mask=self._mask, position_ids=positions,
-                            past_key_values=self._cache, use_cache=True).logits[:, -1]
+                            cache=self._cache, use_cache=True).logits[:, -1]
         self._append(list(self._running), self._sample(self._running, logits))
 
     def _append(self, requests: list[Request], tokens: list[int]) -> None:
         finished = []
+        self.generated_tokens += len(tokens)
         for request, token in zip(requests, tokens):
             request.tokens.append(token)
             if token in request.params.stop_token_ids:
@@ -190,6 +231,11 @@ class BatchingEngine:
     def _sample(self, requests: list[Request], logits: Tensor) -> list[int]:
         """One token per row from its own logits and parameters alone: the argmax for greedy rows (all at once),
         a seeded Gumbel-max draw for sampled ones."""
+        penalised = [row for row, request in enumerate(requests) if request.params.repetition_penalty != 1.0]
+        if penalised:
+            logits = logits.clone()
+            for row in penalised:
+                logits[row] = _penalise_repeats(logits[row], requests[row])
         out = logits.float().argmax(-1).tolist()
         for row, request in enumerate(requests):
             p = request.params
@@ -198,6 +244,15 @@ class BatchingEngine:
                 scores = gumbel_scores(logits[row:row + 1], seed, len(request.tokens), p.temperature, p.top_k, p.top_p)
                 out[row] = int(scores.argmax())
         return out
+
+
+def _penalise_repeats(logits: Tensor, request: Request) -> Tensor:
+    """transformers' repetition penalty on one row: the logits of tokens already in the prompt or completion are
+    divided by the penalty where positive and multiplied where negative."""
+    seen = torch.tensor(sorted(set(request.prompt) | set(request.tokens)), device=logits.device)
+    scores = logits[seen]
+    penalty = request.params.repetition_penalty
+    return logits.scatter(0, seen, torch.where(scores < 0, scores * penalty, scores / penalty))
 
 
 def _left_pad(tensor: Tensor, width: int) -> Tensor:

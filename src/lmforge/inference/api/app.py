@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmforge.errors import UserError
+from lmforge.inference.api.metrics import prometheus_text
 from lmforge.inference.api.protocol import ChatCompletionRequest, completion_id, error_body, now
 from lmforge.inference.api.scheduler import Finished, Job, Scheduler
 
@@ -39,7 +40,6 @@ def create_app(engine, api_key: str | None = None, model_name: str | None = None
     served = model_name or engine.model_name
     app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.scheduler = scheduler
-    app.router.add_event_handler("shutdown", scheduler.shutdown)
 
     def problem(exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.message, exc.kind, exc.param, exc.code), status_code=exc.status)
@@ -55,6 +55,10 @@ def create_app(engine, api_key: str | None = None, model_name: str | None = None
     # Not `exception_handler(Exception)`: Starlette runs that one in its outermost middleware, which re-raises
     # after answering, and uvicorn then closes the connection, failing the client's next request on it.
     app.add_middleware(_Guard, api_key=api_key, problem=problem)
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(prometheus_text(scheduler.stats()), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def list_models():
@@ -168,19 +172,21 @@ def _plan(engine, body: ChatCompletionRequest) -> dict:
         raise ApiError(400, str(exc), param="messages") from exc
     budget = body.token_budget()
     room = (engine.max_context - len(prompt)) if engine.max_context else None
-    if room is not None and room < 1:
-        raise ApiError(400, f"the prompt has {len(prompt)} tokens; this model's context is {engine.max_context}",
-                       param="messages", code="context_length_exceeded")
-    if room is not None and budget is not None and budget > room:
-        raise ApiError(400, f"prompt ({len(prompt)} tokens) + max_tokens ({budget}) exceeds this model's context "
-                       f"of {engine.max_context} tokens", param="max_tokens", code="context_length_exceeded")
-    overrides: dict = {"max_new_tokens": budget or min(engine.generation.max_new_tokens, room or 1 << 30)}
-    if body.temperature is not None:
-        overrides["temperature"] = body.temperature
-        overrides["do_sample"] = body.temperature > 0
-    if body.top_p is not None:
-        overrides["top_p"] = body.top_p
-    return {"prompt": prompt, "n": body.n, "stop": body.stop or [], "seed": body.seed, "overrides": overrides}
+    capacity = engine.generation.max_batch_tokens - len(prompt)  # the engine's KV-cache bound (max_batch_tokens)
+    room = capacity if room is None else min(room, capacity)
+    limit = min(n for n in (engine.max_context, engine.generation.max_batch_tokens) if n)
+    if room < 1:
+        raise ApiError(400, f"the prompt has {len(prompt)} tokens; this server takes {limit} tokens of prompt and "
+                       "answer", param="messages", code="context_length_exceeded")
+    if budget is not None and budget > room:
+        raise ApiError(400, f"prompt ({len(prompt)} tokens) + max_tokens ({budget}) exceeds the {limit} tokens of "
+                       "prompt and answer this server takes (the model's context, or max_batch_tokens)",
+                       param="max_tokens", code="context_length_exceeded")
+    temperature = body.temperature
+    params = engine.sampling_params(max_new_tokens=budget or min(engine.generation.max_new_tokens, room),
+                                    temperature=temperature, top_p=body.top_p, seed=body.seed,
+                                    do_sample=None if temperature is None else temperature > 0)
+    return {"prompt": prompt, "params": params, "n": body.n, "stop": body.stop or []}
 
 
 async def _cancel_when_gone(receive, job: Job) -> None:
@@ -189,7 +195,7 @@ async def _cancel_when_gone(receive, job: Job) -> None:
     never for a plain one, while the job may hold the queue for seconds)."""
     while (await receive())["type"] != "http.disconnect":
         pass
-    job.cancelled.set()
+    job.cancel()
 
 
 async def _whole(scheduler: Scheduler, job: Job, model: str, receive) -> dict | Response:
@@ -247,7 +253,7 @@ async def _sse(scheduler: Scheduler, job: Job, model: str, include_usage: bool, 
         return
     finally:
         watcher.cancel()
-        job.cancelled.set()  # a client that left stops its generation; a finished job ignores this
+        job.cancel()  # a client that left stops its generation; a finished job ignores this
     if include_usage:
         usage = {"prompt_tokens": len(job.prompt), "completion_tokens": completion_tokens,
                  "total_tokens": len(job.prompt) + completion_tokens}

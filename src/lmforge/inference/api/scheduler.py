@@ -1,22 +1,26 @@
-"""One generation at a time, in arrival order, on a thread of its own.
+"""A request's answers through the shared batching engine, as events on the server's event loop.
 
-Requests arrive on the event loop; the model runs on one worker thread that takes jobs from a FIFO queue and
-sends each job's pieces back to the loop. A job always runs to its end or to its cancellation on that thread,
-so a client that disconnects cancels its job (generation stops after the current token, whether or not a
-piece was due; a job still queued never starts) without ever leaving the engine half-used, and two answers
-can never interleave.
+    job = Job(prompt_ids, engine.sampling_params(max_new_tokens=64), n=2, stop=["\\n"])
+    Scheduler(engine).submit(job)
+    async for event in job.events():       # Piece(index, text) ..., Finished(index, finish_reason, ...)
+        ...
+    job.cancel()                           # the client left: every answer's slot is freed before the next step
+
+Each of the `n` answers is one request in the engine (answer i seeded with seed + i), decoded beside every other
+request the server holds. The engine's thread hands each step's new token ids to the event loop; the text is
+decoded there (`TextStream`), and a stop string found in it ends that answer in the engine at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import queue
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
-logger = logging.getLogger(__name__)
+from lmforge.inference.batching import SamplingParams, int64_seed
+from lmforge.inference.text_stream import TextStream
 
 
 @dataclass
@@ -35,71 +39,74 @@ class Finished:
 
 @dataclass
 class Job:
-    """`n` answers to one prompt; `overrides` are generate() arguments (max_new_tokens, temperature, ...)."""
+    """`n` answers to one prompt, each generated with `params` (answer i seeded with params.seed + i)."""
 
     prompt: list[int]
+    params: SamplingParams
     n: int = 1
     stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    overrides: dict = field(default_factory=dict)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
         self._loop = asyncio.get_running_loop()
-        self._events: asyncio.Queue = asyncio.Queue()
+        self._deliveries: asyncio.Queue = asyncio.Queue()
+        self._handles: list = []
+        self._engine = None
 
-    def emit(self, event) -> None:
-        self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+    def cancel(self) -> None:
+        self.cancelled.set()
+        for handle in self._handles:
+            handle.cancel()
+
+    def _deliver(self, index: int, tokens: list[int], done: bool) -> None:
+        """Called on the engine's thread; raises once the event loop is closed, which cancels the request."""
+        self._loop.call_soon_threadsafe(self._deliveries.put_nowait, (index, tokens, done))
 
     async def events(self) -> AsyncIterator[Piece | Finished]:
-        """Pieces and one Finished per answer, in order; raises what generation raised."""
-        while True:
-            event = await self._events.get()
-            if event is None:
-                return
-            if isinstance(event, BaseException):
-                raise event
-            yield event
+        """Pieces and one Finished per answer; raises what generation raised."""
+        engine = self._engine
+        stop_ids = set(self.params.stop_token_ids)
+        texts = [TextStream(engine.tokenizer, self.stop, engine.generation.skip_special_tokens) for _ in range(self.n)]
+        counts, finished = [0] * self.n, [False] * self.n
+        try:
+            while not all(finished):
+                index, tokens, done = await self._deliveries.get()
+                if finished[index]:
+                    continue  # tokens decoded after a stop string, before the engine heard of it
+                handle, text = self._handles[index], texts[index]
+                counts[index] += len(tokens)
+                if piece := text.push([t for t in tokens if t not in stop_ids]):
+                    yield Piece(index, piece)
+                if text.stopped and not done:
+                    handle.cancel("stop")
+                    done = True
+                if done:
+                    if handle.error is not None:
+                        raise handle.error
+                    if piece := text.finish():
+                        yield Piece(index, piece)
+                    finished[index] = True
+                    reason = "stop" if text.stopped else handle.finish_reason
+                    yield Finished(index, reason, len(self.prompt), counts[index])
+        finally:
+            if not all(finished):
+                self.cancel()
 
 
 class Scheduler:
     def __init__(self, engine):
+        """`engine`: a ChatEngine (its tokenizer, generation settings and engine loop)."""
         self.engine = engine
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._serve, name="lmforge-generation", daemon=True)
-        self._worker.start()
 
     def submit(self, job: Job) -> Job:
-        self._jobs.put(job)
+        job._engine = self.engine
+        loop = self.engine.loop
+        for index in range(job.n):
+            seed = job.params.seed
+            params = job.params if seed is None or index == 0 else replace(job.params, seed=int64_seed(seed + index))
+            job._handles.append(loop.submit(job.prompt, params, sink=partial(job._deliver, index)))
         return job
 
-    def shutdown(self) -> None:
-        self._jobs.put(None)
-        self._worker.join(timeout=30)
+    def stats(self) -> dict:
+        return self.engine.loop.stats()
 
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                self._run(job)
-            except Exception as exc:  # noqa: BLE001 - reported to the request, the worker serves the next one
-                logger.exception("generation failed")
-                job.emit(exc)
-            job.emit(None)
-
-    def _run(self, job: Job) -> None:
-        for index in range(job.n):
-            if job.cancelled.is_set():
-                return
-            seed = None if job.seed is None else (job.seed + index) % 2**64  # torch's seeds are unsigned 64-bit
-            completion = self.engine.complete(job.prompt, job.stop, seed=seed, cancel=job.cancelled,
-                                              **job.overrides)
-            for text in completion:
-                if job.cancelled.is_set():
-                    completion.close()
-                    return
-                job.emit(Piece(index, text))
-            if job.cancelled.is_set():
-                logger.debug("job cancelled after %d tokens", completion.completion_tokens)
-                return
-            job.emit(Finished(index, completion.finish_reason, completion.prompt_tokens,
-                              completion.completion_tokens))

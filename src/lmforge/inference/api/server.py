@@ -46,5 +46,8 @@ def api_main(argv: list[str]) -> int:
     served = os.environ.get("API_MODEL_NAME") or engine.model_name
     print(f"lmforge api: serving '{served}' (template {engine.template.name}) at http://{args.host}:{port}/v1"
           f"{' (API key required)' if api_key else ''}", flush=True)
-    uvicorn.run(app, host=args.host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=args.host, port=port, log_level="warning")
+    finally:
+        engine.close()
     return 0
