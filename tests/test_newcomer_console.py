@@ -89,17 +89,17 @@ def test_tokenize_shows_a_bar_with_eta_over_the_input_bytes(tmp_path, tiny_model
 
 
 def test_predict_generation_shows_a_bar_with_eta(tiny_model_dir, capfd):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from lmforge.eval.predict import generate_batched
+    from lmforge.eval.predict import generate_answers
+    from lmforge.inference.batching import SamplingParams
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
     capfd.readouterr()
-    quiet = generate_batched(model, tokenizer, prompts, [], 3, max_new_tokens=2, do_sample=False)
+    quiet = generate_answers(model, prompts, SamplingParams(max_tokens=2), 3)
     assert "%|" not in capfd.readouterr().err
-    shown = generate_batched(model, tokenizer, prompts, [], 3, progress="predict", max_new_tokens=2, do_sample=False)
+    shown = generate_answers(model, prompts, SamplingParams(max_tokens=2), 3, progress="predict")
     assert shown == quiet
     assert re.search(r"predict: 100%\|.*\| 4/4 \[\d\d:\d\d<00:00", capfd.readouterr().err)
 

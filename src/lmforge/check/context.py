@@ -256,18 +256,16 @@ class CheckContext:
     # -- generation ---------------------------------------------------------------------------------------
     def generate(self, engine: ChatEngine, conversations: list[list[dict]], max_new_tokens: int | None = None,
                  batch_size: int = 8) -> list[Generation]:
-        """Greedy answers, batched with left padding, each ended by the template's stop ids."""
-        from lmforge.eval.predict import generate_batched
+        """Greedy answers through the batching engine, `batch_size` at a time, each ended by the template's stop ids."""
+        from lmforge.eval.predict import generate_answers
 
         limit = max_new_tokens or self.cfg.check.max_new_tokens
         prompts = [engine.prompt_ids(messages) for messages in conversations]
         # the config's decoding (repetition_penalty, ...) made greedy, as the API makes it for temperature 0
-        kwargs = {k: v for k, v in engine.generation.to_generate_kwargs().items()
-                  if k not in ("temperature", "top_p", "top_k", "do_sample", "max_new_tokens")}
-        ids = generate_batched(engine.model, engine.tokenizer, prompts, engine.stop_ids, batch_size,
-                               **kwargs, do_sample=False, max_new_tokens=limit)
+        params = engine.sampling_params(do_sample=False, max_new_tokens=limit)
+        ids = generate_answers(engine.model, prompts, params, batch_size)
         skip = engine.generation.skip_special_tokens
-        # generate_batched cuts each answer at its first stop id; one that never stopped is exactly `limit` long
+        # generate_answers cuts each answer at its stop id; one that never stopped is exactly `limit` long
         return [Generation(engine.tokenizer.decode(row, skip_special_tokens=skip), row, len(row) < limit)
                 for row in ids]
 

@@ -2,9 +2,10 @@
 
 Writes LLaMA-Factory's two files into output_dir: generated_predictions.jsonl (one {"prompt", "predict",
 "label"} per sample, in dataset order) and predict_results.json (predict_bleu-4, predict_rouge-1/2/l, runtime
-and throughput). Prompts are generated in left-padded batches of `per_device_eval_batch_size`, grouped by
-length so a batch carries little padding; the decoding settings are the generation keys (do_sample,
-temperature, top_p, max_new_tokens, ...), as for chat.
+and throughput). Prompts go through the continuous-batching engine, `max_num_seqs` decoding together, each
+prompt's slot freed the step its answer ends (`per_device_eval_batch_size` does not apply to generation); the
+decoding settings are the generation keys (do_sample, temperature, top_p, max_new_tokens, ...), as for chat.
+Sampled answers are seeded by their request, so a rerun writes the same predictions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import torch
 
+from lmforge.inference.batching import SamplingParams
+from lmforge.inference.engine import sampling_params_of
+from lmforge.inference.offline import generate_all
 from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
@@ -23,35 +27,23 @@ PREDICTIONS_FILE = "generated_predictions.jsonl"
 
 
 @torch.no_grad()
-def generate_batched(model, tokenizer, prompts: list[list[int]], stop_ids: list[int], batch_size: int,
-                     progress: str | None = None, **generate_kwargs) -> list[list[int]]:
-    """The generated ids for each prompt (up to, not including, its first stop token), in prompt order.
+def generate_answers(model, prompts: list[list[int]], params: SamplingParams, max_num_seqs: int,
+                     max_batch_tokens: int | None = None, progress: str | None = None) -> list[list[int]]:
+    """The generated ids for each prompt (up to, not including, its stop token), in prompt order, through the
+    continuous-batching engine: `max_num_seqs` answers decode together and a finished one's slot goes to the next
+    prompt at once.
 
     `progress`: the label of a tqdm bar (prompts done, ETA) on stderr; None for no bar.
     """
     from tqdm.auto import tqdm
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    stops = set(stop_ids)
-    # Longest first: batches of similar lengths carry little padding, and a batch too big fails at once.
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    results: list[list[int]] = [[] for _ in prompts]
     bar = tqdm(total=len(prompts), desc=progress, unit="prompt", disable=progress is None, dynamic_ncols=True)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        # Left padding puts every prompt's last token in the same column, where generation continues.
-        input_ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + prompts[i] for i in batch], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch],
-                                      device=device)
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, eos_token_id=stop_ids or None,
-                                pad_token_id=pad_id, use_cache=True, **generate_kwargs)
-        for i, row in zip(batch, output[:, width:].tolist()):
-            results[i] = row[: next((k for k, tok in enumerate(row) if tok in stops), len(row))]
-        bar.update(len(batch))
+    answers = generate_all(model, prompts, params, max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens,
+                           progress=bar)
     bar.close()
-    return results
+    stops = set(params.stop_token_ids)
+    return [a.tokens[:-1] if a.tokens and a.finish_reason == "stop" and a.tokens[-1] in stops else a.tokens
+            for a in answers]
 
 
 def run_predict(cfg, trainer, tokenizer, template) -> dict[str, float]:
@@ -66,14 +58,14 @@ def run_predict(cfg, trainer, tokenizer, template) -> dict[str, float]:
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
     prompts = data["input_ids"]
-    logger.info("predict: generating for %d prompts in batches of %d", len(prompts),
-                cfg.training.per_device_eval_batch_size)
+    generation = cfg.generation
+    logger.info("predict: generating for %d prompts, %d at a time (max_num_seqs)", len(prompts),
+                generation.max_num_seqs)
     start = time.perf_counter()
     with trainer.autocast_smart_context_manager():
-        generated = generate_batched(model, tokenizer, prompts, template.stop_token_ids(tokenizer),
-                                     cfg.training.per_device_eval_batch_size,
-                                     progress=None if cfg.training.disable_tqdm else "predict",
-                                     **cfg.generation.to_generate_kwargs())
+        generated = generate_answers(model, prompts, sampling_params_of(generation, template.stop_token_ids(tokenizer)),
+                                     generation.max_num_seqs, generation.max_batch_tokens,
+                                     progress=None if cfg.training.disable_tqdm else "predict")
     runtime = time.perf_counter() - start
     skip = cfg.generation.skip_special_tokens
     predictions = [tokenizer.decode(ids, skip_special_tokens=skip).strip() for ids in generated]

@@ -13,7 +13,9 @@ the prefix token (BOS, else EOS). Requests are scored longest first, `batch_size
 
 Why it is fast and small: the vocabulary projection runs only at the continuation positions (the decoder's
 hidden states are taken before the LM head, see model/hidden_states.py), in chunks of `logit_rows`, so the
-full-vocabulary fp32 logits of a whole batch never exist at once.
+full-vocabulary fp32 logits of a whole batch never exist at once. Generations go through the continuous-batching
+engine (`inference/offline.generate_all`), `batch_size` decoding together; each is what an unbatched greedy
+`generate` gives, cut before its first stop string.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lmforge.eval.shared_prefix import PackedRow, pack_requests, shared_prefix_mask
+from lmforge.inference.batching import SamplingParams
+from lmforge.inference.offline import generate_all
 from lmforge.model.hidden_states import forward_hidden
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither the config nor the tokenizer gives a length
@@ -255,46 +259,26 @@ class Scorer:
         if room <= 0:
             raise ValueError(f"max_gen_toks {max_gen_toks} leaves no room for a prompt in {self.max_length} tokens")
         encoded = [self.encode(c)[-room:] for c in contexts]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        texts: list[str] = [""] * len(encoded)
+        params = SamplingParams(max_tokens=max_gen_toks, stop_token_ids=tuple(self._eos_ids()))
         bar = tqdm(total=len(encoded), desc=desc, unit="item", disable=self._bar_off(), leave=False)
-        start = 0
-        while start < len(order):
-            batch = order[start:start + self._batch_rows()]
-            try:
-                generated = self._generate_batch([encoded[i] for i in batch], stops, max_gen_toks)
+        while True:
+            try:  # through the batching engine: a finished row's slot goes to the next context at once
+                answers = generate_all(self.model, encoded, params, max_num_seqs=self._batch_rows(),
+                                       tokenizer=self.tokenizer, stops=stops, progress=bar)
+                break
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 self._shrink_after(exc)
-                continue
-            for i, text in zip(batch, generated):
-                texts[i] = text
-            bar.update(len(batch))
-            start += len(batch)
+                bar.reset()
         bar.close()
-        return texts
+        return [answer.text for answer in answers]
 
-    def _generate_batch(self, encoded: list[list[int]], stops: list[str], max_gen_toks: int) -> list[str]:
-        from transformers import StoppingCriteriaList
-
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):  # left padding: every row's next token is at the same column
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            mask[row, width - len(ids):] = 1
-        device = self.device
-        out = self.model.generate(
-            input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_gen_toks,
-            do_sample=False, pad_token_id=self.pad_id, use_cache=True,
-            stopping_criteria=StoppingCriteriaList([_StopStrings(self.tokenizer, stops, width)]),
-        )
-        texts = []
-        for row in range(len(encoded)):
-            text = self.tokenizer.decode(out[row, width:].tolist(), skip_special_tokens=True)
-            for stop in stops:
-                text = text.split(stop)[0]
-            texts.append(text)
-        return texts
+    def _eos_ids(self) -> list[int]:
+        """The tokenizer's EOS and the model's generation-config EOS ids (what `generate` would stop at)."""
+        ids = [self.tokenizer.eos_token_id]
+        config_eos = getattr(getattr(getattr(self.model, "module", self.model), "generation_config", None),
+                             "eos_token_id", None)
+        ids += config_eos if isinstance(config_eos, list) else [config_eos]
+        return sorted({i for i in ids if i is not None})
 
     def _bar_off(self) -> bool | None:
         return None if self.progress is None else not self.progress
@@ -306,15 +290,3 @@ def _config_of(model):
 
 def _is_out_of_memory(exc: Exception) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
-
-
-class _StopStrings:
-    """Stops each row once its generated text contains a stop string (the text is cut there afterwards)."""
-
-    def __init__(self, tokenizer, stops: list[str], prompt_width: int):
-        self.tokenizer, self.stops, self.prompt_width = tokenizer, stops, prompt_width
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        done = [any(stop in self.tokenizer.decode(row[self.prompt_width:].tolist(), skip_special_tokens=False)
-                    for stop in self.stops) for row in input_ids]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -1,17 +1,19 @@
 """Sampling completions for a batch of prompts, all at once, with the KV cache (the rollouts of grpo and ppo).
 
     rollout = sample_completions(model, prompt_ids, prompt_mask, max_new_tokens=64, sampling={"temperature": 1.0,
-                                 "top_p": 1.0, "top_k": 0}, stop_ids=[eos], pad_id=pad, seed=1234)
+                                 "top_p": 1.0, "top_k": 0}, stop_ids=[eos], pad_id=pad, seeds=row_seeds(...))
     rollout.sequences, rollout.attention_mask, rollout.position_ids   # [N, P + C], for scoring them again
     rollout.completion_mask                                           # [N, C]: 1 up to and including the stop token
 
-Prompts arrive left-padded (`PromptCollator`), so every completion starts at column P. The whole batch goes
-through one `generate` call (transformers' KV-cached decoding loop), under `torch.no_grad` and in eval mode (no
-dropout, and the cache stays on where gradient checkpointing would switch it off in training mode).
+Prompts arrive left-padded (`PromptCollator`), so every completion starts at column P. The rows go through the
+continuous-batching engine (`inference/offline.generate_all`, the one that serves the API), all decoding together,
+under `torch.no_grad` and in eval mode (no dropout, and the cache stays on where gradient checkpointing would switch
+it off in training mode); a row that stops leaves the batch at once instead of decoding padding until the longest
+row ends.
 
-Sampling is a function of each row's seed, nothing else: `SeededSampling` adds Gumbel noise computed from (row seed,
-position, token id) by a counter-based hash to the temperature-scaled, top-k / top-p filtered logits, and decoding
-takes the argmax (the Gumbel-max trick: a draw from the softmax). No RNG state is read, so a resumed run samples
+Sampling is a function of each row's seed, nothing else: the engine adds Gumbel noise computed from (row seed,
+index of the token in its completion, token id) by a counter-based hash to the temperature-scaled, top-k / top-p
+filtered logits, and decoding takes the argmax (the Gumbel-max trick: a draw from the softmax). No RNG state is read, so a resumed run samples
 exactly what the uninterrupted one did, and a row's completion does not depend on which other rows share its batch:
 two processes of 8 sample what one process of 16 does (the caller gives each row its global position's seed).
 """
@@ -19,13 +21,13 @@ two processes of 8 sample what one process of 16 does (the caller gives each row
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
-from transformers import LogitsProcessor, LogitsProcessorList
 
-from lmforge.inference.sampling_noise import gumbel_scores
+from lmforge.inference.batching import SamplingParams
+from lmforge.inference.offline import generate_all
 
 
 @dataclass
@@ -67,44 +69,23 @@ def completion_mask_of(completion_ids: Tensor, stop_ids: list[int]) -> tuple[Ten
     return (~seen_before).long(), ~is_stop.any(-1)
 
 
-class SeededSampling(LogitsProcessor):
-    """Temperature, top-k and top-p, then Gumbel noise from each row's seed and the index of the token in its
-    completion: the argmax is a sample of the filtered softmax, drawn without any RNG state. The index counts from
-    the end of the (padded) prompt, `prompt_width`, so the padding a batch adds changes nothing."""
-
-    def __init__(self, seeds: Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, prompt_width: int = 0):
-        self.seeds, self.temperature, self.top_k, self.top_p = seeds, temperature, top_k, top_p
-        self.prompt_width = prompt_width
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        index = input_ids.shape[1] - self.prompt_width  # 0 for the first completion token
-        return gumbel_scores(scores, self.seeds, index, self.temperature, self.top_k, self.top_p)
-
-
 @torch.no_grad()
 def sample_completions(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
                        sampling: dict, stop_ids: list[int], pad_id: int, seeds: Tensor,
                        repetition_penalty: float = 1.0) -> Rollout:
-    """Completions of every row of `prompt_ids` (rows repeated for several samples per prompt), one generate call;
-    row i draws with `seeds[i]` (temperature 0: greedy)."""
-    was_training = model.training
-    model.eval()
-    temperature = float(sampling.get("temperature", 1.0))
-    kwargs = {"do_sample": False, "max_new_tokens": max_new_tokens, "eos_token_id": list(stop_ids),
-              "pad_token_id": pad_id, "repetition_penalty": repetition_penalty, "use_cache": True}
-    if temperature > 0:
-        kwargs["logits_processor"] = LogitsProcessorList([SeededSampling(
-            seeds, temperature, int(sampling.get("top_k", 0) or 0), float(sampling.get("top_p", 1.0)),
-            prompt_width=prompt_ids.shape[1])])
-    try:
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **kwargs)
-    finally:
-        model.train(was_training)
-    completion_ids = out[:, prompt_ids.shape[1]:]
-    if completion_ids.shape[1] == 0:  # nothing generated at all (max_new_tokens 0 is refused earlier)
-        completion_ids = torch.full((out.shape[0], 1), pad_id, dtype=out.dtype, device=out.device)
-    mask, truncated = completion_mask_of(completion_ids, stop_ids)
-    completion_ids = completion_ids.masked_fill(mask == 0, pad_id)
+    """Completions of every row of `prompt_ids` (rows repeated for several samples per prompt), all decoding together
+    in the batching engine; row i draws with `seeds[i]` (temperature 0: greedy)."""
+    prompts = [row[mask.bool()].tolist() for row, mask in zip(prompt_ids, prompt_mask)]
+    base = SamplingParams(max_tokens=max_new_tokens, temperature=float(sampling.get("temperature", 1.0)),
+                          top_p=float(sampling.get("top_p", 1.0)), top_k=int(sampling.get("top_k", 0) or 0),
+                          stop_token_ids=tuple(stop_ids), repetition_penalty=repetition_penalty)
+    params = [replace(base, seed=int(seed)) for seed in seeds.tolist()]
+    answers = generate_all(model, prompts, params, max_num_seqs=len(prompts))
+    width = max(1, max(len(a.tokens) for a in answers))  # one pad column when nothing was generated at all
+    completion_ids = torch.full((len(answers), width), pad_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    for row, answer in enumerate(answers):
+        completion_ids[row, :len(answer.tokens)] = torch.tensor(answer.tokens, dtype=prompt_ids.dtype)
+    mask, truncated = completion_mask_of(completion_ids, stop_ids)  # a shorter row ended at its stop token
     return Rollout(prompt_ids, prompt_mask.long(), completion_ids, mask, truncated)
 
 

@@ -3,7 +3,7 @@
     lmforge train examples/grpo_lora.yaml
 
 Each optimizer step: the prompts of all its micro-batches (and processes) are sampled `num_generations` times each
-(`rollout.sample_completions`, one KV-cached generate per micro-batch, seeded by the step), the completions are
+(`rollout.sample_completions` through the batching engine, seeded by the step), the completions are
 scored by the reward functions (and the reward model), rewards become group-relative advantages, and each
 micro-batch's clipped policy loss (`grpo_loss.policy_loss`) is back-propagated. Rollouts happen in
 `_get_num_items_in_batch`, the one hook transformers calls with every micro-batch of the step before the first
