@@ -237,13 +237,22 @@ class BatchingEngine:
             for row in penalised:
                 logits[row] = _penalise_repeats(logits[row], requests[row])
         out = logits.float().argmax(-1).tolist()
+        groups: dict[tuple, list[int]] = {}  # sampled rows by their warper settings: one noise call per group
         for row, request in enumerate(requests):
             p = request.params
             if p.temperature > 0:
-                seed = torch.tensor([p.seed if p.seed is not None else request.id])
-                scores = gumbel_scores(logits[row:row + 1], seed, len(request.tokens), p.temperature, p.top_k, p.top_p)
-                out[row] = int(scores.argmax())
+                groups.setdefault((p.temperature, p.top_k, p.top_p), []).append(row)
+        for (temperature, top_k, top_p), rows in groups.items():
+            seeds = torch.tensor([_seed_of(requests[row]) for row in rows])
+            index = torch.tensor([len(requests[row].tokens) for row in rows])
+            picks = gumbel_scores(logits[rows], seeds, index, temperature, top_k, top_p).argmax(-1).tolist()
+            for row, token in zip(rows, picks):
+                out[row] = token
         return out
+
+
+def _seed_of(request: Request) -> int:
+    return request.params.seed if request.params.seed is not None else request.id
 
 
 def _penalise_repeats(logits: Tensor, request: Request) -> Tensor:

@@ -31,11 +31,12 @@ def _shift_right(x: Tensor, bits: int) -> Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def hashed_uniform(seeds: Tensor, position: int, vocab: int) -> Tensor:
+def hashed_uniform(seeds: Tensor, position: int | Tensor, vocab: int) -> Tensor:
     """[N, V] uniforms in (0, 1) from splitmix64 of (row seed, position, token id): counter-based, so independent of
-    the batch."""
+    the batch. `position`: one for all rows, or [N], one per row."""
     tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
-    at = torch.tensor(position, device=seeds.device, dtype=torch.int64)  # int64 arithmetic wraps, as the hash needs
+    # int64 arithmetic wraps, as the hash needs
+    at = torch.as_tensor(position, dtype=torch.int64).to(seeds.device).reshape(-1, 1)
     x = seeds.to(torch.int64).unsqueeze(1) * _GOLDEN + at * _MIX1 + tokens.unsqueeze(0) * _MIX2
     x = (x ^ _shift_right(x, 30)) * _MIX1
     x = (x ^ _shift_right(x, 27)) * _MIX2
@@ -43,11 +44,11 @@ def hashed_uniform(seeds: Tensor, position: int, vocab: int) -> Tensor:
     return (_shift_right(x, 11).to(torch.float64) + 0.5) / float(1 << 53)
 
 
-def gumbel_scores(scores: Tensor, seeds: Tensor, index: int, temperature: float, top_k: int = 0,
+def gumbel_scores(scores: Tensor, seeds: Tensor, index: int | Tensor, temperature: float, top_k: int = 0,
                   top_p: float = 1.0) -> Tensor:
     """[N, V] scores whose argmax is a draw from the temperature-scaled, top-k / top-p filtered softmax (transformers'
-    warpers): row i's Gumbel noise comes from (seeds[i], `index`, token), `index` the token's place in its
-    completion."""
+    warpers): row i's Gumbel noise comes from (seeds[i], index (or index[i]), token), the index being the token's
+    place in its completion."""
     scores = scores.float() / temperature
     if top_k:
         scores = TopKLogitsWarper(top_k)(None, scores)
