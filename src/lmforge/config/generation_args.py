@@ -22,7 +22,7 @@ class GenerationArguments:
     repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty > 1 discourages repeats."})
     length_penalty: float = field(default=1.0, metadata={"help": "Beam-search length penalty."})
     skip_special_tokens: bool = field(default=True, metadata={"help": "Drop special tokens when decoding."})
-    max_num_seqs: int = field(default=16, metadata={
+    max_num_seqs: int = field(default=64, metadata={
         "help": "Sequences the generation engine decodes together (api, chat, predict, generative eval)."})
     max_batch_tokens: int = field(default=32768, metadata={
         "help": "Prompt + max_new_tokens of all running sequences together: bounds the KV cache; a request waits "

@@ -9,9 +9,10 @@
 
 How a step works. Requests wait until a slot is free: fewer than `max_num_seqs` running, and room in
 `max_batch_tokens` for its prompt and max_tokens beside every running request's prompt and max_tokens (so the
-cache never outgrows it mid-answer). Admitted requests are prefilled alone, the same arithmetic as an unbatched
-`generate` (`max_prefill_tokens` of prompt per step), and their KV caches join the running batch's, left-padded to
-a common width, in one copy. Then one forward pass
+cache never outgrows it mid-answer). The requests admitted at a step are prefilled in one pass (`max_prefill_tokens`
+of prompt at most; a lone one unpadded, the arithmetic of an unbatched `generate`; several left-padded and masked,
+as a batched `generate` does), and their KV cache joins the running batch's, left-padded to a common width, in one
+copy. Then one forward pass
 decodes every running sequence: each row attends to its own tokens only (the attention mask) at its own positions
 (explicit position_ids), so a row computes what it would alone. Finished and cancelled rows leave the batch at once
 (their cache rows are dropped, and columns that only padding still occupies are trimmed), which is what bounds the
@@ -75,12 +76,14 @@ class Request:
 
 class BatchingEngine:
     def __init__(self, model: nn.Module, *, max_num_seqs: int = 16, max_batch_tokens: int = 8192,
-                 max_prefill_tokens: int = 2048):
+                 max_prefill_tokens: int = 2048, admit_batch: int = 1):
         """`max_prefill_tokens`: prompt tokens prefilled per step at most (one request always), so a burst of
-        arrivals delays the running requests' next token by a bounded amount."""
+        arrivals delays the running requests' next token by a bounded amount. `admit_batch`: while requests run,
+        waiting ones join only once this many slots are free (or all of them fit): 1 for the lowest latency
+        (serving), more for throughput (offline generation, where fewer, fuller prefill passes win)."""
         self.model = model
         self.max_num_seqs, self.max_batch_tokens = max_num_seqs, max_batch_tokens
-        self.max_prefill_tokens = max_prefill_tokens
+        self.max_prefill_tokens, self.admit_batch = max_prefill_tokens, admit_batch
         self.generated_tokens = 0
         """Tokens decoded since the engine was made, every request together."""
         self._ids = itertools.count()
@@ -139,19 +142,24 @@ class BatchingEngine:
     def step(self) -> None:
         """Admit what fits, then decode every running request by one token."""
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # switching modes walks every module: only when a trainer left the model training
+            self.model.eval()
         try:
             self._admit()
             if self._running:
                 self._decode()
         finally:
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
 
     def _admit(self) -> None:
-        joining: list[tuple[Request, DynamicCache]] = []
+        free = self.max_num_seqs - len(self._running)
+        if self._running and free < min(self.admit_batch, len(self._waiting)):
+            return  # let slots gather: one prefill pass for several requests costs about what one costs
+        joining: list[Request] = []
         held = sum(len(r.prompt) + r.params.max_tokens for r in self._running)  # what running rows may come to hold
         prefilled = 0
-        while self._waiting and len(self._running) + len(joining) < self.max_num_seqs:
+        while self._waiting and len(joining) < free:
             request = self._waiting[0]
             need = len(request.prompt) + request.params.max_tokens
             if held + need > self.max_batch_tokens:
@@ -160,35 +168,40 @@ class BatchingEngine:
                 break  # the rest join at the next step, after the running rows got their token
             self._waiting.popleft()
             held, prefilled = held + need, prefilled + len(request.prompt)
-            joining.append((request, self._prefill(request)))
+            joining.append(request)
         if joining:
-            self._join(joining)
-            first = [request for request, _ in joining]
-            self._append(first, [request.tokens.pop() for request in first])
+            cache, mask, logits = self._prefill(joining)
+            self._join(joining, cache, mask)
+            self._append(joining, self._sample(joining, logits))
 
-    def _prefill(self, request: Request) -> DynamicCache:
-        """The request's prompt alone through the model (the arithmetic of an unbatched generate); its first token
-        is sampled here and parked in `tokens` until the request joins."""
+    def _prefill(self, requests: list[Request]) -> tuple[DynamicCache, Tensor, Tensor]:
+        """The prompts through the model in one pass: (their cache, its [N, L] mask, last-token logits). A lone
+        prompt goes unpadded, the arithmetic of an unbatched generate; several are left-padded, each row masked to
+        its own tokens at its own positions, as a batched generate does."""
         device = next(self.model.parameters()).device
-        ids = torch.tensor([request.prompt], device=device)
+        width = max(len(r.prompt) for r in requests)
+        ids = torch.tensor([[0] * (width - len(r.prompt)) + r.prompt for r in requests], device=device)
+        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in requests], device=device)
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        request.tokens.append(self._sample([request], logits)[0])
-        return cache
+        if len(requests) == 1:
+            out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        else:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                             logits_to_keep=1)
+        return cache, mask, out.logits[:, -1]
 
-    def _join(self, joining: list[tuple[Request, DynamicCache]]) -> None:
-        """The new requests' cache rows added to the batch's, all left-padded to the widest, in one copy."""
-        device = next(self.model.parameters()).device
-        parts = ([(self._cache, self._mask)] if self._running else []) + [
-            (cache, torch.ones(1, len(request.prompt), dtype=torch.long, device=device)) for request, cache in joining]
-        width = max(mask.shape[1] for _, mask in parts)
-        self._mask = torch.cat([F.pad(mask, (width - mask.shape[1], 0)) for _, mask in parts])
-        merged = parts[0][0]
-        for i, layer in enumerate(merged.layers):
-            layer.keys = torch.cat([_left_pad(cache.layers[i].keys, width) for cache, _ in parts])
-            layer.values = torch.cat([_left_pad(cache.layers[i].values, width) for cache, _ in parts])
-        self._cache = merged
-        self._running = self._running + [request for request, _ in joining]
+    def _join(self, requests: list[Request], cache: DynamicCache, mask: Tensor) -> None:
+        """The new requests' cache rows added to the batch's, both left-padded to the wider, in one copy."""
+        if not self._running:
+            self._cache, self._mask, self._running = cache, mask, list(requests)
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+        self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)), F.pad(mask, (width - mask.shape[1], 0))])
+        for ours, theirs in zip(self._cache.layers, cache.layers):
+            ours.keys = torch.cat([_left_pad(ours.keys, width), _left_pad(theirs.keys, width)])
+            ours.values = torch.cat([_left_pad(ours.values, width), _left_pad(theirs.values, width)])
+        self._running = self._running + list(requests)
 
     def _decode(self) -> None:
         device = self._mask.device

@@ -32,7 +32,8 @@ class Generation:
 
 def generate_all(model: nn.Module, prompts: Sequence[list[int]], params: SamplingParams | Sequence[SamplingParams],
                  *, max_num_seqs: int = 16, max_batch_tokens: int | None = None, tokenizer=None,
-                 stops: Sequence[str] = (), skip_special_tokens: bool = True, progress=None) -> list[Generation]:
+                 stops: Sequence[str] = (), skip_special_tokens: bool = True, progress=None,
+                 admit_batch: int | None = None) -> list[Generation]:
     """The answer to each prompt (`params` one for all, or one per prompt). `max_batch_tokens` None: room for
     `max_num_seqs` of the longest prompt and answer. `progress`: an object with `update(n)` (a tqdm bar), told of
     each finished answer."""
@@ -42,7 +43,8 @@ def generate_all(model: nn.Module, prompts: Sequence[list[int]], params: Samplin
     if max_batch_tokens is None:
         longest = max((len(p) + q.max_tokens for p, q in zip(prompts, per_prompt)), default=1)
         max_batch_tokens = longest * max_num_seqs
-    engine = BatchingEngine(model, max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens)
+    engine = BatchingEngine(model, max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens,
+                            admit_batch=admit_batch or max(1, max_num_seqs // 4))
     requests = [engine.submit(prompt, p) for prompt, p in zip(prompts, per_prompt)]
     texts = ({r.id: TextStream(tokenizer, stops, skip_special_tokens) for r in requests} if tokenizer is not None
              else {})
