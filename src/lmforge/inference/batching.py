@@ -140,17 +140,11 @@ class BatchingEngine:
 
     @torch.no_grad()
     def step(self) -> None:
-        """Admit what fits, then decode every running request by one token."""
-        was_training = self.model.training
-        if was_training:  # switching modes walks every module: only when a trainer left the model training
-            self.model.eval()
-        try:
-            self._admit()
-            if self._running:
-                self._decode()
-        finally:
-            if was_training:
-                self.model.train()
+        """Admit what fits, then decode every running request by one token. The model runs in the mode its
+        owner left it in (a trainer's rollout switches to eval itself; a probe may need train mode's kernels)."""
+        self._admit()
+        if self._running:
+            self._decode()
 
     def _admit(self) -> None:
         free = self.max_num_seqs - len(self._running)

@@ -80,7 +80,12 @@ def sample_completions(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor
                           top_p=float(sampling.get("top_p", 1.0)), top_k=int(sampling.get("top_k", 0) or 0),
                           stop_token_ids=tuple(stop_ids), repetition_penalty=repetition_penalty)
     params = [replace(base, seed=int(seed)) for seed in seeds.tolist()]
-    answers = generate_all(model, prompts, params, max_num_seqs=len(prompts))
+    was_training = model.training
+    model.eval()
+    try:
+        answers = generate_all(model, prompts, params, max_num_seqs=len(prompts))
+    finally:
+        model.train(was_training)
     width = max(1, max(len(a.tokens) for a in answers))  # one pad column when nothing was generated at all
     completion_ids = torch.full((len(answers), width), pad_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
     for row, answer in enumerate(answers):
