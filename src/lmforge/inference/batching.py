@@ -58,7 +58,7 @@ def int64_seed(seed: int) -> int:
     return (seed + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the engine looks requests up in its lists at every step
 class Request:
     id: int
     prompt: list[int]
