@@ -24,6 +24,7 @@ commands:
                                    a verdict table, check_report.json / .html; exit 1 when a probe FAILs
   chat CONFIG [key=value ...]      talk to a model (and its adapter) in the terminal, answers streamed
   api CONFIG [key=value ...]       serve the model over an OpenAI-compatible API (127.0.0.1:8000, --host/--port)
+  webui [--root DIR]               the browser UI: configure, train, watch, evaluate, chat, export (127.0.0.1:7860)
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
   data preview|stats|validate CONFIG
                                    the config's data as the trainer sees it: samples, statistics, bad records
@@ -88,6 +89,12 @@ def _api(argv: list[str]) -> int:
     return api_main(argv)
 
 
+def _webui(argv: list[str]) -> int:
+    from lmforge.webui.server import webui_main
+
+    return webui_main(argv)
+
+
 def _data(argv: list[str]) -> int:
     from lmforge.tools.data_commands import data_main
 
@@ -128,6 +135,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "export": _export,
     "chat": _chat,
     "api": _api,
+    "webui": _webui,
     "data": _data,
     "estimate": _estimate,
     "demo": _demo,

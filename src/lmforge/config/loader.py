@@ -290,6 +290,24 @@ def build_training_arguments(values: dict[str, Any], source: str) -> TrainingArg
         raise ConfigError(f"{source or 'config'}: {exc}") from None
 
 
+def validate_light(raw: dict[str, Any], source: str = "") -> None:
+    """Every check `build_config` makes before torch is imported (the web UI runs it as the user types)."""
+    _checked_groups(raw, source)
+
+
+def _checked_groups(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, dict]]:
+    from lmforge.config.validate import validate_config, validate_keys
+
+    validate_keys(raw, KEY_GROUP, source)
+    refuse_eval_keys(raw, source, "a training run")
+    per_group = route_and_coerce(raw, source)
+    if "output_dir" not in per_group["training"]:
+        raise ConfigError(f"{source or 'config'}: set 'output_dir' (where checkpoints and the model are saved)")
+    light = _light_groups(per_group, source)
+    validate_config(RunConfig(**light, training=TrainingView(per_group["training"]), source=source))
+    return light, per_group
+
+
 def build_config(raw: dict[str, Any], source: str = "") -> RunConfig:
     """Route flat keys into groups, coerce types and run every check; only then build transformers' arguments.
 
@@ -297,16 +315,9 @@ def build_config(raw: dict[str, Any], source: str = "") -> RunConfig:
     before torch or transformers is imported.
     """
     from lmforge.config.compat import report_unhonoured
-    from lmforge.config.validate import validate_config, validate_keys
 
-    validate_keys(raw, KEY_GROUP, source)
-    refuse_eval_keys(raw, source, "a training run")
+    light, per_group = _checked_groups(raw, source)
     report_unhonoured(raw)
-    per_group = route_and_coerce(raw, source)
-    if "output_dir" not in per_group["training"]:
-        raise ConfigError(f"{source or 'config'}: set 'output_dir' (where checkpoints and the model are saved)")
-    light = _light_groups(per_group, source)
-    validate_config(RunConfig(**light, training=TrainingView(per_group["training"]), source=source))
     return RunConfig(**light, training=build_training_arguments(per_group["training"], source), source=source)
 
 

@@ -19,6 +19,7 @@ from lmforge.logging import get_logger
 from lmforge.run_info import write_run_info
 from lmforge.stages import STAGES
 from lmforge.train.callbacks import LogWriterCallback, LossPlotCallback, ThroughputCallback, use_console
+from lmforge.train.callbacks.graceful_stop import GracefulStopCallback
 from lmforge.train.checkpoint import check_finite, latest_complete_checkpoint
 from lmforge.train.trainer import BaseTrainer
 
@@ -95,7 +96,7 @@ def build_trainer(
     """
     stage = STAGES.get(cfg.finetuning.stage)
     throughput = ThroughputCallback()
-    callbacks = [throughput, LogWriterCallback(cfg.training.output_dir)]
+    callbacks = [throughput, LogWriterCallback(cfg.training.output_dir), GracefulStopCallback()]
     evaluators = None
     if cfg.evaluators.evaluators:  # eval_tasks: scored on the model being trained, logged as eval/<label>/<metric>
         from lmforge.train.callbacks.evaluators import EvaluatorCallback
