@@ -170,13 +170,12 @@ def _status(path: Path, job: Job | None, rows: list[dict]) -> tuple[str, str | N
     code = job.returncode if job is not None else None
     if job is not None and code is None:
         return ("stopping" if job.stop_requested else "running"), None
-    if job is not None and code != 0:
-        console = _tail(path / CONSOLE_FILE, 8000)
-        return ("stopped" if job.stop_requested else "failed"), _error_line(console)
+    if job is not None:
+        if code != 0 and not job.stop_requested:
+            return "failed", _error_line(_tail(path / CONSOLE_FILE, 8000))
+        return ("stopped" if job.stop_requested else "finished"), None
     if (path / "lmforge_run.json").exists() or (path / "all_results.json").exists():
         return "finished", None
-    if job is not None:
-        return ("stopped" if job.stop_requested else "finished"), None
     return ("unknown" if rows else "not started"), None
 
 
