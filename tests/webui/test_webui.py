@@ -21,7 +21,7 @@ from lmforge.webui.app import create_app
 from lmforge.webui.server import webui_main
 
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-SCREENSHOTS = Path(os.environ.get("LMFORGE_SCREENSHOT_DIR", "")) if os.environ.get("LMFORGE_SCREENSHOT_DIR") else None
+SCREENSHOT_DIR = os.environ.get("LMFORGE_SCREENSHOT_DIR")  # default: the test session's temporary directory
 
 
 def free_port() -> int:
@@ -80,6 +80,19 @@ def root(tmp_path) -> Path:
     (data / "colours.json").write_text(json.dumps(rows))
     (data / "dataset_info.json").write_text(json.dumps({"colours": {"file_name": "colours.json"}}))
     return tmp_path
+
+
+def write_mc_task(tasks: Path) -> None:
+    """A 4-question multiple-choice task in lm-eval's YAML layout."""
+    tasks.mkdir()
+    rows = [{"question": f"{a} + 1 =", "choices": [str(a + 1), str(a + 2)], "answer": 0} for a in range(4)]
+    (tasks / "mc_tiny.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tasks / "mc_tiny.yaml").write_text(
+        "task: mc_tiny\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {tasks / 'mc_tiny.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\n"
+        'doc_to_text: "{{question}}"\ndoc_to_target: answer\ndoc_to_choice: "{{choices}}"\n'
+        "metric_list:\n  - metric: acc\n")
 
 
 def run_values(model: Path, **extra) -> dict:
@@ -152,14 +165,19 @@ def browser():
         browser.close()
 
 
-def shot(page, name: str) -> None:
-    if SCREENSHOTS is not None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"webui_{name}.png"), full_page=True)
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    return Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path_factory.mktemp("screenshots")
+
+
+def shot(page, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"webui_{name}.png"), full_page=True)
+    assert (folder / f"webui_{name}.png").stat().st_size > 5000
 
 
 @pytest.mark.slow
-def test_train_from_the_browser_watch_the_loss_then_chat(root, tiny_model_dir, browser):
+def test_train_from_the_browser_watch_the_loss_then_chat(root, tiny_model_dir, browser, screenshots):
     from lmforge.config import load_inference_config
     from lmforge.inference.engine import ChatEngine
 
@@ -176,14 +194,19 @@ def test_train_from_the_browser_watch_the_loss_then_chat(root, tiny_model_dir, b
         page.fill("#f-learning_rate", "0.001")
         page.wait_for_function("document.querySelector('#yaml').textContent.includes('max_steps: 2')")
         assert "template: qwen" in page.text_content("#yaml")
-        shot(page, "train")
+        page.click("#preview")  # lmforge data preview's page: the first sample, its answer marked as trained
+        frame = page.frame_locator("#preview-frame")
+        frame.locator("span.t").first.wait_for(timeout=60_000)
+        trained = "".join(frame.locator("span.t").all_text_contents())
+        assert "red, red." in trained and "Say red" not in trained, trained
+        shot(page, screenshots, "train")
         page.click("#start")
         page.wait_for_selector("#watch.active")
         # the loss plot updates from trainer_log.jsonl while the run goes on
         page.wait_for_function("document.querySelectorAll('#loss-plot circle.point').length >= 2", timeout=180_000)
         page.wait_for_function("document.querySelector('#run-status').textContent === 'finished'", timeout=180_000)
         assert "step 2 / 2" in page.text_content("#run-figures")
-        shot(page, "watch")
+        shot(page, screenshots, "watch")
 
         page.click("#tabs button[data-tab=chat]")
         page.fill("#chat-temperature", "0")
@@ -193,10 +216,37 @@ def test_train_from_the_browser_watch_the_loss_then_chat(root, tiny_model_dir, b
         page.wait_for_selector(".message.assistant[data-finish]", timeout=120_000)
         answer = page.text_content(".message.assistant")
         pieces = int(page.get_attribute(".message.assistant", "data-pieces"))
-        shot(page, "chat")
-        for tab in ("evaluate", "export"):
-            page.click(f"#tabs button[data-tab={tab}]")
-            shot(page, tab)
+        shot(page, screenshots, "chat")
+        page.click("#chat-clear")  # a fresh conversation: no message shown, none sent with the next one
+        assert page.locator("#chat-log .message").count() == 0 and page.evaluate("chatHistory.length") == 0
+
+        # Evaluate: lmforge eval on a local task, then lmforge check, each shown as a table
+        write_mc_task(root / "tasks")
+        page.click("#tabs button[data-tab=evaluate]")
+        page.fill("#eval-tasks", "mc_tiny")
+        page.fill("#eval-include_path", "tasks")
+        page.click("#run-eval")
+        page.wait_for_selector("#job-result td", timeout=180_000)
+        cells = page.locator("#job-result td").all_text_contents()
+        results = json.loads((root / "run-1" / "webui_eval" / "results.json").read_text())["results"]["mc_tiny"]
+        assert cells[:3] == ["mc_tiny", "acc", f"{results['acc,none']:.4f}"], cells
+        page.fill("#check-probes", "template_roundtrip")
+        page.click("#run-check")
+        page.wait_for_function("document.querySelector('#job-result td') && "
+                               "document.querySelector('#job-result td').textContent === 'template_roundtrip'",
+                               timeout=180_000)
+        report = json.loads((root / "run-1" / "webui_check" / "check_report.json").read_text())["results"][0]
+        assert page.locator("#job-result td").all_text_contents()[1] == report["verdict"]
+        shot(page, screenshots, "evaluate")
+
+        # Export: the adapter merged into a standalone model
+        page.click("#tabs button[data-tab=export]")
+        page.click("#run-export")
+        page.wait_for_function("document.querySelector('#export-status').textContent.includes('finished')",
+                               timeout=180_000)
+        assert str(root / "run-1" / "exported") in page.text_content("#export-status")
+        assert (root / "run-1" / "exported" / "model.safetensors").exists()
+        shot(page, screenshots, "export")
         page.close()
 
     # the browser's answer is the one `lmforge chat` gives for the trained run (greedy, same engine)
@@ -207,7 +257,7 @@ def test_train_from_the_browser_watch_the_loss_then_chat(root, tiny_model_dir, b
     assert answer == expected and pieces >= 2, (answer, expected, pieces)
 
 
-def test_a_misspelt_value_is_shown_beside_its_field_and_nothing_starts(root, tiny_model_dir, browser):
+def test_a_misspelt_value_is_shown_beside_its_field_and_nothing_starts(root, tiny_model_dir, browser, screenshots):
     with serving(root) as (base, _app):
         page = browser.new_page()
         page.goto(base)
@@ -219,7 +269,15 @@ def test_a_misspelt_value_is_shown_beside_its_field_and_nothing_starts(root, tin
         page.click("#start")
         page.wait_for_function("document.querySelector('#start-note').textContent.length > 0")
         assert page.text_content("#start-note") == "fix the messages above first"
-        shot(page, "validation")
+        shot(page, screenshots, "validation")
+        # a YAML file loaded into the form: its values fill the fields and are checked at once
+        saved = root / "saved.yaml"
+        saved.write_text(f"model_name_or_path: {tiny_model_dir}\nlearning_rate: 0.002\nnum_train_epochs: -1\n")
+        page.set_input_files("#load-yaml", str(saved))
+        page.wait_for_function("document.querySelector('#f-learning_rate').value === '0.002'")
+        page.wait_for_function("document.querySelector('#err-num_train_epochs').textContent.length > 0")
+        assert "num_train_epochs" in page.text_content("#err-num_train_epochs")
+        assert page.text_content("#err-learning_rate") == ""
         page.close()
         assert request(f"{base}/api/runs")[1] == {"runs": []}
         assert not (root / "run-1").exists()

@@ -80,7 +80,7 @@ def create_app(root: Path, token: str | None = None) -> FastAPI:
 
     @app.post("/api/preview")
     async def preview(request: Request):
-        return {"html": _preview_html(await request.json())}
+        return {"html": _preview_html(await request.json(), root)}
 
     @app.post("/api/yaml")
     async def load_yaml(request: Request):
@@ -208,7 +208,7 @@ def _job_config(kind: str, run_dir: Path, values: dict) -> Path:
     keys = dict(item.split("=", 1) for item in _model_keys(run_dir))
     out = run_dir / f"webui_{kind}"
     if kind == "eval":
-        config = {**keys, **values, "output_dir": str(out)}
+        config = {**keys, **values, "output_path": str(out)}
     elif kind == "check":
         config = {**keys, "check": {**values, "output_dir": str(out)}}
     else:
@@ -247,6 +247,10 @@ def _detect_template(model: str) -> dict:
 
     choices = ["auto", *sorted(TEMPLATES.names())]
     detected, why = None, ""
+    if model and not Path(model).is_dir():  # an id in the local Hugging Face cache
+        from lmforge.hub_cache import resolve_hub_id
+
+        model = str(resolve_hub_id(model) or model)
     if model:
         detected = trained_template(None, model)
         why = "the run's template (lmforge_run.json)" if detected else ""
@@ -259,14 +263,17 @@ def _detect_template(model: str) -> dict:
     return {"detected": detected, "why": why, "choices": choices}
 
 
-def _preview_html(values: dict) -> str:
-    """`lmforge data preview`'s page for the form's config (three samples, trained tokens marked)."""
+def _preview_html(values: dict, root: Path) -> str:
+    """`lmforge data preview`'s page for the form's config (three samples, trained tokens marked); a relative
+    dataset_dir is under the root, as for the run."""
     from lmforge.config.loader import build_config
     from lmforge.data.templates import resolve_template
     from lmforge.model.tokenizer import load_tokenizer
     from lmforge.tools.data_preview import preview_samples, render_html
 
-    cfg = build_config(form.clean(values), source="webui")
+    values = form.clean(values)
+    values["dataset_dir"] = str(_resolve(root, str(values.get("dataset_dir", "data"))))
+    cfg = build_config(values, source="webui")
     tokenizer = load_tokenizer(cfg.model)
     template = resolve_template(cfg.data.template, tokenizer, cfg.data.enable_thinking)
     return render_html(preview_samples(cfg, tokenizer, template, 3), cfg.data.cutoff_len)

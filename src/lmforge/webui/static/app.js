@@ -253,17 +253,24 @@ function table(rows, columns) {
 
 $("run-eval").addEventListener("click", () => {
   const jobValues = { tasks: $("eval-tasks").value.trim() };
+  if ($("eval-include_path").value.trim()) jobValues.include_path = $("eval-include_path").value.trim();
   if ($("eval-limit").value.trim()) jobValues.limit = Number($("eval-limit").value);
   runJob("eval", jobValues, "job-status", "job-console", (result) => {
     const rows = Object.entries(result.results || {}).flatMap(([task, metrics]) =>
-      Object.entries(metrics).filter(([k, v]) => typeof v === "number" && !k.includes("stderr"))
-        .map(([metric, value]) => ({ task, metric, value: value.toFixed(4) })));
+      // lm-eval's "metric,filter" keys; stderrs and counts ("samples") left out
+      Object.entries(metrics).filter(([k, v]) => typeof v === "number" && k.includes(",") && !k.includes("stderr"))
+        .map(([key, value]) => ({ task, metric: key.endsWith(",none") ? key.split(",")[0] : key,
+          value: value.toFixed(4) })));
     $("job-result").innerHTML = table(rows, ["task", "metric", "value"]);
   });
 });
-$("run-check").addEventListener("click", () => runJob("check", {}, "job-status", "job-console", (result) => {
+$("run-check").addEventListener("click", () => runJob("check", checkValues(), "job-status", "job-console", (result) => {
   $("job-result").innerHTML = table(result.results || [], ["name", "verdict", "value", "threshold"]);
 }));
+function checkValues() {
+  const probes = $("check-probes").value.split(",").map((p) => p.trim()).filter((p) => p);
+  return probes.length ? { probes } : {};
+}
 $("run-export").addEventListener("click", () => {
   const jobValues = { export_size: Number($("export-size").value || 5) };
   if ($("export-dir").value.trim()) jobValues.export_dir = $("export-dir").value.trim();
