@@ -26,6 +26,7 @@ commands:
   api CONFIG [key=value ...]       serve the model over an OpenAI-compatible API (127.0.0.1:8000, --host/--port)
   webui [--root DIR]               the browser UI: configure, train, watch, evaluate, chat, export (127.0.0.1:7860)
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
+  compare RUN_DIR... [--plot F.png]  runs side by side: curves overlaid, final / best figures, config keys that differ
   data preview|stats|validate CONFIG
                                    the config's data as the trainer sees it: samples, statistics, bad records
   estimate MODEL [options]         memory per device, largest micro-batch, training time (estimate mfu: a run's MFU)
@@ -95,6 +96,12 @@ def _webui(argv: list[str]) -> int:
     return webui_main(argv)
 
 
+def _compare(argv: list[str]) -> int:
+    from lmforge.tools.compare import compare_main
+
+    return compare_main(argv)
+
+
 def _data(argv: list[str]) -> int:
     from lmforge.tools.data_commands import data_main
 
@@ -136,6 +143,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "chat": _chat,
     "api": _api,
     "webui": _webui,
+    "compare": _compare,
     "data": _data,
     "estimate": _estimate,
     "demo": _demo,

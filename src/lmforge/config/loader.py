@@ -323,9 +323,15 @@ def build_config(raw: dict[str, Any], source: str = "") -> RunConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     path, overrides = split_config_argument(path, overrides or [])
+    return build_config(raw_config(path, overrides), source=str(path or "command line"))
+
+
+def raw_config(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The flat keys of the file with the key=value overrides applied, unchecked."""
+    path, overrides = split_config_argument(path, overrides or [])
     raw = read_config_file(path) if path else {}
     raw.update(parse_overrides(overrides or []))
-    return build_config(raw, source=str(path or "command line"))
+    return raw
 
 
 @dataclass(frozen=True)

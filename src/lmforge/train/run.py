@@ -6,6 +6,7 @@ import argparse
 import os
 
 from lmforge.config import load_config
+from lmforge.config.loader import raw_config
 from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
@@ -43,8 +44,23 @@ def train_main(argv: list[str]) -> int:
                     "predict-only" if cfg.training.do_predict else "evaluation-only" if asked else "no-training")
     if cfg.training.do_train:
         resume_checkpoint(cfg)  # fail on a used output_dir now, not after minutes of tokenizing
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_run_config(cfg.training.output_dir, raw_config(args.config, args.overrides))
     # Seeded before anything random happens (new adapter weights, data shuffles), not only when the Trainer
     # is built: two runs of one config, or a run and its resumed twin, start from the same weights.
     set_seed(cfg.training.seed)
     get_stage(cfg.finetuning.stage)(cfg)
     return 0
+
+
+RUN_CONFIG_FILE = "lmforge_config.yaml"
+
+
+def write_run_config(output_dir: str, raw: dict) -> None:
+    """The keys the run was started with, beside its outputs (`lmforge compare` reads them for its config diff)."""
+    import yaml
+    from pathlib import Path
+
+    path = Path(output_dir) / RUN_CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
