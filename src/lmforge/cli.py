@@ -27,6 +27,7 @@ commands:
   webui [--root DIR]               the browser UI: configure, train, watch, evaluate, chat, export (127.0.0.1:7860)
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
   compare RUN_DIR... [--plot F.png]  runs side by side: curves overlaid, final / best figures, config keys that differ
+  average CKPT... --output DIR     the weight average of checkpoints or adapters (uniform, or --ema D)
   data preview|stats|validate CONFIG
                                    the config's data as the trainer sees it: samples, statistics, bad records
   estimate MODEL [options]         memory per device, largest micro-batch, training time (estimate mfu: a run's MFU)
@@ -102,6 +103,12 @@ def _compare(argv: list[str]) -> int:
     return compare_main(argv)
 
 
+def _average(argv: list[str]) -> int:
+    from lmforge.export.average import average_main
+
+    return average_main(argv)
+
+
 def _data(argv: list[str]) -> int:
     from lmforge.tools.data_commands import data_main
 
@@ -144,6 +151,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "api": _api,
     "webui": _webui,
     "compare": _compare,
+    "average": _average,
     "data": _data,
     "estimate": _estimate,
     "demo": _demo,
