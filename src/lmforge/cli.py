@@ -27,6 +27,7 @@ commands:
   webui [--root DIR]               the browser UI: configure, train, watch, evaluate, chat, export (127.0.0.1:7860)
   export CONFIG [key=value ...]    merge LoRA adapters into the base, write a standalone model (export_dir)
   compare RUN_DIR... [--plot F.png]  runs side by side: curves overlaid, final / best figures, config keys that differ
+  sweep CONFIG --grid key=v1,v2   train every combination of the grid, skip finished ones, then compare them
   average CKPT... --output DIR     the weight average of checkpoints or adapters (uniform, or --ema D)
   data preview|stats|validate CONFIG
                                    the config's data as the trainer sees it: samples, statistics, bad records
@@ -109,6 +110,12 @@ def _average(argv: list[str]) -> int:
     return average_main(argv)
 
 
+def _sweep(argv: list[str]) -> int:
+    from lmforge.tools.sweep import sweep_main
+
+    return sweep_main(argv)
+
+
 def _data(argv: list[str]) -> int:
     from lmforge.tools.data_commands import data_main
 
@@ -152,6 +159,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "webui": _webui,
     "compare": _compare,
     "average": _average,
+    "sweep": _sweep,
     "data": _data,
     "estimate": _estimate,
     "demo": _demo,

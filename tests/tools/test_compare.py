@@ -65,3 +65,22 @@ def test_bad_input_names_what_is_wrong(two_runs, tmp_path, capsys):
     assert "no trainer_log.jsonl; is it the output_dir of an lmforge train run?" in capsys.readouterr().err
     assert main(["compare", str(two_runs[0]), "--metric", "accuracy"]) == 2
     assert "no run logged accuracy; logged: loss, eval_loss" in capsys.readouterr().err
+
+
+def test_sweep_trains_each_variant_skips_finished_ones_and_compares(two_runs, tmp_path, capsys):
+    base = yaml.safe_load((two_runs[0] / "lmforge_config.yaml").read_text())
+    base.update(output_dir=str(tmp_path / "sweep"), max_steps=2, eval_strategy="no", val_size=0)
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(base))
+    assert main(["sweep", str(config), "--grid", "learning_rate=0.001,0.01", "--grid", "lora_rank=4"]) == 0
+    names = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert names == ["learning_rate-0.001_lora_rank-4", "learning_rate-0.01_lora_rank-4"]
+    for name, lr in zip(names, (0.001, 0.01)):
+        ran = yaml.safe_load((tmp_path / "sweep" / name / "lmforge_config.yaml").read_text())
+        assert ran["learning_rate"] == lr and ran["lora_rank"] == 4
+    out = capsys.readouterr().out
+    assert "learning_rate: learning_rate-0.001_lora_rank-4=0.001" in out and (tmp_path / "sweep" / "compare.png").exists()
+    assert main(["sweep", str(config), "--grid", "learning_rate=0.001,0.01", "--grid", "lora_rank=4"]) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 2  # nothing trained again
+    assert main(["sweep", str(config), "--grid", "learning_rate=0.001,fast"]) == 2  # checked before any run
+    assert "variant learning_rate-fast: " in capsys.readouterr().err
