@@ -22,3 +22,8 @@ class FinetuningArguments:
         metadata={"help": "Write training_loss.png / eval_loss.png (and the reward accuracy of rm, dpo and kto) "
                   "to output_dir."},
     )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={"help": "Keep an exponential moving average of the trained weights, updated after every optimizer "
+                  "step with this decay (e.g. 0.999), saved in each checkpoint and as a model in output_dir/ema."},
+    )

@@ -120,6 +120,7 @@ RANGES: dict[str, Range] = {
     "num_beams": Range(1, True, 1, True, "beam search is not supported: the generation engine decodes greedily "
                        "(do_sample: false) or samples"),
     "max_num_seqs": AT_LEAST_ONE,
+    "ema_decay": Range(0, False, 1, False, "weight of the running average per step"),
     "max_batch_tokens": AT_LEAST_ONE,
     "repetition_penalty": POSITIVE,
     "length_penalty": Range(),

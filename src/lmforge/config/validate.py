@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.config.averaging_rules import check_ema
 from lmforge.config.rl_rules import check_rl
 from lmforge.errors import ConfigError, did_you_mean
 from lmforge.stages import STAGES, stages_with
@@ -399,6 +400,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     check_loss_options,
     check_preference,
     check_rl,
+    check_ema,
     check_predict,
     check_streaming,
     check_output_dir,

@@ -109,6 +109,10 @@ def build_trainer(
     if cfg.finetuning.plot_loss:
         plotted = (*stage.plotted, *(evaluators.plotted() if evaluators else ()))
         callbacks.append(LossPlotCallback(cfg.training.output_dir, metrics=plotted))
+    if cfg.finetuning.ema_decay is not None:
+        from lmforge.train.callbacks.ema import EmaCallback
+
+        callbacks.append(EmaCallback(cfg.finetuning.ema_decay, resume_checkpoint(cfg)))
     if cfg.lora.pissa_convert and cfg.lora.pissa_init:
         from lmforge.train.callbacks.pissa import PissaConvertCallback
 
