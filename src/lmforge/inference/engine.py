@@ -119,14 +119,10 @@ class ChatEngine:
             conv = replace(conv, system=system or self.default_system)
         return self.template.encode_prompt(self.tokenizer, conv)
 
-    def sampling_params(self, max_new_tokens: int | None = None, temperature: float | None = None,
-                        top_p: float | None = None, top_k: int | None = None, do_sample: bool | None = None,
-                        repetition_penalty: float | None = None, seed: int | None = None) -> SamplingParams:
-        """The config's decoding settings with these overrides (None: the config's); temperature 0 is greedy, as
-        in OpenAI's API."""
-        return sampling_params_of(self.generation, self.stop_ids, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, top_k=top_k, do_sample=do_sample,
-                                  repetition_penalty=repetition_penalty, seed=seed)
+    def sampling_params(self, **overrides) -> SamplingParams:
+        """The config's decoding settings with `sampling_params_of`'s overrides (max_new_tokens, temperature, top_p,
+        top_k, do_sample, repetition_penalty, seed; None: the config's); temperature 0 is greedy, as in OpenAI's API."""
+        return sampling_params_of(self.generation, self.stop_ids, **overrides)
 
     def reply(self, messages, system: str | None = None, **overrides) -> str:
         """The whole answer; `overrides`: `sampling_params` arguments (max_new_tokens, temperature, top_p, ...)."""

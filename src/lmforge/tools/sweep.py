@@ -108,7 +108,7 @@ def _run_all(config: str, todo: list[tuple[str, Path, list[str]]], slots: int) -
             process = subprocess.Popen([sys.executable, "-m", "lmforge.cli", "train", config, *overrides],
                                        stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((name, process, log, env.get("CUDA_VISIBLE_DEVICES")))
-        name, process, log, _ = running[0] if slots == 1 else _first_done(running)
+        name, process, log, _ = _first_done(running)
         code = process.wait()
         log.close()
         running = [r for r in running if r[1] is not process]

@@ -131,8 +131,8 @@ def create_app(root: Path, token: str | None = None) -> FastAPI:
     @app.get("/api/job")
     async def job_state(id: str):
         state = runs.job(id)
-        out = Path(id.split(":", 1)[1])
-        state["result"] = _job_result(id.split(":", 1)[0], out) if state["status"] == "finished" else None
+        finished = state["status"] == "finished"
+        state["result"] = _job_result(state["kind"], Path(state["output"])) if finished else None
         return state
 
     @app.post("/api/chat")

@@ -10,6 +10,7 @@ shown beside the first key it quotes; one that quotes none is a general message.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -30,8 +31,9 @@ def schema() -> dict:
     return {"groups": groups}
 
 
-def known_keys() -> set[str]:
-    return {key["name"] for group in schema()["groups"] for key in group["keys"]}
+@functools.cache
+def known_keys() -> frozenset[str]:
+    return frozenset(key["name"] for group in schema()["groups"] for key in group["keys"])
 
 
 def clean(values: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,9 @@ class Job:
 
     id: str
     command: list[str]
-    cwd: Path
+    """lmforge's arguments, the subcommand first (train, eval, check, export)."""
+    output: Path
+    """Where its results go: the run's output_dir, or the tab's result directory."""
     console: Path
     process: subprocess.Popen | None = None
     started: float = field(default_factory=time.time)
@@ -65,7 +67,7 @@ class Runs:
             config = output_dir / CONFIG_FILE
             config.write_text(yaml.safe_dump({**values, "output_dir": str(output_dir)}, sort_keys=False,
                                              allow_unicode=True), encoding="utf-8")
-            job = self._spawn(key, ["train", str(config)], output_dir / CONSOLE_FILE)
+            job = self._spawn(key, ["train", str(config)], output_dir, output_dir / CONSOLE_FILE)
             self._jobs[key] = job
             return job
 
@@ -83,9 +85,11 @@ class Runs:
 
     def list(self) -> list[dict]:
         """Every run: those started here, and output directories under the root holding a trainer log."""
-        found = {str(p.parent) for p in self.root.glob("**/trainer_log.jsonl")} if self.root.exists() else set()
-        found |= {str(p.parent) for p in self.root.glob(f"**/{CONFIG_FILE}")} if self.root.exists() else set()
-        ids = sorted(found | set(k for k, j in self._jobs.items() if j.command[1] == "train"))
+        found: set[str] = set()
+        if self.root.exists():
+            for name in ("trainer_log.jsonl", CONFIG_FILE):
+                found |= {str(p.parent) for p in self.root.glob(f"**/{name}")}
+        ids = sorted(found | set(k for k, j in self._jobs.items() if j.command[0] == "train"))
         return [self.summary(run_id) for run_id in ids]
 
     def summary(self, run_id: str) -> dict:
@@ -109,11 +113,11 @@ class Runs:
 
     # -- other commands ------------------------------------------------------------------------------
 
-    def run_command(self, name: str, args: list[str], cwd: Path) -> Job:
-        """`lmforge <args>` for a tab (eval, check, export), its console in <cwd>/webui_<name>.log."""
-        cwd.mkdir(parents=True, exist_ok=True)
+    def run_command(self, name: str, args: list[str], output: Path) -> Job:
+        """`lmforge <args>` for a tab (eval, check, export), its console in <output>/webui_<name>.log."""
+        output.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
-        job = self._spawn(f"{name}:{cwd}", args, cwd / f"webui_{name}.log")
+        job = self._spawn(f"{name}:{output}", args, output, output / f"webui_{name}.log")
         with self._lock:
             self._jobs[job.id] = job
         return job
@@ -125,17 +129,17 @@ class Runs:
         code = job.returncode
         console = _tail(job.console, 8000)
         status = "running" if code is None else "finished" if code == 0 else "failed"
-        return {"id": job_id, "status": status, "console": console,
-                "error": _error_line(console) if status == "failed" else None}
+        return {"id": job_id, "kind": job.command[0], "output": str(job.output), "status": status,
+                "console": console, "error": _error_line(console) if status == "failed" else None}
 
-    def _spawn(self, job_id: str, args: list[str], console: Path) -> Job:
+    def _spawn(self, job_id: str, args: list[str], output: Path, console: Path) -> Job:
         """`lmforge <args>` run in the root, so relative paths (dataset_dir, output_dir) mean what the form shows."""
         command = [sys.executable, "-m", "lmforge.cli", *args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(console, "w", encoding="utf-8") as out:
             process = subprocess.Popen(command, cwd=self.root, stdout=out, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)  # the UI's Ctrl-C does not reach the run
-        return Job(job_id, command[2:], self.root, console, process)
+        return Job(job_id, list(args), output, console, process)
 
     def close(self) -> None:
         for job in self._jobs.values():
