@@ -56,6 +56,7 @@ def test_table_diff_and_plot(two_runs, tmp_path, capsys):
         assert len(losses) == 4 and len(evals) >= 2  # every 2 steps, and the final evaluation
         assert row["loss final"] == losses[-1] and row["loss best"] == min(losses)
         assert row["eval_loss final"] == evals[-1] and row["eval_loss best"] == min(evals)
+        assert row["peak GiB"] == max(r["peak_rss_gib"] for r in run.rows) > 0.1  # torch alone holds > 100 MiB
         assert row["wall s"] == json.loads((run.path / "all_results.json").read_text())["train_runtime"]
     assert table[0]["loss final"] != table[1]["loss final"]
 

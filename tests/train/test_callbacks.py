@@ -288,6 +288,10 @@ def test_log_writer_lines_and_keys(args, tmp_path):
     assert len((tmp_path / LOG_FILE).read_text().splitlines()) == 1
     log([writer], args, state, {"eval_loss": 2.0, "eval_runtime": 1.0, "epoch": 0.2})
     rows = read_log(tmp_path / LOG_FILE)
+    import resource
+
+    peak = rows[0].pop("peak_rss_gib")  # this process's peak RSS so far, in GiB
+    assert 0 < peak <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 + 1e-3
     assert rows[0] == {
         "step": 2,
         "total_steps": 10,

@@ -7,7 +7,8 @@ Reads each run's `trainer_log.jsonl` (every logged metric, by step), `all_result
 `lmforge_config.yaml` (the keys `lmforge train` ran with). Curves: each metric in its own panel, the raw points
 faint and an exponential moving average over them (TensorBoard's smoothing, `--smooth`, 0 = none) drawn over them,
 against optimizer step, tokens seen (`throughput/tokens_total`) or wall time (`elapsed_s`). The table: per run and
-metric the final and the best value (lowest for losses, highest for the rest), mean tokens/s and wall time. The
+metric the final and the best value (lowest for losses, highest for the rest), mean tokens/s, peak memory (GiB: the GPU allocator's peak where there is one,
+else the process's peak resident set) and wall time. The
 config diff: every key whose value is not the same in all runs (a key missing from a run counts as its default,
 shown as "-").
 """
@@ -49,6 +50,15 @@ class Run:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and last_x is not None:
                 points.append((float(last_x), float(value)))
         return points
+
+
+    def peak_memory_gib(self) -> float | None:
+        """The highest peak the log recorded: the device allocator's on GPU runs, else the process's resident set."""
+        for key in ("peak_device_gib", "peak_rss_gib"):
+            values = [r[key] for r in self.rows if isinstance(r.get(key), (int, float))]
+            if values:
+                return max(values)
+        return None
 
 
 def load_run(path: Path) -> Run:
@@ -101,6 +111,7 @@ def summary(runs: list[Run], metrics: list[str]) -> list[dict]:
             row[f"{metric} best"] = (min(values) if lower_is_better(metric) else max(values)) if values else None
         speeds = [r["tokens_per_s"] for r in run.rows if isinstance(r.get("tokens_per_s"), (int, float))]
         row["tokens/s"] = sum(speeds) / len(speeds) if speeds else None
+        row["peak GiB"] = run.peak_memory_gib()
         row["wall s"] = run.results.get("train_runtime")
         table.append(row)
     return table

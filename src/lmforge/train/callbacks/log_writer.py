@@ -7,7 +7,8 @@ Usage::
 
 Each line holds ``step``, ``total_steps``, ``epoch``, ``elapsed_s`` and, when present, ``loss`` /
 ``eval_loss``, ``lr`` (transformers' ``learning_rate``), ``grad_norm``, ``tokens_per_s`` (a short alias
-of ``throughput/tokens_per_s``), followed by every other key of the log verbatim (``throughput/*``,
+of ``throughput/tokens_per_s``), ``peak_rss_gib`` (this process's peak resident memory so far) and, on CUDA,
+``peak_device_gib`` (the allocator's peak on this rank's device), followed by every other key of the log verbatim (``throughput/*``,
 other ``eval_*`` metrics, the end-of-run ``train_runtime`` summary). Non-finite floats are written as
 Python's ``NaN`` / ``Infinity`` so a diverged loss stays visible; `json.loads` reads them.
 
@@ -25,10 +26,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from lmforge.train.callbacks.throughput import TOKENS_PER_S
@@ -125,7 +128,17 @@ class LogWriterCallback(TrainerCallback):
             if key in logs:
                 row[_SHORT.get(key, key)] = logs[key]
         row["elapsed_s"] = round(elapsed, 3)
+        row.update(peak_memory())
         for key, value in logs.items():
             if key not in _MOVED:
                 row[key] = value
         return {key: value for key, value in row.items() if value is not None}
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak memory of this process so far, in GiB: resident set (host) and, on CUDA, the allocator's peak."""
+    # ru_maxrss is KiB on Linux (bytes on macOS, where this over-reports by 1024x; lmforge trains on Linux)
+    out = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_device_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return out
