@@ -35,7 +35,8 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "Attention backend: sdpa_varlen (default: sdpa, packed samples attended one by one), sdpa "
-            "(transformers' own, block mask for packed rows), eager, flash_attention_2, flex_attention."
+            "(transformers' own, block mask for packed rows), varlen_attn (GPU: PyTorch's FlashAttention-2 varlen kernel, one "
+            "call for all packed samples; elsewhere as sdpa_varlen), eager, flash_attention_2, flex_attention."
         },
     )
     flash_attn: FlashAttn = field(

@@ -8,6 +8,8 @@ batch carries position_ids that restart at 0 for every sample and NO attention_m
 as packed sequences (masking_utils.find_packed_sequence_indices) and keeps attention inside each sample:
   - sdpa_varlen (lmforge's default, `lmforge.model.attention`): one causal SDPA call per sample, spans found
     from position_ids, no mask at all;
+  - varlen_attn (`lmforge.model.varlen_attn`): on CUDA one PyTorch varlen-flash call per layer for the whole
+    packed batch, cu_seqlens from the same spans;
   - flash_attention_2 / 3: varlen kernels with cu_seqlens derived from position_ids, no mask at all;
   - flex_attention: a block-sparse BlockMask built from the sample ids;
   - sdpa / eager (transformers' own): a boolean (sdpa) or additive (eager) block-diagonal causal mask of shape

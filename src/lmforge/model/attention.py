@@ -148,9 +148,9 @@ def choose_attention(config, requested: str) -> str:
     if not softcap:
         return requested
     family = getattr(text, "model_type", "this model")
-    if requested == NAME:
-        logger.info("%s uses attention logit softcapping (attn_logit_softcapping=%s), which sdpa_varlen cannot "
-                    "apply; attention falls back to eager (exact, slower)", family, softcap)
+    if requested in (NAME, "varlen_attn"):
+        logger.info("%s uses attention logit softcapping (attn_logit_softcapping=%s), which %s cannot "
+                    "apply; attention falls back to eager (exact, slower)", family, softcap, requested)
         return "eager"
     if requested == "sdpa":
         raise ConfigError(f"{family} uses attention logit softcapping (attn_logit_softcapping={softcap}), which "

@@ -38,6 +38,7 @@ from lmforge.logging import get_logger
 from lmforge.model.adapters import ADAPTERS
 from lmforge.model.adapters.targets import split_names
 from lmforge.config.checkpointing_policy import selective_checkpoint_context
+from lmforge.model import varlen_attn as _varlen_attn  # noqa: F401  (importing it registers "varlen_attn")
 from lmforge.model.attention import choose_attention  # importing it registers "sdpa_varlen"
 
 logger = get_logger(__name__)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # shape building needs torch; the arithmetic here does not
     from lmforge.planner.shape import ModelShape
 
 
-FUSED_ATTENTION = frozenset({"sdpa", "sdpa_varlen", "flash_attention_2", "flash_attention_3", "flex_attention"})
+FUSED_ATTENTION = frozenset({"sdpa", "sdpa_varlen", "varlen_attn", "flash_attention_2", "flash_attention_3", "flex_attention"})
 ATTENTION_KINDS = FUSED_ATTENTION | {"eager"}
 FP32 = 4
 

@@ -1,0 +1,100 @@
+"""`varlen_attn`: packed samples attended by PyTorch's own FlashAttention-2 varlen kernel, one call per layer.
+
+`sdpa_varlen` runs one SDPA call per packed sample. On a CPU that costs nothing extra, but on a GPU each call is
+a kernel launch per sample per layer (and again in the backward), which made packed training slower than padded
+on an H200 (benchmarks/RESULTS.md). `torch.nn.attention.varlen.varlen_attn` (PyTorch >= 2.10, CUDA, fp16/bf16)
+takes the whole packed batch with the samples' cumulative offsets and runs one kernel, without the flash-attn
+package. Same spans, same result as `sdpa_varlen` up to kernel rounding.
+
+Where the kernel does not apply (CPU tensors, fp32, a cache or padding mask, sliding windows) the forward goes to
+`sdpa_varlen`, which handles all of those exactly; on CPU that is said once in the log.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+from lmforge.logging import get_logger
+from lmforge.model.attention import sample_spans, sdpa_varlen_attention_forward, sdpa_varlen_mask
+
+logger = get_logger(__name__)
+
+NAME = "varlen_attn"
+_said_fallback = False
+
+
+def varlen_kernel():
+    """torch's varlen_attn, or None where this torch has none."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def _causal_kwargs(kernel) -> dict:
+    # torch 2.10-2.11 take is_causal; later releases express causality as window_size=(-1, 0)
+    params = inspect.signature(kernel).parameters
+    return {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+
+
+def _kernel_applies(query: torch.Tensor, attention_mask, position_ids, module, dropout: float, kwargs) -> bool:
+    return (
+        query.is_cuda
+        and not (dropout and module.training)
+        and query.dtype in (torch.float16, torch.bfloat16)
+        and attention_mask is None
+        and position_ids is not None
+        and query.shape[2] == kwargs["kv_length"]
+        and query.shape[2] > 1
+        and getattr(module, "is_causal", True)
+        and not (kwargs.get("sliding_window") or getattr(module, "sliding_window", None))
+        and kwargs.get("softcap") is None
+        and varlen_kernel() is not None
+    )
+
+
+def cumulative_offsets(spans: list[list[tuple[int, int]]], length: int, device) -> tuple[torch.Tensor, int]:
+    """(cu_seqlens over the flattened batch, int32, and the longest span) for the spans of each row."""
+    offsets, longest = [0], 0
+    for row, row_spans in enumerate(spans):
+        for start, end in row_spans:
+            offsets.append(row * length + end)
+            longest = max(longest, end - start)
+    return torch.tensor(offsets, dtype=torch.int32, device=device), longest
+
+
+def varlen_attn_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                                   scaling: float | None = None, **kwargs):
+    global _said_fallback
+    position_ids = kwargs.get("position_ids")
+    if not _kernel_applies(query, attention_mask, position_ids, module, dropout, {**kwargs, "kv_length": key.shape[2]}):
+        if not query.is_cuda and not _said_fallback:
+            logger.info("varlen_attn: no CUDA tensors here; attention runs as sdpa_varlen")
+            _said_fallback = True
+        return sdpa_varlen_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    batch, heads, length, dim = query.shape
+    if position_ids.shape[0] != batch:
+        position_ids = position_ids.expand(batch, -1)
+    offsets, longest = cumulative_offsets(sample_spans(position_ids), length, query.device)
+    kernel = varlen_kernel()
+    q = query.transpose(1, 2).reshape(batch * length, heads, dim)
+    k = key.transpose(1, 2).reshape(batch * length, key.shape[1], dim)
+    v = value.transpose(1, 2).reshape(batch * length, value.shape[1], dim)
+    extra = _causal_kwargs(kernel)
+    if k.shape[1] != heads:
+        if "enable_gqa" in inspect.signature(kernel).parameters:
+            extra["enable_gqa"] = True
+        else:
+            k = k.repeat_interleave(heads // k.shape[1], dim=1)
+            v = v.repeat_interleave(heads // v.shape[1], dim=1)
+    out = kernel(q, k, v, offsets, offsets, longest, longest, scale=scaling, **extra)
+    return out.reshape(batch, length, heads, dim), None
+
+
+AttentionInterface.register(NAME, varlen_attn_forward)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_varlen_mask)
