@@ -155,6 +155,7 @@ def run_train(check: dict, root: Path) -> dict:
     out = {"exit": proc.returncode, "seconds": round(time.perf_counter() - started, 1)}
     if proc.returncode != 0:
         out["stderr_tail"] = proc.stderr[-2500:]
+        out["errors"] = [line for line in proc.stderr.splitlines() if "error" in line.lower()][:8]
         return out
     out.update(summarise(Path(yaml.safe_load(path.read_text())["output_dir"])))
     return out
@@ -211,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     save()
     for check in plan(root, model, data):
         name = check["name"]
-        if args.only and name not in args.only.split(","):
-            continue
         if check.get("deepspeed_json"):
             path, body = check["deepspeed_json"]
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                                          str(path)])
         else:
             entry["command"] = f"in-process: {name}"
+        if args.only and name not in args.only.split(","):
+            continue  # its config is written all the same, for reruns and profiling by hand
         if args.dry_run:
             entry.update(dry_check(check, missing))
         elif missing:
