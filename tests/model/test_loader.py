@@ -199,3 +199,13 @@ def test_selective_checkpointing_keeps_the_gradients(tiny_qwen2_dir):
         loss.backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)  # recomputation repeats the same ops
+
+
+def test_zero3_partitioned_parameters_count_at_their_full_size():
+    """Under DeepSpeed ZeRO-3 a loaded weight is an empty shard that carries its size in `ds_numel`; counting
+    numel() found 'no parameter trainable' on an H200 (benchmarks/RESULTS.md), so the count reads ds_numel."""
+    model = torch.nn.Linear(4, 3)
+    for param in model.parameters():
+        param.ds_numel = param.numel()
+        param.data = torch.empty(0)
+    assert count_parameters(model) == (15, 15)

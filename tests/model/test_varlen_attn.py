@@ -73,7 +73,16 @@ def test_without_cuda_it_is_sdpa_varlen(tiny_model_dir):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or varlen_attn.varlen_kernel() is None, reason="needs CUDA")
-def test_cuda_kernel_matches_sdpa_varlen_in_bf16(tiny_model_dir):
+def test_cuda_kernel_matches_sdpa_varlen_in_bf16(tiny_model_dir, monkeypatch):
+    calls = []
+    real = varlen_attn.varlen_kernel()
+
+    @functools.wraps(real)
+    def counted(*args, **kwargs):
+        calls.append(args[3].tolist())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(varlen_attn, "varlen_kernel", lambda: counted)
     torch.manual_seed(0)
     ids = torch.randint(0, 300, (2, 24), device="cuda")
     packed = torch.cat([torch.arange(10), torch.arange(9), torch.arange(5)]).repeat(2, 1).cuda()
@@ -85,5 +94,32 @@ def test_cuda_kernel_matches_sdpa_varlen_in_bf16(tiny_model_dir):
         loss.backward()
         losses[name] = loss.item()
         grads[name] = model.model.layers[0].self_attn.q_proj.weight.grad.float()
+    assert calls and calls[0] == [0, 10, 19, 24, 34, 43, 48]  # the kernel ran, not the fallback
     assert abs(losses["varlen_attn"] - losses["sdpa_varlen"]) < 2e-2
     torch.testing.assert_close(grads["varlen_attn"], grads["sdpa_varlen"], rtol=0.1, atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or varlen_attn.varlen_kernel() is None, reason="needs CUDA")
+def test_cuda_kernel_runs_under_autocast_over_fp32_weights(tiny_model_dir, monkeypatch):
+    """bf16: true trains fp32 weights under autocast, where RoPE hands attention fp32 queries and keys."""
+    calls = []
+    real = varlen_attn.varlen_kernel()
+
+    @functools.wraps(real)
+    def counted(*args, **kwargs):
+        calls.append(args[0].dtype)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(varlen_attn, "varlen_kernel", lambda: counted)
+    ids = torch.randint(0, 300, (2, 24), device="cuda")
+    packed = torch.cat([torch.arange(10), torch.arange(9), torch.arange(5)]).repeat(2, 1).cuda()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="varlen_attn").cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        model(input_ids=ids, position_ids=packed, use_cache=False)
+    assert calls and set(calls) == {torch.bfloat16}
+
+
+def test_autocast_dtype_is_the_kernels_on_cpu_tensors_only_when_half():
+    assert varlen_attn.half_dtype(torch.zeros(1, dtype=torch.bfloat16)) == torch.bfloat16
+    assert varlen_attn.half_dtype(torch.zeros(1)) is None  # CPU fp32: no kernel, sdpa_varlen

@@ -382,9 +382,11 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """
     trainable = total = 0
     for param in model.parameters():
-        total += param.numel()
+        # DeepSpeed ZeRO-3 loads weights already partitioned: each holds an empty tensor and its size in ds_numel
+        size = getattr(param, "ds_numel", None) or param.numel()
+        total += size
         if param.requires_grad:
-            trainable += param.numel()
+            trainable += size
     return trainable, total
 
 

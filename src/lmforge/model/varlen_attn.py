@@ -6,8 +6,10 @@ on an H200 (benchmarks/RESULTS.md). `torch.nn.attention.varlen.varlen_attn` (PyT
 takes the whole packed batch with the samples' cumulative offsets and runs one kernel, without the flash-attn
 package. Same spans, same result as `sdpa_varlen` up to kernel rounding.
 
-Where the kernel does not apply (CPU tensors, fp32, a cache or padding mask, sliding windows) the forward goes to
-`sdpa_varlen`, which handles all of those exactly; on CPU that is said once in the log.
+Where the kernel does not apply (CPU tensors, fp32 without autocast, a cache or padding mask, sliding windows) the
+forward goes to `sdpa_varlen`, which handles all of those exactly; on CPU, or on CUDA with a torch that lacks the
+kernel, that is said once in the log. Under autocast (fp32 weights, `bf16: true`) queries and keys reach attention
+in fp32 (RoPE's fp32 tables promote them); the kernel then runs in autocast's dtype, as SDPA would.
 """
 
 from __future__ import annotations
@@ -42,11 +44,22 @@ def _causal_kwargs(kernel) -> dict:
     return {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
 
 
+def half_dtype(query: torch.Tensor) -> torch.dtype | None:
+    """The fp16/bf16 dtype the kernel would run in: the tensors' own, or autocast's (with fp32 weights under
+    autocast, RoPE's fp32 cos/sin promote queries and keys to fp32; SDPA would cast them back, so does this)."""
+    if query.dtype in (torch.float16, torch.bfloat16):
+        return query.dtype
+    if query.is_cuda and torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+        return dtype if dtype in (torch.float16, torch.bfloat16) else None
+    return None
+
+
 def _kernel_applies(query: torch.Tensor, attention_mask, position_ids, module, dropout: float, kwargs) -> bool:
     return (
         query.is_cuda
         and not (dropout and module.training)
-        and query.dtype in (torch.float16, torch.bfloat16)
+        and half_dtype(query) is not None
         and attention_mask is None
         and position_ids is not None
         and query.shape[2] == kwargs["kv_length"]
@@ -72,6 +85,10 @@ def varlen_attn_forward(module, query, key, value, attention_mask, dropout: floa
                                    scaling: float | None = None, **kwargs):
     global _said_fallback
     position_ids = kwargs.get("position_ids")
+    if query.is_cuda and varlen_kernel() is None and not _said_fallback:
+        logger.warning("varlen_attn: this torch (%s) has no torch.nn.attention.varlen (PyTorch >= 2.10); attention "
+                       "runs as sdpa_varlen", torch.__version__)
+        _said_fallback = True
     if not _kernel_applies(query, attention_mask, position_ids, module, dropout, {**kwargs, "kv_length": key.shape[2]}):
         if not query.is_cuda and not _said_fallback:
             logger.info("varlen_attn: no CUDA tensors here; attention runs as sdpa_varlen")
@@ -82,9 +99,10 @@ def varlen_attn_forward(module, query, key, value, attention_mask, dropout: floa
         position_ids = position_ids.expand(batch, -1)
     offsets, longest = cumulative_offsets(sample_spans(position_ids), length, query.device)
     kernel = varlen_kernel()
-    q = query.transpose(1, 2).reshape(batch * length, heads, dim)
-    k = key.transpose(1, 2).reshape(batch * length, key.shape[1], dim)
-    v = value.transpose(1, 2).reshape(batch * length, value.shape[1], dim)
+    dtype = half_dtype(query)
+    q = query.transpose(1, 2).reshape(batch * length, heads, dim).to(dtype)
+    k = key.transpose(1, 2).reshape(batch * length, key.shape[1], dim).to(dtype)
+    v = value.transpose(1, 2).reshape(batch * length, value.shape[1], dim).to(dtype)
     extra = _causal_kwargs(kernel)
     if k.shape[1] != heads:
         if "enable_gqa" in inspect.signature(kernel).parameters:
