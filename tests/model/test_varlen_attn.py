@@ -73,16 +73,21 @@ def test_without_cuda_it_is_sdpa_varlen(tiny_model_dir):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or varlen_attn.varlen_kernel() is None, reason="needs CUDA")
-def test_cuda_kernel_matches_sdpa_varlen_in_bf16(tiny_model_dir, monkeypatch):
-    calls = []
-    real = varlen_attn.varlen_kernel()
+def spy_on_kernel(monkeypatch, record) -> list:
+    """The real kernel, with `record(args)` of every call appended to the returned list."""
+    calls, real = [], varlen_attn.varlen_kernel()
 
     @functools.wraps(real)
     def counted(*args, **kwargs):
-        calls.append(args[3].tolist())
+        calls.append(record(args))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(varlen_attn, "varlen_kernel", lambda: counted)
+    return calls
+
+
+def test_cuda_kernel_matches_sdpa_varlen_in_bf16(tiny_model_dir, monkeypatch):
+    calls = spy_on_kernel(monkeypatch, lambda args: args[3].tolist())
     torch.manual_seed(0)
     ids = torch.randint(0, 300, (2, 24), device="cuda")
     packed = torch.cat([torch.arange(10), torch.arange(9), torch.arange(5)]).repeat(2, 1).cuda()
@@ -103,15 +108,7 @@ def test_cuda_kernel_matches_sdpa_varlen_in_bf16(tiny_model_dir, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available() or varlen_attn.varlen_kernel() is None, reason="needs CUDA")
 def test_cuda_kernel_runs_under_autocast_over_fp32_weights(tiny_model_dir, monkeypatch):
     """bf16: true trains fp32 weights under autocast, where RoPE hands attention fp32 queries and keys."""
-    calls = []
-    real = varlen_attn.varlen_kernel()
-
-    @functools.wraps(real)
-    def counted(*args, **kwargs):
-        calls.append(args[0].dtype)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(varlen_attn, "varlen_kernel", lambda: counted)
+    calls = spy_on_kernel(monkeypatch, lambda args: args[0].dtype)
     ids = torch.randint(0, 300, (2, 24), device="cuda")
     packed = torch.cat([torch.arange(10), torch.arange(9), torch.arange(5)]).repeat(2, 1).cuda()
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="varlen_attn").cuda()
