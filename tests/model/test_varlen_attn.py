@@ -71,8 +71,6 @@ def test_without_cuda_it_is_sdpa_varlen(tiny_model_dir):
     assert torch.equal(out[0], out[1])
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or varlen_attn.varlen_kernel() is None, reason="needs CUDA")
 def spy_on_kernel(monkeypatch, record) -> list:
     """The real kernel, with `record(args)` of every call appended to the returned list."""
     calls, real = [], varlen_attn.varlen_kernel()
@@ -86,6 +84,8 @@ def spy_on_kernel(monkeypatch, record) -> list:
     return calls
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or varlen_attn.varlen_kernel() is None, reason="needs CUDA")
 def test_cuda_kernel_matches_sdpa_varlen_in_bf16(tiny_model_dir, monkeypatch):
     calls = spy_on_kernel(monkeypatch, lambda args: args[3].tolist())
     torch.manual_seed(0)
