@@ -324,10 +324,17 @@ def plot_runs(groups: dict[str, list[Path]], path: Path, x: str = "step", from_s
                       if x != "tokens" or "throughput/tokens_total" in r]
                 ys = [r[key] for r in rows if x != "tokens" or "throughput/tokens_total" in r]
                 series.append(dict(zip(xs, ys)))
-            common = sorted(set.intersection(*(set(s) for s in series))) if series else []
-            if not common:
+            if not series or not all(series):
                 continue
-            values = [[s[c] for s in series] for c in common]
+            if x == "tokens":  # the seeds log at different token counts: their curves on one grid, interpolated
+                import numpy as np
+
+                low, high = max(min(s) for s in series), min(max(s) for s in series)
+                common = list(np.linspace(low, high, 40)) if high > low else [high]
+                values = [[float(np.interp(c, sorted(s), [s[k] for k in sorted(s)])) for s in series] for c in common]
+            else:
+                common = sorted(set.intersection(*(set(s) for s in series)))
+                values = [[s[c] for s in series] for c in common]
             line, = ax.plot(common, [statistics.fmean(v) for v in values], label=arm, linewidth=1.5)
             ax.fill_between(common, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.15)
         ax.set_title(title)
