@@ -75,3 +75,32 @@ def test_packed_forward_takes_one_call_per_sample(tiny_model_dir, monkeypatch):
     model(input_ids=ids, position_ids=torch.cat([torch.arange(10), torch.arange(6)]).unsqueeze(0), use_cache=False)
     layers = model.config.num_hidden_layers
     assert calls == [(10, True, True), (6, True, True)] * layers  # no mask, causal within each sample
+
+
+def test_compiled_model_does_not_recompile_for_new_packings(tiny_model_dir):
+    """Under torch.compile the spans stay out of the graph (packed_attention runs eagerly): rows packed with other
+    sample counts and lengths reuse the compiled graphs, and the logits equal the eager model's. Dynamo's guards
+    do not depend on the backend, so a backend that only counts compilations shows it without inductor's time."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    compiled_graphs = []
+
+    def counting_backend(graph, example_inputs):
+        compiled_graphs.append(graph)
+        return graph.forward
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa_varlen")
+    compiled = torch.compile(model, backend=counting_backend)
+    torch.manual_seed(0)
+    ids = torch.randint(0, 300, (2, 24))
+    packings = [[10, 9, 5], [24], [3, 3, 3, 15], [7, 17], [1, 22, 1]]
+    counts = []
+    for lengths in packings:
+        pos = torch.cat([torch.arange(n) for n in lengths]).repeat(2, 1)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(input_ids=ids, position_ids=pos, use_cache=False).logits,
+                                       model(input_ids=ids, position_ids=pos, use_cache=False).logits)
+        counts.append(len(compiled_graphs))
+    assert counts[0] > 0 and counts[1:] == [counts[0]] * (len(packings) - 1), counts
+    torch._dynamo.reset()

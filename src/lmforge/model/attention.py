@@ -76,12 +76,24 @@ def sdpa_varlen_attention_forward(
 
     if position_ids.shape[0] != query.shape[0]:
         position_ids = position_ids.expand(query.shape[0], -1)
-    spans = sample_spans(position_ids)
-    gqa = key.shape[1] != query.shape[1]
     # A sliding-window layer (Mistral, Gemma 3's local layers) keeps key j for query i when 0 <= i - j < window
     # (transformers' sliding_window_overlay). Its mask must be applied here: sdpa_varlen_mask gives no mask for
     # packed rows, so falling back to `sdpa` would attend causally across samples and past the window.
     window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+    return packed_attention(query, key, value, position_ids, dropout, scaling, window), None
+
+
+@torch.compiler.disable
+def packed_attention(query, key, value, position_ids, dropout: float, scaling: float | None, window: int | None):
+    """Causal attention within each packed sample: (B, H, T, D) in, (B, T, H, D) contiguous out (one layout
+    whatever the spans, so that a compiled graph resuming after this call sees the same strides every time).
+
+    Run eagerly under `torch_compile`: the spans are Python data read off position_ids, and a compiled graph
+    would guard on their count and lengths and recompile for every new packing of a row (29 recompiles in 12
+    steps of a tiny model, 158 s against 12 s eager); outside the compiled graph the rest of the layer stays
+    compiled and the spans change nothing."""
+    spans = sample_spans(position_ids)
+    gqa = key.shape[1] != query.shape[1]
 
     def causal(q, k, v):
         if window and q.shape[2] > window:
@@ -99,7 +111,7 @@ def sdpa_varlen_attention_forward(
             out = per_span(spans, query, key, value, causal)
     else:
         out = per_span(spans, query, key, value, causal)
-    return out.transpose(1, 2).contiguous(), None
+    return out.transpose(1, 2).contiguous()
 
 
 def cuda_span_backends():

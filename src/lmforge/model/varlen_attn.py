@@ -94,9 +94,16 @@ def varlen_attn_forward(module, query, key, value, attention_mask, dropout: floa
             logger.info("varlen_attn: no CUDA tensors here; attention runs as sdpa_varlen")
             _said_fallback = True
         return sdpa_varlen_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    if position_ids.shape[0] != query.shape[0]:
+        position_ids = position_ids.expand(query.shape[0], -1)
+    return kernel_attention(query, key, value, position_ids, scaling), None
+
+
+@torch.compiler.disable
+def kernel_attention(query, key, value, position_ids, scaling):
+    """The varlen kernel over the flattened batch, (B, T, H, D) out; outside a compiled graph, as sdpa_varlen's
+    packed path is (spans are Python data: a graph would recompile for every packing)."""
     batch, heads, length, dim = query.shape
-    if position_ids.shape[0] != batch:
-        position_ids = position_ids.expand(batch, -1)
     offsets, longest = cumulative_offsets(sample_spans(position_ids), length, query.device)
     kernel = varlen_kernel()
     dtype = half_dtype(query)
@@ -111,7 +118,7 @@ def varlen_attn_forward(module, query, key, value, attention_mask, dropout: floa
             k = k.repeat_interleave(heads // k.shape[1], dim=1)
             v = v.repeat_interleave(heads // v.shape[1], dim=1)
     out = kernel(q, k, v, offsets, offsets, longest, longest, scale=scaling, **extra)
-    return out.reshape(batch, length, heads, dim), None
+    return out.reshape(batch, length, heads, dim)
 
 
 AttentionInterface.register(NAME, varlen_attn_forward)
