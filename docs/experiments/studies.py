@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import statistics
@@ -206,7 +205,7 @@ def pretraining_config(work: Path, data: Path, mixture: str, seed: int, schedule
 # ---- post-hoc measurements ---------------------------------------------------------------------------------
 
 
-def mean_token_loss(model_dir: Path, tokenizer_dir: Path, pairs: list[tuple[list[int], list[int]]]) -> float:
+def mean_token_loss(model_dir: Path, pairs: list[tuple[list[int], list[int]]]) -> float:
     """Mean next-token loss over the target ids of (context ids, target ids) pairs, fp32, one pass each."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -419,7 +418,6 @@ def annealing_arms(work: Path, root: Path, data: Path, runs: dict) -> tuple[dict
     arms: dict[str, list[Path]] = {}
     for seed in SEEDS:
         constant = runs[mixture, "constant", seed]
-        tokenizer = constant
         for start in (32, 48):
             branch = root / "runs" / f"decay-from-{start}_seed{seed}"
             if not (branch / "all_results.json").exists():
@@ -437,10 +435,6 @@ def annealing_arms(work: Path, root: Path, data: Path, runs: dict) -> tuple[dict
         average = root / "runs" / f"average-last-4_seed{seed}"
         if not (average / "config.json").exists():
             lmforge("average", *(str(constant / f"checkpoint-{s}") for s in (40, 48, 56, 64)), "--output", str(average))
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            for target in [average] + [constant / f"checkpoint-{s}" for s in (48, 64)]:
-                if (tokenizer / name).exists() and not (target / name).exists():
-                    shutil.copy(tokenizer / name, target / name)
         arms.setdefault("constant, 48 steps", []).append(constant / "checkpoint-48")
         arms.setdefault("constant, 64 steps", []).append(constant)
         arms.setdefault("WSD 0.25 trained through (64 steps)", []).append(runs[mixture, "wsd-0.25", seed])
@@ -450,12 +444,13 @@ def annealing_arms(work: Path, root: Path, data: Path, runs: dict) -> tuple[dict
     for arm, dirs in arms.items():
         losses, accs = [], []
         for model_dir in dirs:
-            tok_dir = model_dir if (model_dir / "tokenizer.json").exists() else runs[mixture, "constant", 0]
+            # checkpoints, the average and the EMA hold no tokenizer: the run's (the same preset's in every run)
             for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                if not (model_dir / name).exists() and (tok_dir / name).exists():
-                    shutil.copy(tok_dir / name, model_dir / name)
+                source = runs[mixture, "constant", 0] / name
+                if not (model_dir / name).exists() and source.exists():
+                    shutil.copy(source, model_dir / name)
             figures = measured(root, str(model_dir), lambda: {
-                "loss": mean_token_loss(model_dir, model_dir, document_pairs(model_dir, held)),
+                "loss": mean_token_loss(model_dir, document_pairs(model_dir, held)),
                 "acc": task_score(model_dir, data / "mc_shift.yaml", "acc", False, root / "eval" / model_dir.name)})
             losses.append(figures["loss"])
             accs.append(figures["acc"])
@@ -504,7 +499,7 @@ def measure_sft(run: Path, data: Path, root: Path) -> dict:
            "train s": json.loads((run / "all_results.json").read_text())["train_runtime"],
            "steps": max(r["step"] for r in rows)}
     for length in ("short", "long"):
-        out[f"{length} loss"] = mean_token_loss(run, run, response_pairs(run, data / f"heldout_{length}.json"))
+        out[f"{length} loss"] = mean_token_loss(run, response_pairs(run, data / f"heldout_{length}.json"))
         out[f"{length} exact"] = task_score(run, data / f"shift_{length}.yaml", "exact_match", True,
                                             root / "eval" / f"{run.name}_{length}")
     return out
@@ -551,13 +546,13 @@ def balancing_study(work: Path) -> dict:
     root, data = work / "balancing", work / "batching" / "data"
     write_sft_data(data)
     results, table, runs = {}, [], {}
+    batch = max(1, round(2048 / mean_tokens(data / "sft_short-heavy.json", sft_base(work, 0))))
     for weighting in ("token", "sample"):
         measures = []
         for seed in SEEDS:
             arm = {**BATCHING_ARMS["packing (isolated)"], "loss_weighting": weighting}
             # token weighting is the default: the batching study's isolated-packing run on this mixture is that arm
             reused = work / "batching" / "runs" / f"short-heavy_packing_seed{seed}"
-            batch = max(1, round(2048 / mean_tokens(data / "sft_short-heavy.json", sft_base(work, 0))))
             run = reused if weighting == "token" and (reused / "all_results.json").exists() else train(
                 root / "runs" / f"short-heavy_{weighting}_seed{seed}",
                 sft_config(work, data, "sft_short-heavy", seed, {"per_device_train_batch_size": batch, **arm}))

@@ -322,16 +322,21 @@ def build_config(raw: dict[str, Any], source: str = "") -> RunConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    path, overrides = split_config_argument(path, overrides or [])
-    return build_config(raw_config(path, overrides), source=str(path or "command line"))
+    return load_config_and_keys(path, overrides)[0]
 
 
-def raw_config(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The flat keys of the file with the key=value overrides applied, unchecked."""
+def load_config_and_keys(path: str | Path | None, overrides: list[str] | None = None) -> tuple[RunConfig, dict]:
+    """The checked config and the flat keys it was built from (the file's, overrides applied), read once."""
+    raw, source = _flat_keys(path, overrides)
+    return build_config(dict(raw), source=source), raw
+
+
+def _flat_keys(path: str | Path | None, overrides: list[str] | None) -> tuple[dict[str, Any], str]:
+    """The file's keys with the key=value overrides applied, unchecked, and the name errors give their source."""
     path, overrides = split_config_argument(path, overrides or [])
     raw = read_config_file(path) if path else {}
-    raw.update(parse_overrides(overrides or []))
-    return raw
+    raw.update(parse_overrides(overrides))
+    return raw, str(path or "command line")
 
 
 @dataclass(frozen=True)
@@ -353,10 +358,7 @@ def load_inference_config(path: str | Path | None, overrides: list[str] | None =
     """A config for using a model: training keys in the file (a training YAML reused) are read and ignored."""
     from lmforge.config.compat import report_unhonoured
 
-    path, overrides = split_config_argument(path, overrides or [])
-    raw = read_config_file(path) if path else {}
-    raw.update(parse_overrides(overrides or []))
-    source = str(path or "command line")
+    raw, source = _flat_keys(path, overrides)
     validate_keys_only(raw, source)
     refuse_eval_keys(raw, source, "chat, api and export")
     report_unhonoured(raw)

@@ -55,14 +55,15 @@ def half_dtype(query: torch.Tensor) -> torch.dtype | None:
     return None
 
 
-def _kernel_applies(query: torch.Tensor, attention_mask, position_ids, module, dropout: float, kwargs) -> bool:
+def _kernel_applies(query: torch.Tensor, kv_length: int, attention_mask, position_ids, module, dropout: float,
+                    kwargs) -> bool:
     return (
         query.is_cuda
         and not (dropout and module.training)
         and half_dtype(query) is not None
         and attention_mask is None
         and position_ids is not None
-        and query.shape[2] == kwargs["kv_length"]
+        and query.shape[2] == kv_length
         and query.shape[2] > 1
         and getattr(module, "is_causal", True)
         and not (kwargs.get("sliding_window") or getattr(module, "sliding_window", None))
@@ -82,14 +83,14 @@ def cumulative_offsets(spans: list[list[tuple[int, int]]], length: int, device) 
 
 
 def varlen_attn_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
-                                   scaling: float | None = None, **kwargs):
+                        scaling: float | None = None, **kwargs):
     global _said_fallback
     position_ids = kwargs.get("position_ids")
     if query.is_cuda and varlen_kernel() is None and not _said_fallback:
         logger.warning("varlen_attn: this torch (%s) has no torch.nn.attention.varlen (PyTorch >= 2.10); attention "
                        "runs as sdpa_varlen", torch.__version__)
         _said_fallback = True
-    if not _kernel_applies(query, attention_mask, position_ids, module, dropout, {**kwargs, "kv_length": key.shape[2]}):
+    if not _kernel_applies(query, key.shape[2], attention_mask, position_ids, module, dropout, kwargs):
         if not query.is_cuda and not _said_fallback:
             logger.info("varlen_attn: no CUDA tensors here; attention runs as sdpa_varlen")
             _said_fallback = True

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
-from lmforge.config import load_config
-from lmforge.config.loader import raw_config
+import yaml
+
+from lmforge.config.loader import load_config_and_keys
 from lmforge.logging import get_logger
 
 logger = get_logger(__name__)
@@ -24,7 +26,8 @@ def train_main(argv: list[str]) -> int:
     # default=[]: without one, argparse calls a missing '*' positional required ('config, overrides')
     parser.add_argument("overrides", nargs="*", default=[], help="key=value pairs that override the file")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)  # every config error is raised here, before torch loads
+    # every config error is raised here, before torch loads
+    cfg, keys = load_config_and_keys(args.config, args.overrides)
     import torch
     from transformers import set_seed
 
@@ -45,7 +48,7 @@ def train_main(argv: list[str]) -> int:
     if cfg.training.do_train:
         resume_checkpoint(cfg)  # fail on a used output_dir now, not after minutes of tokenizing
     if int(os.environ.get("RANK", "0")) == 0:
-        write_run_config(cfg.training.output_dir, raw_config(args.config, args.overrides))
+        write_run_config(cfg.training.output_dir, keys)
     # Seeded before anything random happens (new adapter weights, data shuffles), not only when the Trainer
     # is built: two runs of one config, or a run and its resumed twin, start from the same weights.
     set_seed(cfg.training.seed)
@@ -58,9 +61,6 @@ RUN_CONFIG_FILE = "lmforge_config.yaml"
 
 def write_run_config(output_dir: str, raw: dict) -> None:
     """The keys the run was started with, beside its outputs (`lmforge compare` reads them for its config diff)."""
-    import yaml
-    from pathlib import Path
-
     path = Path(output_dir) / RUN_CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
